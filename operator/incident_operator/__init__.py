@@ -1,0 +1,1 @@
+"""Automated, auditable incident response on Kubernetes."""

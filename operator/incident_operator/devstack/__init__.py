@@ -1,0 +1,1 @@
+"""The local development stack: a real control plane, moto, and the fakes."""

@@ -1,0 +1,159 @@
+"""Build (once) the binaries of the local control plane: kube-apiserver and etcd.
+
+There is no Docker here, so tests and `incident-operator dev` run a real
+kube-apiserver and etcd as plain processes. They are compiled from Go modules
+by the small module in `tests/controlplane/` (see its `update.sh` for how the
+versions are pinned) into a cache outside the repository, keyed by those
+versions and by go.sum, so a second run finds them and starts in seconds.
+
+    python -m incident_operator.devstack.binaries      # build or reuse, print paths
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+GO_MODULE = Path(
+    os.environ.get("INCIDENT_OPERATOR_GO_MODULE", REPO_ROOT / "tests" / "controlplane")
+)
+CACHE_ROOT = Path(
+    os.environ.get(
+        "INCIDENT_OPERATOR_CACHE",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "incident-operator",
+    )
+)
+
+KUBE_APISERVER = "k8s.io/kubernetes/cmd/kube-apiserver"
+KUBECTL = "k8s.io/kubernetes/cmd/kubectl"
+ETCD = "./etcd"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    kube_apiserver: Path
+    etcd: Path
+    kubectl: Path
+    kubernetes_version: str
+    etcd_version: str
+
+
+def pinned_versions(go_module: Path = GO_MODULE) -> tuple[str, str]:
+    """The Kubernetes and etcd versions that go.mod pins."""
+    gomod = (go_module / "go.mod").read_text()
+    k8s = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", gomod, re.M)
+    etcd = re.search(r"^\s*go\.etcd\.io/etcd/server/v3 (v\S+)", gomod, re.M)
+    if not k8s or not etcd:
+        raise RuntimeError(f"{go_module}/go.mod does not pin k8s.io/kubernetes and etcd")
+    return k8s.group(1), etcd.group(1)
+
+
+def cache_dir(go_module: Path = GO_MODULE) -> Path:
+    k8s, etcd = pinned_versions(go_module)
+    digest = hashlib.sha256((go_module / "go.sum").read_bytes()).hexdigest()[:12]
+    return CACHE_ROOT / f"controlplane-{k8s}-etcd-{etcd}-{digest}"
+
+
+def ensure_binaries(*, go_module: Path = GO_MODULE, log: bool = True) -> Binaries:
+    """Return the control-plane binaries, building what the cache lacks."""
+    k8s, etcd = pinned_versions(go_module)
+    target = cache_dir(go_module)
+    target.mkdir(parents=True, exist_ok=True)
+    say = _say if log else _quiet
+    # One builder at a time: parallel test sessions would otherwise compile
+    # the same 100 MB binary twice and race on the rename.
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        minor = k8s.lstrip("v").split(".")[1]
+        k8s_ldflags = " ".join(
+            f"-X k8s.io/component-base/version.{key}={value}"
+            for key, value in {
+                "gitVersion": k8s,
+                "gitMajor": "1",
+                "gitMinor": minor,
+                "gitTreeState": "clean",
+                "buildDate": "1970-01-01T00:00:00Z",
+            }.items()
+        )
+        apiserver = _build(go_module, KUBE_APISERVER, target / "kube-apiserver", k8s_ldflags, say)
+        etcd_bin = _build(go_module, ETCD, target / "etcd", "", say)
+        system_kubectl = shutil.which("kubectl")
+        if system_kubectl:
+            kubectl = Path(system_kubectl)
+        else:
+            kubectl = _build(go_module, KUBECTL, target / "kubectl", k8s_ldflags, say)
+    return Binaries(apiserver, etcd_bin, kubectl, k8s, etcd)
+
+
+def _build(
+    go_module: Path, package: str, output: Path, ldflags: str, say: Callable[[str], None]
+) -> Path:
+    if output.exists():
+        return output
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("building the local control plane needs Go (`go` is not on PATH)")
+    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0"}
+    deps = subprocess.run(
+        [go, "list", "-deps", package], cwd=go_module, env=env, capture_output=True, text=True
+    )
+    if deps.returncode != 0:
+        raise RuntimeError(f"go list {package} failed:\n{deps.stderr[-4000:]}")
+    total = len(deps.stdout.split())
+    say(f"building {output.name} ({total} packages; a cold build takes many minutes)")
+    partial = output.with_name(output.name + ".partial")
+    command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(partial), package]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=go_module,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    last_report, tail = started, collections.deque[str](maxlen=40)
+    # `go build -v` names each package as it compiles it: count them for a
+    # progress line every half minute instead of 2,000 lines of noise.
+    for compiled, line in enumerate(process.stdout, start=1):
+        tail.append(line)
+        now = time.monotonic()
+        if now - last_report >= 30:
+            say(f"  {output.name}: {min(compiled, total)}/{total} packages, {now - started:.0f}s")
+            last_report = now
+    if process.wait() != 0:
+        raise RuntimeError(f"building {package} failed:\n{''.join(tail)}")
+    partial.rename(output)
+    say(f"built {output} in {time.monotonic() - started:.0f}s")
+    return output
+
+
+def _say(message: str) -> None:
+    print(f"[controlplane] {message}", file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def main() -> None:
+    binaries = ensure_binaries()
+    print(f"kube-apiserver {binaries.kubernetes_version}: {binaries.kube_apiserver}")
+    print(f"etcd {binaries.etcd_version}: {binaries.etcd}")
+    print(f"kubectl: {binaries.kubectl}")
+
+
+if __name__ == "__main__":
+    main()

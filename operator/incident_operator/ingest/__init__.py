@@ -1,0 +1,1 @@
+"""The ingest webhook: alarms in, Incidents out."""

@@ -1,0 +1,348 @@
+"""The API: pydantic models that are also the CRD schema.
+
+`incident-operator crds` turns these into CustomResourceDefinitions (see
+`crd.py`), so a bound written here (a maximum length, an enum) is enforced by
+the API server for every writer, not only by this code. Field names are
+camelCase on the wire, as Kubernetes conventions want, and snake_case in
+Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "incident-response.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+Source = Literal["cloudwatch", "alertmanager", "sns", "generic"]
+AlarmState = Literal["ALARM", "OK", "INSUFFICIENT_DATA"]
+Phase = Literal[
+    "Triggered",
+    "Assessing",
+    "AwaitingApproval",
+    "Remediating",
+    "Resolved",
+    "Escalated",
+    "Ignored",
+    "Failed",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Resolved", "Escalated", "Ignored", "Failed"})
+Verdict = Literal["SAFE", "ESCALATE"]
+Action = Literal["restart_service", "notify_team", "ignore"]
+ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired"]
+ConditionType = Literal["Assessed", "Approved", "Remediated", "Notified", "Resolved"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Bounds. They keep one noisy alarm from filling etcd (an object is capped at
+# about 1.5 MiB there) and keep `kubectl get` readable.
+MAX_RAW_ALARM = 16 * 1024
+MAX_MESSAGE = 200
+MAX_TEXT = 4096
+MAX_NAME = 256
+
+ShortText = Annotated[str, Field(max_length=MAX_NAME)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class Model(BaseModel):
+    """Base for every API model: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase, no nulls."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- Incident.spec: what was observed, written by the ingest webhook --------
+
+
+class ServiceRef(Model):
+    """The service the alarm is about."""
+
+    name: ShortText = Field(description="Service name, e.g. the ECS service.")
+    cluster: ShortText | None = Field(None, description="ECS cluster; ECS_CLUSTER_NAME if unset.")
+    region: Annotated[str, Field(max_length=32)] | None = Field(None, description="AWS region.")
+    platform: Literal["ecs"] = Field("ecs", description="Where the service runs.")
+
+
+class Alarm(Model):
+    """The alarm as the monitoring system described it."""
+
+    name: ShortText = Field(description="Alarm or alert name.")
+    state: AlarmState = Field("ALARM", description="Alarm state when first received.")
+    reason: Text | None = Field(None, description="Why the alarm fired, as the source said.")
+    metric: ShortText | None = Field(None, description="Metric name, when there is one.")
+    dimensions: dict[str, ShortText] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Metric dimensions or alert labels.",
+    )
+    starts_at: datetime | None = Field(None, description="When the source says it started.")
+    arn: Annotated[str, Field(max_length=2048)] | None = Field(None, description="Alarm ARN.")
+    raw: Annotated[str, Field(max_length=MAX_RAW_ALARM)] | None = Field(
+        None,
+        description=f"The received payload as JSON text, cut to {MAX_RAW_ALARM} characters.",
+    )
+
+
+class IncidentSpec(Model):
+    """What was observed. Written once by the ingest webhook."""
+
+    source: Source = Field(description="Which ingest endpoint received the alarm.")
+    fingerprint: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Dedup key: alarm ARN, Alertmanager fingerprint, incident_id, or a hash."
+    )
+    title: ShortText = Field(description="One-line title.")
+    summary: Text = Field("", description="What the alarm says, for humans and the assessor.")
+    severity: Severity = Field("medium", description="Normalized severity.")
+    service: ServiceRef
+    alarm: Alarm
+    labels: dict[str, ShortText] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Labels from the source, used by ResponsePolicy matching.",
+    )
+
+
+# --- Incident.status: what the operator and approvers did -------------------
+
+
+class Decision(Model):
+    """An assessor's verdict. Also the response schema the LLM must fill."""
+
+    decision: Verdict = Field(description="SAFE to act automatically, or ESCALATE to a human.")
+    action: Action = Field(description="What to do.")
+    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = Field(
+        description="One short sentence for the on-call engineer."
+    )
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="0 to 1.")
+    rationale: Annotated[str, Field(max_length=MAX_TEXT)] = Field(
+        "", description="Why, in a few sentences."
+    )
+
+
+class Assessment(Decision):
+    """A Decision plus who made it and at what cost."""
+
+    assessor: Literal["rules", "gemini"] = Field(description="Which assessor decided.")
+    model: ShortText | None = Field(None, description="LLM model name, when one was used.")
+    policy: ShortText | None = Field(None, description="The ResponsePolicy that applied.")
+    latency_ms: Annotated[int, Field(ge=0)] | None = Field(None, description="Assessment time.")
+    prompt_tokens: Annotated[int, Field(ge=0)] | None = None
+    output_tokens: Annotated[int, Field(ge=0)] | None = None
+    at: datetime | None = Field(None, description="When the assessment was made.")
+
+
+class Approval(Model):
+    """Whether a human allowed the action."""
+
+    required: bool = Field(description="Whether the policy requires approval for the action.")
+    state: ApprovalState = Field("Pending", description="Pending, Approved, Rejected or Expired.")
+    by: ShortText | None = Field(None, description="Who decided (Slack user id, kubectl user).")
+    at: datetime | None = Field(None, description="When they decided.")
+    via: Literal["slack", "kubectl", "timeout", "policy"] | None = Field(
+        None, description="Where the decision came from."
+    )
+    deadline: datetime | None = Field(None, description="When a pending approval expires.")
+
+
+class Remediation(Model):
+    """The action taken on the service."""
+
+    action: Action
+    target: ShortText = Field(description="cluster/service acted on.")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Literal["Pending", "InProgress", "Succeeded", "Failed", "TimedOut", "Refused"] = (
+        "Pending"
+    )
+    deployment_id: ShortText | None = None
+    message: Text | None = None
+
+
+class SlackRef(Model):
+    channel: ShortText
+    ts: ShortText
+
+
+class JiraRef(Model):
+    key: ShortText
+    url: Annotated[str, Field(max_length=2048)] | None = None
+
+
+class EmailRef(Model):
+    message_id: ShortText
+
+
+class Notifications(Model):
+    """Where the incident was announced, so it is never announced twice."""
+
+    slack: SlackRef | None = None
+    jira: JiraRef | None = None
+    email: EmailRef | None = None
+
+
+class Condition(Model):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+
+
+class IncidentStatus(Model):
+    """What happened. Written by the operator, the webhook (counts) and approvals."""
+
+    phase: Phase | None = Field(None, description="One-word summary of where the incident is.")
+    occurrences: Annotated[int, Field(ge=0)] = Field(0, description="How often the alarm fired.")
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    alarm_state: AlarmState | None = Field(None, description="Latest alarm state; OK resolves.")
+    message: Text | None = Field(None, description="Latest human-readable detail.")
+    assessment: Assessment | None = None
+    approval: Approval | None = None
+    remediation: Remediation | None = None
+    notifications: Notifications | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    delivery_ids: list[ShortText] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Recent source message ids, so a redelivery is not counted twice.",
+    )
+
+
+# --- ResponsePolicy: how incidents for some services are handled ------------
+
+
+class PolicyMatch(Model):
+    """Which incidents a policy applies to. Every given criterion must hold."""
+
+    services: list[ShortText] = Field(
+        default_factory=list, max_length=64, description="Service name globs; empty: any."
+    )
+    severities: list[Severity] = Field(
+        default_factory=list, max_length=5, description="Severities; empty: any."
+    )
+    labels: dict[str, ShortText] = Field(
+        default_factory=dict, max_length=32, description="Labels that must all be present."
+    )
+
+
+class AssessorConfig(Model):
+    type: Literal["rules", "gemini"] = Field(
+        "gemini", description="gemini when GEMINI_API_KEY is set, else rules applies anyway."
+    )
+    model: ShortText | None = Field(None, description="Gemini model; GEMINI_MODEL if unset.")
+    prompt: Annotated[str, Field(max_length=MAX_TEXT)] | None = Field(
+        None, description="Extra instructions appended to the prompt for these services."
+    )
+
+
+class Rule(Model):
+    """Rules assessor: the first rule that matches decides."""
+
+    severities: list[Severity] = Field(default_factory=list, max_length=5)
+    alarm_names: list[ShortText] = Field(
+        default_factory=list, max_length=32, description="Alarm name globs; empty: any."
+    )
+    action: Action
+    decision: Verdict = "SAFE"
+
+
+class ApprovalPolicy(Model):
+    required_for: list[Action] = Field(
+        default_factory=lambda: list[Action](["restart_service"]),
+        max_length=3,
+        description="Actions that wait for a human.",
+    )
+    approvers: list[ShortText] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Slack user ids allowed to approve; empty: anyone.",
+    )
+    approver_group: ShortText | None = Field(None, description="A Slack user group id.")
+    timeout_seconds: Annotated[int, Field(ge=30, le=7 * 24 * 3600)] = 1800
+    on_timeout: Literal["escalate", "approve", "ignore"] = "escalate"
+
+
+class RemediationPolicy(Model):
+    cooldown_seconds: Annotated[int, Field(ge=0, le=7 * 24 * 3600)] = 900
+    max_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
+    rollout_timeout_seconds: Annotated[int, Field(ge=10, le=6 * 3600)] = 600
+
+
+class SlackTarget(Model):
+    channel: ShortText
+
+
+class JiraTarget(Model):
+    project: ShortText | None = Field(None, description="Project key; JIRA_PROJECT if unset.")
+    issue_type: ShortText = "Task"
+    on_notify_team: bool = Field(False, description="Also open an issue for notify_team.")
+
+
+class EmailTarget(Model):
+    recipients: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=32
+    )
+
+
+class NotifyPolicy(Model):
+    slack: SlackTarget | None = None
+    jira: JiraTarget | None = None
+    email: EmailTarget | None = None
+
+
+class ResponsePolicySpec(Model):
+    match: PolicyMatch = Field(default_factory=PolicyMatch)
+    assessor: AssessorConfig = Field(default_factory=AssessorConfig)
+    rules: list[Rule] = Field(default_factory=list, max_length=64)
+    allowed_actions: list[Action] = Field(
+        default_factory=lambda: list[Action](["restart_service", "notify_team", "ignore"]),
+        max_length=3,
+        description="Actions this policy permits; anything else escalates.",
+    )
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    remediation: RemediationPolicy = Field(default_factory=RemediationPolicy)
+    notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
+
+
+# --- The custom resources ---------------------------------------------------
+
+
+class Incident(Model):
+    """One incident: an alarm and everything done about it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["incident-response.dev/v1alpha1"] = "incident-response.dev/v1alpha1"
+    kind: Literal["Incident"] = "Incident"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: IncidentSpec
+    status: IncidentStatus = Field(default_factory=IncidentStatus)
+
+
+class ResponsePolicy(Model):
+    """How incidents for matching services are assessed, acted on and announced."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["incident-response.dev/v1alpha1"] = "incident-response.dev/v1alpha1"
+    kind: Literal["ResponsePolicy"] = "ResponsePolicy"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ResponsePolicySpec = Field(default_factory=ResponsePolicySpec)
