@@ -44,9 +44,10 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec. If the parent dies, even by
-    # SIGKILL, the kernel sends the child SIGTERM: no orphaned API servers.
+    # SIGKILL, the kernel kills the child too: no orphaned API servers. (A
+    # SIGTERM would not do: the API server would wait for the dead etcd.)
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -176,6 +177,9 @@ class ControlPlane:
                 f"--secure-port={port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # No kubernetes Service endpoints to keep: nothing in-cluster
+                # dials the API server here, and loopback is refused for them.
+                "--endpoint-reconciler-type=none",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={key_file}",
@@ -183,6 +187,7 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
                 "--allow-privileged=true",
+                "--shutdown-delay-duration=0s",
                 "--v=1",
             ],
         )
@@ -246,10 +251,11 @@ class ControlPlane:
 
     def stop(self, grace: float = 10.0) -> None:
         """End the processes (SIGTERM, then SIGKILL) and remove the work directory."""
+        # One at a time, newest first: the API server shuts down cleanly only
+        # while etcd is still there to answer it.
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in reversed(self.processes):
             try:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,291 @@
+"""Record alarms into Incidents: exactly one Incident per alarm, exact counts.
+
+Correctness rests on the API server, not on this process:
+
+- Names are deterministic (see `names.py`), so concurrent deliveries of one
+  alarm, in this process or another replica, all aim at the same object and
+  `create` lets exactly one of them win (409 for the others).
+- Every count is a status patch carrying the `resourceVersion` it was computed
+  from: a concurrent writer makes it fail with 409 and we recompute. No lost
+  updates, no double counts.
+
+Speed comes from coalescing: deliveries for one fingerprint that arrive while
+a write for it is in flight join a batch, and the batch lands as one patch
+(`occurrences += n`). Each sender is answered only after the patch holding
+its alarm succeeded, so an acknowledged alarm is a counted alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import urllib3
+from kubernetes import client
+
+from ..models import API_VERSION, GROUP, VERSION, IncidentStatus
+from .alarm import InvalidAlarm, ReceivedAlarm
+from .names import fingerprint_hash, incident_name, label_value
+
+log = logging.getLogger(__name__)
+
+Result = Literal["created", "counted", "redelivery", "recovered", "no_open_incident"]
+
+# A new alarm after its Incident reached one of these opens a new Incident.
+# Escalated and Ignored incidents stay open: they keep counting until the
+# alarm recovers, so a flapping alarm does not flood the cluster.
+CLOSED_PHASES = frozenset({"Resolved", "Failed"})
+DELIVERY_IDS_KEPT = 64
+MAX_ATTEMPTS = 30
+
+
+class ApiUnavailable(Exception):
+    """The API server could not be reached or failed: the sender should retry (503)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    incident: str | None
+    occurrences: int
+
+
+@dataclass
+class _Batch:
+    items: list[tuple[ReceivedAlarm, asyncio.Future[Outcome]]] = field(default_factory=list)
+
+
+class AlarmRecorder:
+    def __init__(
+        self,
+        *,
+        api: client.ApiClient,
+        namespace: str,
+        request_timeout: tuple[float, float] = (3.0, 10.0),
+    ) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._timeout = request_timeout
+        self._pending: dict[str, _Batch] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Which generation of an alarm's incident was open last time: saves
+        # walking past closed incidents on every delivery.
+        self._generation: dict[str, int] = {}
+
+    async def record(self, alarm: ReceivedAlarm) -> Outcome:
+        """Count one alarm delivery; return once it is durably recorded."""
+        key = alarm.fingerprint
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = _Batch()
+            asyncio.create_task(self._flush(key, batch))
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        batch.items.append((alarm, future))
+        return await future
+
+    async def _flush(self, key: str, batch: _Batch) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            # Close this batch: deliveries from now on form the next one,
+            # which waits on the lock while this one is written.
+            if self._pending.get(key) is batch:
+                del self._pending[key]
+            alarms = [alarm for alarm, _ in batch.items]
+            try:
+                outcomes = await asyncio.to_thread(self._apply_all, alarms)
+            except BaseException as error:
+                for _, future in batch.items:
+                    if not future.done():
+                        future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+            else:
+                for (_, future), outcome in zip(batch.items, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+        if key not in self._pending and not lock.locked():
+            self._locks.pop(key, None)
+
+    # --- the synchronous part, run in a worker thread ------------------------
+
+    def _apply_all(self, alarms: list[ReceivedAlarm]) -> list[Outcome]:
+        # Consecutive deliveries in the same state share one write; a state
+        # change (ALARM then OK) starts another, so no recovery is lost.
+        outcomes: list[Outcome] = []
+        start = 0
+        for end in range(1, len(alarms) + 1):
+            if end == len(alarms) or alarms[end].alarm.state != alarms[start].alarm.state:
+                outcomes += self._apply(alarms[start:end])
+                start = end
+        return outcomes
+
+    def _apply(self, alarms: list[ReceivedAlarm]) -> list[Outcome]:
+        first = alarms[0]
+        key = first.fingerprint
+        generation = self._generation.get(key, 1)
+        for attempt in range(MAX_ATTEMPTS):
+            name = incident_name(
+                service=first.service.name, fingerprint=key, generation=generation
+            )
+            current = self._get(name)
+            created = False
+            if current is None:
+                if first.alarm.state != "ALARM":
+                    # A recovery (or no data) with nothing open: nothing to do.
+                    return [Outcome("no_open_incident", None, 0) for _ in alarms]
+                current = self._create(name, first)
+                if current is None:  # someone else created it just now
+                    continue
+                created = True
+            status = current.get("status") or {}
+            seen = list(status.get("deliveryIds") or [])
+            fresh = _not_seen_before(alarms, seen)
+            if status.get("phase") in CLOSED_PHASES:
+                if not fresh:
+                    return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(
+                        alarms
+                    )
+                generation += 1
+                continue
+            if not fresh:
+                return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(alarms)
+            patch = _status_patch(status, fresh, seen)
+            if not self._patch_status(name, current["metadata"]["resourceVersion"], patch):
+                # Someone counted in between; back off a little and recompute.
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                continue
+            self._generation[key] = generation
+            occurrences = patch["status"].get("occurrences", status.get("occurrences", 0))
+            if first.alarm.state == "ALARM":
+                result: Result = "created" if created else "counted"
+            else:
+                result = "recovered"
+            by_id = {id(alarm) for alarm in fresh}
+            return [
+                Outcome(result if id(alarm) in by_id else "redelivery", name, occurrences)
+                for alarm in alarms
+            ]
+        raise ApiUnavailable(f"gave up on {key!r} after {MAX_ATTEMPTS} write conflicts")
+
+    def _get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(
+                self._objects.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self._namespace,
+                "incidents",
+                name,
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _create(self, name: str, alarm: ReceivedAlarm) -> dict[str, Any] | None:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Incident",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "incident-operator",
+                    f"{GROUP}/source": alarm.source,
+                    f"{GROUP}/severity": alarm.severity,
+                    f"{GROUP}/service": label_value(alarm.service.name),
+                    f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
+                },
+            },
+            "spec": alarm.incident_spec().to_api(),
+        }
+        try:
+            return self._call(
+                self._objects.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self._namespace,
+                "incidents",
+                body,
+            )
+        except client.ApiException as error:
+            if error.status == 409:
+                return None
+            if error.status == 422:
+                raise InvalidAlarm(f"the API server refused the incident: {error.body}") from error
+            raise
+
+    def _patch_status(self, name: str, resource_version: str, patch: dict[str, Any]) -> bool:
+        # The resourceVersion in a merge patch is a precondition: the write
+        # fails with 409 unless the object is still the one we read.
+        patch = {**patch, "metadata": {"resourceVersion": resource_version}}
+        try:
+            self._call(
+                self._objects.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                self._namespace,
+                "incidents",
+                name,
+                patch,
+            )
+        except client.ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args, _request_timeout=self._timeout)
+        except client.ApiException as error:
+            if error.status in (409, 404, 422):
+                raise
+            if error.status in (0, 429) or (error.status or 0) >= 500:
+                raise ApiUnavailable(f"API server answered {error.status}") from error
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ApiUnavailable(f"API server unreachable: {error}") from error
+
+
+def _not_seen_before(alarms: list[ReceivedAlarm], seen: list[str]) -> list[ReceivedAlarm]:
+    """The deliveries not counted before: a repeated delivery id counts once."""
+    known = set(seen)
+    fresh = []
+    for alarm in alarms:
+        if alarm.delivery_id is not None:
+            if alarm.delivery_id in known:
+                continue
+            known.add(alarm.delivery_id)
+        fresh.append(alarm)
+    return fresh
+
+
+def _status_patch(
+    status: dict[str, Any], fresh: list[ReceivedAlarm], seen: list[str]
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    state = fresh[0].alarm.state
+    new_ids = [alarm.delivery_id for alarm in fresh if alarm.delivery_id is not None]
+    update: dict[str, Any] = {"alarmState": state}
+    if new_ids:
+        update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
+    if state == "ALARM":
+        update["occurrences"] = int(status.get("occurrences") or 0) + len(fresh)
+        update["lastSeen"] = now
+        if not status.get("firstSeen"):
+            update["firstSeen"] = now
+    # Validate against the model (bounds, enums) before it goes out.
+    validated = IncidentStatus.model_validate(update)
+    return {"status": validated.model_dump(mode="json", by_alias=True, include=_fields(update))}
+
+
+def _fields(update: dict[str, Any]) -> set[str]:
+    by_alias = {
+        (info.alias or name): name for name, info in IncidentStatus.model_fields.items()
+    }
+    return {by_alias[key] for key in update}
