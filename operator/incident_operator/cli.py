@@ -20,6 +20,34 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from . import logs
+    from .config import Settings
+    from .ingest.app import create_app
+    from .ingest.recorder import AlarmRecorder
+    from .kube import api_client
+
+    logs.configure(args.log_level)
+    overrides = {"incident_namespace": args.namespace} if args.namespace else {}
+    settings = Settings(**overrides)
+    if not settings.ingest_auth_disabled and not (
+        settings.ingest_token_set_static() or settings.ingest_tokens_file
+    ):
+        print(
+            "refusing to start: no ingest token. Set INGEST_TOKENS (or INGEST_TOKENS_FILE), "
+            "or INGEST_AUTH_DISABLED=true to accept unauthenticated alarms.",
+            file=sys.stderr,
+        )
+        return 2
+    api = api_client()
+    recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace)
+    app = create_app(settings=settings, recorder=recorder, api=api)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="incident-operator",
@@ -32,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--write", type=Path, metavar="DIR", help="write one file per CRD into DIR instead"
     )
     crds.set_defaults(handler=_crds)
+
+    webhook = commands.add_parser("webhook", help="serve the ingest webhook")
+    webhook.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    webhook.add_argument("--port", type=int, default=8080, help="port to listen on")
+    webhook.add_argument(
+        "--namespace", help="namespace for new Incidents (default: INCIDENT_NAMESPACE)"
+    )
+    webhook.add_argument("--log-level", default="info")
+    webhook.set_defaults(handler=_webhook)
     return parser
 
 

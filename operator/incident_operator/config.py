@@ -34,10 +34,16 @@ class Settings(BaseSettings):
         False, description="Accept unauthenticated alarms. Only for closed networks."
     )
     ingest_max_body_bytes: int = Field(256 * 1024, ge=1024, description="Request size limit.")
+    sns_topic_arns: str = Field(
+        "",
+        description="Comma-separated SNS topic ARNs (globs) accepted on /alerts/sns; "
+        "empty: any topic. A valid signature proves a message came from SNS, not "
+        "from your topic, so set this in production.",
+    )
     sns_trusted_certs_dir: Path | None = Field(
         None,
-        description="Extra PEM certificates trusted for SNS signatures, for tests "
-        "and private partitions; files are matched to SigningCertURL by name.",
+        description="Local copies of SNS signing certificates, named like the last "
+        "part of their SigningCertURL; used instead of fetching them.",
     )
 
     # --- the serverless agent's settings, kept --------------------------
@@ -52,6 +58,17 @@ class Settings(BaseSettings):
     ses_sender: str | None = None
     email_recipient: str | None = None
     aws_region: str = "us-east-1"
+
+    # --- new settings for the operator ----------------------------------
+    gemini_model: str = Field("gemini-2.5-flash", description="Default Gemini model.")
+    gemini_base_url: str | None = Field(
+        None, description="Gemini API endpoint override (proxies, tests)."
+    )
+    jira_project: str = Field("SCRUM", description="Default Jira project key.")
+    timeline_ttl_days: int = Field(90, ge=1, description="Timeline entries expire after this.")
+    watch_namespaces: str = Field(
+        "", description="Comma-separated namespaces the operator watches; empty: all."
+    )
 
     def ingest_token_set_static(self) -> frozenset[str]:
         """The tokens from INGEST_TOKENS (the file is read by the auth check)."""

@@ -32,7 +32,12 @@ Phase = Literal[
     "Ignored",
     "Failed",
 ]
-TERMINAL_PHASES: frozenset[str] = frozenset({"Resolved", "Escalated", "Ignored", "Failed"})
+# Closed: nothing more will happen; the next alarm opens a new Incident.
+CLOSED_PHASES: frozenset[str] = frozenset({"Resolved", "Failed"})
+# Handed off: the operator's part is done (a human has it, or it is ignored);
+# repeats still count here, and a recovery (alarm OK) resolves it.
+HANDED_OFF_PHASES: frozenset[str] = frozenset({"Escalated", "Ignored"})
+TERMINAL_PHASES: frozenset[str] = CLOSED_PHASES | HANDED_OFF_PHASES
 Verdict = Literal["SAFE", "ESCALATE"]
 Action = Literal["restart_service", "notify_team", "ignore"]
 ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired"]
@@ -204,6 +209,28 @@ class Condition(Model):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
 
 
+class Record(Model):
+    """One thing that happened in a transition: a timeline entry and an Event."""
+
+    kind: Annotated[str, Field(max_length=64)] = Field(description="e.g. assessment, resolved")
+    reason: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
+    message: Annotated[str, Field(max_length=1024)]
+    warning: bool = False
+
+
+class LastTransition(Model):
+    """The latest transition and what it recorded.
+
+    Written in the same patch as the transition itself, so a crash right after
+    it cannot lose the records: on restart the operator publishes them again
+    (timeline and Event writes are idempotent).
+    """
+
+    at: datetime
+    phase: Phase
+    records: list[Record] = Field(default_factory=list, max_length=8)
+
+
 class IncidentStatus(Model):
     """What happened. Written by the operator, the webhook (counts) and approvals."""
 
@@ -218,6 +245,7 @@ class IncidentStatus(Model):
     remediation: Remediation | None = None
     notifications: Notifications | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    last_transition: LastTransition | None = None
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     delivery_ids: list[ShortText] = Field(
         default_factory=list,

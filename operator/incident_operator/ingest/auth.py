@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..config import Settings
@@ -45,10 +46,11 @@ class TokenCheck:
             self._file_stamp = stamp
         return self._file_tokens
 
-    async def __call__(self, request: Request) -> None:
+    async def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> None:
         if self._settings.ingest_auth_disabled:
             return
-        credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
         if credentials is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import urllib3
 from kubernetes import client
 
-from ..models import API_VERSION, GROUP, VERSION, IncidentStatus
+from ..models import API_VERSION, CLOSED_PHASES, GROUP, VERSION, IncidentStatus
 from .alarm import InvalidAlarm, ReceivedAlarm
 from .names import fingerprint_hash, incident_name, label_value
 
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 
 Result = Literal["created", "counted", "redelivery", "recovered", "no_open_incident"]
 
-# A new alarm after its Incident reached one of these opens a new Incident.
-# Escalated and Ignored incidents stay open: they keep counting until the
-# alarm recovers, so a flapping alarm does not flood the cluster.
-CLOSED_PHASES = frozenset({"Resolved", "Failed"})
 DELIVERY_IDS_KEPT = 64
 MAX_ATTEMPTS = 30
 
@@ -73,6 +69,7 @@ class AlarmRecorder:
         self._timeout = request_timeout
         self._pending: dict[str, _Batch] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
         # Which generation of an alarm's incident was open last time: saves
         # walking past closed incidents on every delivery.
         self._generation: dict[str, int] = {}
@@ -83,7 +80,10 @@ class AlarmRecorder:
         batch = self._pending.get(key)
         if batch is None:
             batch = self._pending[key] = _Batch()
-            asyncio.create_task(self._flush(key, batch))
+            # Keep a reference: the event loop holds tasks only weakly.
+            task = asyncio.create_task(self._flush(key, batch))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         batch.items.append((alarm, future))
         return await future
@@ -129,9 +129,7 @@ class AlarmRecorder:
         key = first.fingerprint
         generation = self._generation.get(key, 1)
         for attempt in range(MAX_ATTEMPTS):
-            name = incident_name(
-                service=first.service.name, fingerprint=key, generation=generation
-            )
+            name = incident_name(service=first.service.name, fingerprint=key, generation=generation)
             current = self._get(name)
             created = False
             if current is None:
@@ -145,11 +143,11 @@ class AlarmRecorder:
             status = current.get("status") or {}
             seen = list(status.get("deliveryIds") or [])
             fresh = _not_seen_before(alarms, seen)
+            # Escalated and Ignored incidents stay open and keep counting until
+            # the alarm recovers, so a flapping alarm does not flood the cluster.
             if status.get("phase") in CLOSED_PHASES:
                 if not fresh:
-                    return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(
-                        alarms
-                    )
+                    return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(alarms)
                 generation += 1
                 continue
             if not fresh:
@@ -174,7 +172,7 @@ class AlarmRecorder:
 
     def _get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(
+            return self._call(  # type: ignore[no-any-return]
                 self._objects.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -204,7 +202,7 @@ class AlarmRecorder:
             "spec": alarm.incident_spec().to_api(),
         }
         try:
-            return self._call(
+            return self._call(  # type: ignore[no-any-return]
                 self._objects.create_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -274,6 +272,8 @@ def _status_patch(
     update: dict[str, Any] = {"alarmState": state}
     if new_ids:
         update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
+    if not status.get("phase"):
+        update["phase"] = "Triggered"
     if state == "ALARM":
         update["occurrences"] = int(status.get("occurrences") or 0) + len(fresh)
         update["lastSeen"] = now
@@ -285,7 +285,5 @@ def _status_patch(
 
 
 def _fields(update: dict[str, Any]) -> set[str]:
-    by_alias = {
-        (info.alias or name): name for name, info in IncidentStatus.model_fields.items()
-    }
+    by_alias = {(info.alias or name): name for name, info in IncidentStatus.model_fields.items()}
     return {by_alias[key] for key in update}

@@ -96,15 +96,15 @@ def from_text(*texts: str | None, default: Severity = DEFAULT) -> Severity:
     """
     spaced = [_CAMEL.sub(" ", text) for text in texts if text]
     for text in spaced:
-        for match in _EXPLICIT.finditer(text):
-            found = parse(match.group(1))
+        for explicit in _EXPLICIT.finditer(text):
+            found = parse(explicit.group(1))
             if found:
                 return found
     for pattern in (_SEV, _PRIORITY):
         for text in spaced:
-            match = pattern.search(text)
-            if match:
-                return _RANKS[match.group(1)]
+            ranked = pattern.search(text)
+            if ranked:
+                return _RANKS[ranked.group(1)]
     if any(_CRITICAL.search(text) for text in spaced):
         return "critical"
     if any(_WARNING.search(text) for text in spaced):

@@ -22,6 +22,7 @@ MAX_LABELS = 64  # IncidentSpec.labels
 MAX_FINGERPRINT = 1024  # ReceivedAlarm.fingerprint
 MAX_DELIVERY_ID = 256  # ReceivedAlarm.delivery_id
 MAX_REGION = 32  # ServiceRef.region
+MAX_ARN = 2048  # Alarm.arn
 
 ELLIPSIS = "…"
 

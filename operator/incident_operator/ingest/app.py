@@ -1,0 +1,377 @@
+"""The ingest webhook: a FastAPI app that turns alarms into Incidents.
+
+Request checks, in order, each a clear 4xx with a JSON body and no side
+effect: content type (415) and size (413) before anything is read, then JSON
+syntax (400), the bearer token (401), the payload's schema (422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from kubernetes import client
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Settings
+from .alarm import AlarmSource, InvalidAlarm, ReceivedAlarm
+from .auth import TokenCheck
+from .metrics import IngestMetrics
+from .recorder import AlarmRecorder, ApiUnavailable
+from .sources import SOURCES
+from .sources import sns as sns_source
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json",)
+# SNS posts its JSON as text/plain, whatever the subscriber wants.
+CONTENT_TYPES: dict[str, tuple[str, ...]] = {
+    **{source.path: JSON_TYPES for source in SOURCES},
+    sns_source.source.path: (*JSON_TYPES, "text/plain"),
+}
+
+
+class IncidentRef(BaseModel):
+    name: str | None
+    result: str
+    occurrences: int
+
+
+class IngestAnswer(BaseModel):
+    """What happened to each alarm in the request."""
+
+    received: int
+    incidents: list[IncidentRef]
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+class RequestGate:
+    """ASGI middleware: 415 for a wrong content type, 413 past the size limit.
+
+    Runs before FastAPI reads a byte of the body, so an oversized request is
+    refused while it streams in, not after it is buffered.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        allowed = CONTENT_TYPES.get(scope["path"])
+        if allowed is not None:
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            if media not in allowed:
+                response = error(
+                    415,
+                    "unsupported_media_type",
+                    f"Content-Type must be {' or '.join(allowed)}, got {media or 'none'!r}",
+                )
+                await response(scope, receive, send)
+                return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    # An HTTPException passes through FastAPI's body reading
+                    # untouched and reaches the JSON error handler.
+                    raise StarletteHTTPException(413, self._too_large_message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _too_large_message(self) -> str:
+        return f"request body over the limit of {self.max_body} bytes"
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error(413, "payload_too_large", self._too_large_message())
+        await response(scope, receive, send)
+
+
+def create_app(
+    *,
+    settings: Settings,
+    recorder: AlarmRecorder,
+    api: client.ApiClient,
+    sns_verifier: sns_source.SnsVerifier | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    verifier = sns_verifier if sns_verifier is not None else build_sns_verifier(settings)
+    authenticated = [Depends(TokenCheck(settings))]
+    readiness = _Readiness(api)
+
+    app = FastAPI(
+        title="incident-operator ingest webhook",
+        description="Turns alarms (CloudWatch, SNS, Alertmanager, generic JSON) into Incidents.",
+        version="0.1.0",
+    )
+    app.add_middleware(RequestGate, max_body=settings.ingest_max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            metrics.rejected.labels(reason="invalid_json").inc()
+            return error(400, "invalid_json", "the request body is not valid JSON")
+        metrics.rejected.labels(reason="invalid_payload").inc()
+        return error(422, "invalid_payload", _summary(errors), details=_details(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }
+        if exc.status_code == 401:
+            metrics.rejected.labels(reason="unauthorized").inc()
+        response = error(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    async def ingest(source: AlarmSource, alarms: list[ReceivedAlarm]) -> Response:
+        started = time.perf_counter()
+        refs = []
+        try:
+            for alarm in alarms:
+                outcome = await recorder.record(alarm)
+                metrics.received.labels(source=source.name, outcome=outcome.result).inc()
+                if outcome.result == "redelivery":
+                    metrics.dedup_hits.labels(source=source.name, kind="redelivery").inc()
+                elif outcome.result == "counted":
+                    metrics.dedup_hits.labels(source=source.name, kind="occurrence").inc()
+                log.info(
+                    "alarm recorded",
+                    extra={
+                        "incident": outcome.incident,
+                        "source": source.name,
+                        "result": outcome.result,
+                        "occurrences": outcome.occurrences,
+                        "fingerprint": alarm.fingerprint,
+                    },
+                )
+                refs.append(
+                    IncidentRef(
+                        name=outcome.incident,
+                        result=outcome.result,
+                        occurrences=outcome.occurrences,
+                    )
+                )
+        except InvalidAlarm as exc:
+            metrics.rejected.labels(reason="invalid_alarm").inc()
+            return error(422, "invalid_alarm", str(exc))
+        except ApiUnavailable as exc:
+            log.warning("API server unavailable", extra={"source": source.name, "error": str(exc)})
+            metrics.rejected.labels(reason="api_unavailable").inc()
+            response = error(503, "unavailable", "the Kubernetes API is unavailable; retry")
+            response.headers["Retry-After"] = "5"
+            return response
+        finally:
+            metrics.latency.labels(source=source.name).observe(time.perf_counter() - started)
+        answer = IngestAnswer(received=len(alarms), incidents=refs)
+        return JSONResponse(answer.model_dump(mode="json"))
+
+    def parse(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]:
+        return source.parse(payload)
+
+    for source in SOURCES:
+        if source is sns_source.source:
+            continue
+        _add_source_route(app, source, authenticated, ingest, parse, metrics)
+
+    @app.post(
+        sns_source.source.path,
+        tags=["alarms"],
+        summary="Amazon SNS HTTP(S) subscription (signed; no bearer token)",
+        response_model=IngestAnswer,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/plain": {"schema": sns_source.source.payload.model_json_schema()},
+                    "application/json": {"schema": sns_source.source.payload.model_json_schema()},
+                },
+            }
+        },
+    )
+    async def receive_sns(request: Request) -> Response:
+        # SNS authenticates with its signature, not a bearer token.
+        raw = await request.body()
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            metrics.rejected.labels(reason="invalid_json").inc()
+            return error(400, "invalid_json", "the request body is not valid JSON")
+        try:
+            message = sns_source.SnsMessage.model_validate(document)
+        except ValidationError as exc:
+            metrics.rejected.labels(reason="invalid_payload").inc()
+            errors = exc.errors()
+            return error(422, "invalid_payload", _summary(errors), details=_details(errors))
+        try:
+            # The first message from a signing certificate fetches it: a
+            # blocking call, kept off the event loop.
+            await asyncio.to_thread(verifier.verify, message)
+            if not _topic_allowed(message.topic_arn, settings.sns_topic_arns):
+                raise sns_source.SignatureError(
+                    f"topic {message.topic_arn!r} is not in SNS_TOPIC_ARNS"
+                )
+            if message.type == "SubscriptionConfirmation":
+                await asyncio.to_thread(sns_source.confirm_subscription, message)
+                log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
+                return JSONResponse({"received": 0, "incidents": [], "confirmed": True})
+        except sns_source.SignatureError as exc:
+            metrics.rejected.labels(reason="bad_signature").inc()
+            return error(403, "forbidden", str(exc))
+        except sns_source.SnsUnavailable as exc:
+            response = error(503, "unavailable", f"{exc}; retry")
+            response.headers["Retry-After"] = "5"
+            return response
+        if message.type != "Notification":
+            return JSONResponse({"received": 0, "incidents": []})
+        try:
+            alarms = sns_source.source.parse(message)
+        except InvalidAlarm as exc:
+            metrics.rejected.labels(reason="invalid_alarm").inc()
+            return error(422, "invalid_alarm", str(exc))
+        return await ingest(sns_source.source, alarms)
+
+    @app.get("/", tags=["service"], summary="What this is")
+    async def root() -> dict[str, str]:
+        return {"service": "incident-operator ingest webhook", "status": "running", "docs": "/docs"}
+
+    @app.get("/health", tags=["service"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    @app.get("/readyz", tags=["service"], summary="Readiness: the Kubernetes API answers")
+    async def readyz() -> Response:
+        problem = await readiness.check()
+        if problem:
+            return error(503, "not_ready", problem)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def build_sns_verifier(settings: Settings) -> sns_source.SnsVerifier:
+    """The SNS verifier, trusting local copies of signing certificates if given.
+
+    A file in SNS_TRUSTED_CERTS_DIR named like the last part of a
+    SigningCertURL (`SimpleNotificationService-<id>.pem`) is used instead of
+    fetching that URL; the URL must still be an https SNS URL.
+    """
+    directory = settings.sns_trusted_certs_dir
+    if directory is None:
+        return sns_source.SnsVerifier()
+
+    def fetch(url: str) -> bytes:
+        local = directory / url.rsplit("/", 1)[-1]
+        if local.is_file():
+            return local.read_bytes()
+        return sns_source.https_get(url)
+
+    return sns_source.SnsVerifier(fetch=fetch)
+
+
+def _topic_allowed(topic: str | None, allowed: str) -> bool:
+    patterns = [p.strip() for p in allowed.split(",") if p.strip()]
+    return not patterns or any(fnmatch.fnmatchcase(topic or "", p) for p in patterns)
+
+
+def _add_source_route(
+    app: FastAPI,
+    source: AlarmSource,
+    dependencies: list[Any],
+    ingest: Callable[[AlarmSource, list[ReceivedAlarm]], Awaitable[Response]],
+    parse: Callable[[AlarmSource, BaseModel], list[ReceivedAlarm]],
+    metrics: IngestMetrics,
+) -> None:
+    async def receive(payload: BaseModel) -> Response:
+        try:
+            alarms = parse(source, payload)
+        except InvalidAlarm as exc:
+            metrics.rejected.labels(reason="invalid_alarm").inc()
+            return error(422, "invalid_alarm", str(exc))
+        return await ingest(source, alarms)
+
+    # FastAPI reads the body's model off the annotation: give each route its own.
+    receive.__annotations__["payload"] = source.payload
+    app.post(
+        source.path,
+        tags=["alarms"],
+        summary=(source.__doc__ or source.name).strip().splitlines()[0],
+        response_model=IngestAnswer,
+        dependencies=dependencies,
+        name=f"receive_{source.name}",
+    )(receive)
+
+
+class _Readiness:
+    """Asks the API server for /version at most once a second."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._version = client.VersionApi(api)
+        self._checked_at = 0.0
+        self._problem: str | None = "not checked yet"
+
+    async def check(self) -> str | None:
+        if time.monotonic() - self._checked_at >= 1.0:
+            try:
+                await asyncio.to_thread(self._version.get_code, _request_timeout=(2, 3))
+                self._problem = None
+            except Exception as exc:  # any failure means "not ready", with the reason
+                self._problem = f"Kubernetes API unreachable: {type(exc).__name__}: {exc}"
+            self._checked_at = time.monotonic()
+        return self._problem
+
+
+def _details(errors: Any) -> list[dict[str, Any]]:
+    # Echo where and what, never the input itself: it may be huge or hostile.
+    return [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", "")}
+        for e in list(errors)[:20]
+    ]
+
+
+def _summary(errors: Any) -> str:
+    details = _details(errors)
+    if not details:
+        return "the payload does not match the schema"
+    first = details[0]
+    where = ".".join(part for part in first["loc"] if part != "body") or "body"
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{where}: {first['msg']}{more}"

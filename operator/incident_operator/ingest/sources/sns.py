@@ -1,0 +1,404 @@
+"""CloudWatch alarms delivered by an SNS HTTP(S) subscription: `POST /alerts/sns`.
+
+SNS posts three kinds of messages, told apart by `Type`:
+
+- `SubscriptionConfirmation`: visit its `SubscribeURL` to start receiving
+  (`confirm_subscription`); it carries no alarm.
+- `Notification`: `Message` is a JSON string. From a CloudWatch alarm action it is
+  the classic alarm notification (`AlarmName`, `NewStateValue`, `Trigger`, ...);
+  from an EventBridge rule with an SNS target it is the EventBridge event itself,
+  read as `cloudwatch.py` reads it.
+- `UnsubscribeConfirmation`: carries no alarm either.
+
+Every message is signed by SNS. `SnsVerifier` checks the signature; the app calls
+it before `parse` or `confirm_subscription`. Note that SNS sends its JSON with
+`Content-Type: text/plain`, so the body must be read as JSON whatever that header
+says, and that raw message delivery must stay off (it drops the signed envelope).
+A valid signature proves the message came from SNS, not from our topic: any AWS
+account can subscribe this endpoint to its own topic, so the app should also check
+`TopicArn` against the topics it expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from email.message import Message as HeaderMessage
+from typing import IO, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from pydantic import BaseModel, Field, ValidationError
+
+from ...models import AlarmState, Source
+from ..alarm import InvalidAlarm, ReceivedAlarm
+from . import cloudwatch
+from ._common import Payload, expect, raw_json
+from .cloudwatch import CloudWatchAlarm, Query
+
+M = TypeVar("M", bound=BaseModel)
+
+Fetch = Callable[[str], bytes]
+"""GETs a URL and returns the body; raises OSError (or ValueError) when it cannot."""
+
+_SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+
+# The fields each kind of message signs, in the order they are signed.
+_SIGNED_NOTIFICATION = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+_SIGNED_CONFIRMATION = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "1": hashes.SHA1,  # SHA1withRSA
+    "2": hashes.SHA256,  # SHA256withRSA
+}
+
+
+class SignatureError(Exception):
+    """The message is not provably from SNS (the app answers 403)."""
+
+
+class SnsUnavailable(Exception):
+    """SNS could not be reached to fetch a certificate or confirm a subscription.
+
+    Not the sender's fault: the app answers 503, and SNS delivers again later.
+    """
+
+
+# --- The payloads ---------------------------------------------------------------
+
+
+class SnsMessage(Payload):
+    """The JSON document SNS posts to an HTTP(S) subscriber."""
+
+    type: Literal["SubscriptionConfirmation", "Notification", "UnsubscribeConfirmation"] = Field(
+        alias="Type"
+    )
+    message_id: str = Field(alias="MessageId", min_length=1)
+    topic_arn: str = Field(alias="TopicArn")
+    message: str = Field(alias="Message")
+    # Kept as the text received, not parsed: it is part of what is signed.
+    timestamp: str = Field(alias="Timestamp")
+    subject: str | None = Field(None, alias="Subject")
+    token: str | None = Field(None, alias="Token")
+    subscribe_url: str | None = Field(None, alias="SubscribeURL")
+    unsubscribe_url: str | None = Field(None, alias="UnsubscribeURL")
+    # Optional here so that an unsigned message is refused as such (403), not as malformed.
+    signature_version: str | None = Field(None, alias="SignatureVersion")
+    signature: str | None = Field(None, alias="Signature")
+    signing_cert_url: str | None = Field(None, alias="SigningCertURL")
+
+
+class Dimension(Payload):
+    name: str
+    value: str
+
+
+class TriggerMetric(Payload):
+    namespace: str | None = Field(None, alias="Namespace")
+    metric_name: str | None = Field(None, alias="MetricName")
+    dimensions: list[Dimension] = Field(default_factory=list, alias="Dimensions")
+
+
+class TriggerMetricStat(Payload):
+    metric: TriggerMetric = Field(alias="Metric")
+
+
+class TriggerQuery(Payload):
+    id: str | None = Field(None, alias="Id")
+    expression: str | None = Field(None, alias="Expression")
+    label: str | None = Field(None, alias="Label")
+    metric_stat: TriggerMetricStat | None = Field(None, alias="MetricStat")
+    return_data: bool | None = Field(None, alias="ReturnData")
+
+
+class Trigger(Payload):
+    """What the alarm watches: one metric, or `Metrics` for a metric-math alarm."""
+
+    metric_name: str | None = Field(None, alias="MetricName")
+    namespace: str | None = Field(None, alias="Namespace")
+    dimensions: list[Dimension] = Field(default_factory=list, alias="Dimensions")
+    metrics: list[TriggerQuery] = Field(default_factory=list, alias="Metrics")
+
+
+class AlarmNotification(Payload):
+    """The classic CloudWatch alarm notification, the `Message` of an SNS Notification."""
+
+    alarm_name: str = Field(alias="AlarmName", min_length=1)
+    alarm_description: str | None = Field(None, alias="AlarmDescription")
+    aws_account_id: str | None = Field(None, alias="AWSAccountId")
+    new_state_value: AlarmState = Field(alias="NewStateValue")
+    new_state_reason: str | None = Field(None, alias="NewStateReason")
+    state_change_time: datetime | None = Field(None, alias="StateChangeTime")
+    # A display name ("US East (N. Virginia)"); the region code is in the ARN.
+    region: str | None = Field(None, alias="Region")
+    alarm_arn: str = Field(alias="AlarmArn", min_length=1)
+    old_state_value: str | None = Field(None, alias="OldStateValue")
+    trigger: Trigger | None = Field(None, alias="Trigger")
+    alarm_rule: str | None = Field(None, alias="AlarmRule")
+    alarm_tags: Any = Field(None, alias="AlarmTags")
+
+
+# --- Who may be trusted ---------------------------------------------------------------
+
+
+def is_sns_url(url: str) -> bool:
+    """Whether `url` is https on an SNS host: the only URLs this module ever fetches.
+
+    Both the signing certificate and the SubscribeURL must pass, so that a forged
+    message can neither bring its own certificate nor make us call someone else.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and parts.username is None
+        and port in (None, 443)
+        and _SNS_HOST.fullmatch(parts.hostname or "") is not None
+    )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect could lead away from the SNS host that was checked.
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HeaderMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def https_get(url: str, *, timeout: float = 5.0, limit: int = 64 * 1024) -> bytes:
+    """GET an https URL: no redirects, a short timeout, a capped body."""
+    if urlsplit(url).scheme != "https":
+        raise ValueError(f"not an https URL: {url!r}")
+    opener = urllib.request.build_opener(_NoRedirects())
+    with opener.open(url, timeout=timeout) as response:
+        body: bytes = response.read(limit + 1)
+    if len(body) > limit:
+        raise ValueError(f"{url!r} answered more than {limit} bytes")
+    return body
+
+
+def string_to_sign(message: SnsMessage) -> bytes:
+    """The canonical text SNS signs: `name\\nvalue\\n` for each signed field, in order.
+
+    A Notification signs Subject only when it has one; the confirmations sign
+    their SubscribeURL and Token instead.
+    """
+    values = message.model_dump(by_alias=True)
+    names = _SIGNED_NOTIFICATION if message.type == "Notification" else _SIGNED_CONFIRMATION
+    lines: list[str] = []
+    for name in names:
+        value = values.get(name)
+        if value is None:
+            if name == "Subject":
+                continue
+            raise SignatureError(f"{name} is missing from the {message.type} message")
+        lines.append(f"{name}\n{value}\n")
+    return "".join(lines).encode()
+
+
+def _public_key(pem: str | bytes) -> RSAPublicKey:
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+    except ValueError as error:
+        raise SignatureError("the signing certificate is not a PEM certificate") from error
+    key = certificate.public_key()
+    if not isinstance(key, RSAPublicKey):
+        raise SignatureError("the signing certificate has no RSA key")
+    return key
+
+
+class SnsVerifier:
+    """Checks that an SNS message was signed by SNS (SignatureVersion 1 or 2).
+
+    Certificates are fetched from the message's SigningCertURL, once per URL,
+    and only from https SNS hosts. `trusted` maps certificate URLs to PEM
+    certificates known in advance (tests, or a pinned deployment); `fetch`
+    replaces the https GET. Neither loosens the URL check.
+    """
+
+    def __init__(
+        self,
+        *,
+        trusted: Mapping[str, str | bytes] | None = None,
+        fetch: Fetch = https_get,
+    ) -> None:
+        self._fetch = fetch
+        self._keys: dict[str, RSAPublicKey] = {
+            url: _public_key(pem) for url, pem in (trusted or {}).items()
+        }
+
+    def verify(self, message: SnsMessage) -> None:
+        """Return if the message is signed by SNS; raise SignatureError if not."""
+        algorithm = _HASHES.get(message.signature_version or "")
+        if algorithm is None:
+            raise SignatureError(
+                f"unknown SignatureVersion {message.signature_version!r}: expected '1' or '2'"
+            )
+        url = message.signing_cert_url or ""
+        if not is_sns_url(url):
+            raise SignatureError(f"SigningCertURL {url!r} is not an https URL on an SNS host")
+        try:
+            signature = base64.b64decode(message.signature or "", validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise SignatureError("Signature is not base64") from error
+        if not signature:
+            raise SignatureError("the message has no Signature")
+        key = self._key(url)
+        try:
+            key.verify(signature, string_to_sign(message), padding.PKCS1v15(), algorithm())
+        except InvalidSignature as error:
+            raise SignatureError("the signature does not match the message") from error
+
+    def _key(self, url: str) -> RSAPublicKey:
+        key = self._keys.get(url)
+        if key is None:
+            try:
+                pem = self._fetch(url)
+            except (OSError, ValueError) as error:
+                raise SnsUnavailable(f"cannot fetch the signing certificate {url}") from error
+            key = self._keys[url] = _public_key(pem)
+        return key
+
+
+def confirm_subscription(message: SnsMessage, fetch: Fetch = https_get) -> None:
+    """Confirm a subscription by visiting its SubscribeURL, if it is an SNS URL.
+
+    Verify the message first: the URL check only keeps a forged message from
+    sending us elsewhere; it does not prove the message came from SNS.
+    """
+    if message.type != "SubscriptionConfirmation":
+        raise InvalidAlarm(f"a {message.type} message confirms no subscription")
+    url = message.subscribe_url
+    if not url:
+        raise InvalidAlarm("the SubscriptionConfirmation has no SubscribeURL")
+    if not is_sns_url(url):
+        raise SignatureError(f"SubscribeURL {url!r} is not an https URL on an SNS host")
+    try:
+        fetch(url)
+    except (OSError, ValueError) as error:
+        raise SnsUnavailable("cannot confirm the subscription") from error
+
+
+# --- The source ---------------------------------------------------------------
+
+
+def _validate(model: type[M], body: dict[str, Any]) -> M:
+    """The Message as `model`; its problems are the sender's, so InvalidAlarm (422)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise InvalidAlarm(f"the SNS Message is not a valid CloudWatch alarm: {problems}") from None
+
+
+def _queries(trigger: Trigger | None) -> list[Query]:
+    if trigger is None:  # a composite alarm
+        return []
+    if trigger.metric_name or not trigger.metrics:
+        return [
+            Query(
+                namespace=trigger.namespace,
+                name=trigger.metric_name,
+                dimensions={dim.name: dim.value for dim in trigger.dimensions},
+            )
+        ]
+    queries: list[Query] = []
+    for query in trigger.metrics:
+        metric = query.metric_stat.metric if query.metric_stat else None
+        queries.append(
+            Query(
+                namespace=metric.namespace if metric else None,
+                name=metric.metric_name if metric else None,
+                dimensions={dim.name: dim.value for dim in metric.dimensions} if metric else {},
+                expression=query.expression,
+                label=query.label,
+                returns=query.return_data is not False,
+            )
+        )
+    return queries
+
+
+def read_notification(note: AlarmNotification) -> CloudWatchAlarm:
+    return CloudWatchAlarm(
+        arn=note.alarm_arn,
+        name=note.alarm_name,
+        description=note.alarm_description,
+        state=note.new_state_value,
+        reason=note.new_state_reason,
+        changed_at=note.state_change_time,
+        # The classic notification does not say when the previous state began.
+        started_at=note.state_change_time if note.new_state_value == "ALARM" else None,
+        queries=_queries(note.trigger),
+        tags=cloudwatch.read_tags(note.alarm_tags),
+        account=note.aws_account_id or cloudwatch.arn_account(note.alarm_arn),
+        region=cloudwatch.arn_region(note.alarm_arn),
+    )
+
+
+class SnsSource:
+    """`POST /alerts/sns`: SNS Notifications, fingerprinted by alarm ARN.
+
+    Confirmations carry no alarm and parse to nothing. The fingerprint is the
+    alarm ARN, as for `/alerts/cloudwatch`, so the same alarm arriving both ways
+    is one Incident.
+    """
+
+    name: Source = "sns"
+    path: str = "/alerts/sns"
+    payload: type[BaseModel] = SnsMessage
+
+    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]:
+        message = expect(payload, SnsMessage)
+        if message.type != "Notification":
+            return []
+        try:
+            body = json.loads(message.message)
+        except ValueError as error:
+            raise InvalidAlarm(
+                "the SNS Message is not JSON: expected a CloudWatch alarm"
+            ) from error
+        if not isinstance(body, dict):
+            raise InvalidAlarm("the SNS Message is not a JSON object: expected a CloudWatch alarm")
+        if "detail-type" in body:
+            alarm = cloudwatch.read_event(_validate(cloudwatch.CloudWatchEvent, body))
+        elif "AlarmName" in body:
+            alarm = read_notification(_validate(AlarmNotification, body))
+        else:
+            raise InvalidAlarm(
+                "the SNS Message is not a CloudWatch alarm notification: expected AlarmName "
+                "(an alarm action) or detail-type (an EventBridge rule)"
+            )
+        return [
+            alarm.received(source=self.name, delivery_id=message.message_id, raw=raw_json(message))
+        ]
+
+
+source = SnsSource()

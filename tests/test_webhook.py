@@ -1,0 +1,285 @@
+"""The ingest webhook against the real API server: every alarm, exactly one Incident."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from incident_operator.models import GROUP, VERSION
+from webhook_support import (
+    alertmanager,
+    am_alert,
+    eventbridge_alarm,
+    generic_alert,
+    incidents,
+    new_token,
+    webhook,
+)
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+def set_phase(api: client.ApiClient, namespace: str, name: str, phase: str) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "incidents", name, {"status": {"phase": phase}}
+    )
+
+
+async def test_generic_alert_creates_one_incident(api: client.ApiClient, namespace: str) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alert", json=generic_alert("checkout"))
+    assert response.status_code == 200, response.text
+    [ref] = response.json()["incidents"]
+    assert ref["result"] == "created" and ref["occurrences"] == 1
+    [incident] = incidents(api, namespace)
+    assert incident["metadata"]["name"] == ref["name"]
+    assert incident["metadata"]["name"].startswith("checkout-")
+    assert incident["spec"]["source"] == "generic"
+    assert incident["spec"]["service"] == {"name": "checkout", "cluster": "prod", "platform": "ecs"}
+    assert incident["status"]["occurrences"] == 1
+    assert incident["status"]["alarmState"] == "ALARM"
+    assert incident["status"]["firstSeen"] == incident["status"]["lastSeen"]
+    labels = incident["metadata"]["labels"]
+    assert labels[f"{GROUP}/service"] == "checkout"
+    assert labels[f"{GROUP}/source"] == "generic"
+
+
+async def test_repeat_counts_on_the_open_incident(api: client.ApiClient, namespace: str) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        for _ in range(3):
+            response = await http.post("/alerts/cloudwatch", json=eventbridge_alarm())
+            assert response.status_code == 200, response.text
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["occurrences"] == 3
+    assert incident["status"]["lastSeen"] >= incident["status"]["firstSeen"]
+    assert incident["spec"]["fingerprint"].startswith("arn:aws:cloudwatch:")
+
+
+async def test_redelivered_event_counts_once(api: client.ApiClient, namespace: str) -> None:
+    event = eventbridge_alarm(event_id="5d0f6a4c-0000-4000-8000-000000000001")
+    async with webhook(api, namespace, token=new_token()) as http:
+        first = await http.post("/alerts/cloudwatch", json=event)
+        again = await http.post("/alerts/cloudwatch", json=event)
+    assert first.json()["incidents"][0]["result"] == "created"
+    assert again.status_code == 200
+    assert again.json()["incidents"][0]["result"] == "redelivery"
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["occurrences"] == 1
+
+
+async def test_concurrent_deliveries_across_replicas_count_exactly(
+    api: client.ApiClient, namespace: str
+) -> None:
+    token = new_token()
+    replicas = [webhook(api, namespace, token=token) for _ in range(3)]
+    try:
+        posts = [
+            replicas[i % 3].post("/alert", json=generic_alert("storm", incident_id="INC-1"))
+            for i in range(60)
+        ]
+        answers = await asyncio.gather(*posts)
+    finally:
+        for replica in replicas:
+            await replica.aclose()
+    assert [a.status_code for a in answers] == [200] * 60
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["occurrences"] == 60
+    results = [a.json()["incidents"][0]["result"] for a in answers]
+    assert results.count("created") >= 1 and results.count("redelivery") == 0
+
+
+async def test_recovery_marks_alarm_ok_without_counting(
+    api: client.ApiClient, namespace: str
+) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        await http.post("/alerts/cloudwatch", json=eventbridge_alarm())
+        ok = await http.post("/alerts/cloudwatch", json=eventbridge_alarm(state="OK"))
+    assert ok.json()["incidents"][0]["result"] == "recovered"
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["alarmState"] == "OK"
+    assert incident["status"]["occurrences"] == 1
+
+
+async def test_recovery_with_nothing_open_creates_nothing(
+    api: client.ApiClient, namespace: str
+) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        ok = await http.post("/alerts/cloudwatch", json=eventbridge_alarm(state="OK"))
+        resolved = await http.post(
+            "/alerts/alertmanager", json=alertmanager(am_alert("abc123", status="resolved"))
+        )
+    assert ok.status_code == resolved.status_code == 200
+    assert ok.json()["incidents"][0]["result"] == "no_open_incident"
+    assert incidents(api, namespace) == []
+
+
+async def test_repeat_after_resolution_opens_a_new_incident(
+    api: client.ApiClient, namespace: str
+) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        first = (await http.post("/alerts/cloudwatch", json=eventbridge_alarm())).json()
+        name = first["incidents"][0]["name"]
+        set_phase(api, namespace, name, "Resolved")
+        second = (await http.post("/alerts/cloudwatch", json=eventbridge_alarm())).json()
+        third = (await http.post("/alerts/cloudwatch", json=eventbridge_alarm())).json()
+    assert second["incidents"][0] == {"name": f"{name}-2", "result": "created", "occurrences": 1}
+    assert third["incidents"][0]["name"] == f"{name}-2"
+    counts = {i["metadata"]["name"]: i["status"]["occurrences"] for i in incidents(api, namespace)}
+    assert counts == {name: 1, f"{name}-2": 2}
+
+
+async def test_redelivery_after_resolution_does_not_reopen(
+    api: client.ApiClient, namespace: str
+) -> None:
+    event = eventbridge_alarm(event_id="5d0f6a4c-0000-4000-8000-000000000002")
+    async with webhook(api, namespace, token=new_token()) as http:
+        name = (await http.post("/alerts/cloudwatch", json=event)).json()["incidents"][0]["name"]
+        set_phase(api, namespace, name, "Resolved")
+        again = await http.post("/alerts/cloudwatch", json=event)
+    assert again.json()["incidents"][0]["result"] == "redelivery"
+    assert len(incidents(api, namespace)) == 1
+
+
+async def test_alertmanager_one_incident_per_fingerprint(
+    api: client.ApiClient, namespace: str
+) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        firing = alertmanager(am_alert("aaa111"), am_alert("bbb222", service="ledger"))
+        response = await http.post("/alerts/alertmanager", json=firing)
+        resolved = alertmanager(am_alert("aaa111", status="resolved"), status="resolved")
+        await http.post("/alerts/alertmanager", json=resolved)
+    assert response.status_code == 200, response.text
+    assert response.json()["received"] == 2
+    by_service = {i["spec"]["service"]["name"]: i for i in incidents(api, namespace)}
+    assert set(by_service) == {"payments", "ledger"}
+    assert by_service["payments"]["status"]["alarmState"] == "OK"
+    assert by_service["ledger"]["status"]["alarmState"] == "ALARM"
+    assert by_service["payments"]["spec"]["severity"] == "critical"
+
+
+async def test_unsafe_names_are_sanitized(api: client.ApiClient, namespace: str) -> None:
+    service = "Checkout API: 5xx > 1% (EU)/prod"
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alert", json=generic_alert(service))
+    assert response.status_code == 200, response.text
+    [incident] = incidents(api, namespace)
+    assert incident["metadata"]["name"].startswith("checkout-api-5xx-1-eu-prod-")
+    assert incident["spec"]["service"]["name"] == service
+    assert incident["metadata"]["labels"][f"{GROUP}/service"] == "Checkout_API_5xx_1_EU_prod"
+
+
+# --- bad input: a clear 4xx, and nothing created -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status", "code"),
+    [
+        ({"Content-Type": "text/plain"}, b'{"detail": {}}', 415, "unsupported_media_type"),
+        ({"Content-Type": "application/json"}, b'{"detail": ', 400, "invalid_json"),
+        ({"Content-Type": "application/json"}, b'{"detail": "x"}', 422, "invalid_payload"),
+        ({"Content-Type": "application/json"}, b"[1, 2]", 422, "invalid_payload"),
+        ({"Content-Type": "application/json"}, b'{"detail": {}}', 422, "invalid_alarm"),
+        ({"Authorization": "Bearer wrong", "Content-Type": "application/json"}, None, 401, None),
+        ({"Authorization": "", "Content-Type": "application/json"}, None, 401, "unauthorized"),
+    ],
+)
+async def test_bad_requests_are_refused_and_change_nothing(
+    api: client.ApiClient,
+    namespace: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    status: int,
+    code: str | None,
+) -> None:
+    import json
+
+    body = content if content is not None else json.dumps(generic_alert()).encode()
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alert", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert answer["message"]
+    if code:
+        assert answer["error"] == code
+    assert incidents(api, namespace) == []
+
+
+async def test_oversized_bodies_get_413(api: client.ApiClient, namespace: str) -> None:
+    huge = generic_alert(summary="x" * 300_000)
+    async with webhook(api, namespace, token=new_token(), ingest_max_body_bytes=64 * 1024) as http:
+        declared = await http.post("/alert", json=huge)
+
+        async def chunks():  # no Content-Length: counted while it streams
+            for _ in range(100):
+                yield b" " * 1024
+
+        streamed = await http.post(
+            "/alert", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+    assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+    assert incidents(api, namespace) == []
+
+
+async def test_rotated_tokens_are_all_valid(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    old, new, from_file = new_token(), new_token(), new_token()
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(f"{from_file}\n")
+    async with webhook(
+        api, namespace, token=f"{old},{new}", ingest_tokens_file=tokens_file
+    ) as http:
+        statuses = []
+        for token in (old, new, from_file):
+            response = await http.post(
+                "/alert",
+                json=generic_alert(),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            statuses.append(response.status_code)
+        tokens_file.write_text("rotated-out\n")
+        revoked = await http.post(
+            "/alert", json=generic_alert(), headers={"Authorization": f"Bearer {from_file}"}
+        )
+    assert statuses == [200, 200, 200]
+    assert revoked.status_code == 401
+
+
+async def test_api_server_unreachable_answers_503(namespace: str) -> None:
+    from kubernetes.client import ApiClient, Configuration
+
+    configuration = Configuration(host="https://127.0.0.1:9")  # nothing listens there
+    dead = ApiClient(configuration)
+    async with webhook(dead, namespace, token=new_token()) as http:
+        response = await http.post("/alert", json=generic_alert())
+        ready = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json()["error"] == "unavailable"
+    assert ready.status_code == 503
+
+
+async def test_service_endpoints(api: client.ApiClient, namespace: str) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        await http.post("/alert", json=generic_alert())
+        await http.post("/alert", json=generic_alert())
+        root, health, ready = (
+            await http.get("/"),
+            await http.get("/health"),
+            await http.get("/readyz"),
+        )
+        metrics = (await http.get("/metrics")).text
+        spec = (await http.get("/openapi.json")).json()
+    assert root.status_code == health.status_code == ready.status_code == 200
+    assert health.json() == {"status": "healthy"}
+    assert 'incident_alarms_received_total{outcome="created",source="generic"} 1.0' in metrics
+    assert 'incident_alarms_received_total{outcome="counted",source="generic"} 1.0' in metrics
+    assert 'incident_alarm_dedup_hits_total{kind="occurrence",source="generic"} 1.0' in metrics
+    assert "incident_ingest_seconds_bucket" in metrics
+    paths = set(spec["paths"])
+    assert {"/alert", "/alerts/cloudwatch", "/alerts/sns", "/alerts/alertmanager"} <= paths
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]

@@ -1,0 +1,87 @@
+"""`incident-operator webhook` as a user runs it: a real process on a real port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+
+from incident_operator.devstack.controlplane import free_port
+from webhook_support import generic_alert, incidents, new_token
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+CLI = [sys.executable, "-m", "incident_operator.cli"]
+
+
+@pytest.fixture
+def served(kubeconfig: Path, namespace: str) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    token, port = new_token(), free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "INGEST_TOKENS": token}
+    process = subprocess.Popen(
+        [*CLI, "webhook", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "webhook never became ready"
+            time.sleep(0.1)
+        yield url, token, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_served_webhook_creates_incidents_and_logs_json(
+    served: tuple[str, str, subprocess.Popen[str]], api: client.ApiClient, namespace: str
+) -> None:
+    url, token, process = served
+    response = httpx.post(
+        f"{url}/alert",
+        json=generic_alert("billing"),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert [i["spec"]["service"]["name"] for i in incidents(api, namespace)] == ["billing"]
+    unauthenticated = httpx.post(f"{url}/alert", json=generic_alert("billing"))
+    assert unauthenticated.status_code == 401
+    assert httpx.get(f"{url}/docs").status_code == 200
+    process.terminate()
+    output, _ = process.communicate(timeout=10)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    recorded = [line for line in lines if line["message"] == "alarm recorded"]
+    assert recorded and recorded[0]["incident"] == response.json()["incidents"][0]["name"]
+    assert recorded[0]["level"] == "info" and recorded[0]["source"] == "generic"
+
+
+def test_webhook_refuses_to_start_without_a_token(kubeconfig: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    result = subprocess.run(
+        [*CLI, "webhook", "--port", str(free_port())],
+        env={**env, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "INGEST_TOKENS" in result.stderr

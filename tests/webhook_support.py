@@ -1,0 +1,149 @@
+"""Helpers for driving the ingest webhook in tests."""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import uuid
+from typing import Any
+
+import httpx
+from kubernetes import client
+from prometheus_client import CollectorRegistry
+
+from incident_operator.config import Settings
+from incident_operator.ingest.app import create_app
+from incident_operator.ingest.recorder import AlarmRecorder
+from incident_operator.models import GROUP, VERSION
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def webhook(
+    api: client.ApiClient, namespace: str, *, token: str, **settings: Any
+) -> httpx.AsyncClient:
+    """An HTTP client wired to a fresh webhook app (one "replica")."""
+    config = Settings(incident_namespace=namespace, ingest_tokens=token, **settings)
+    recorder = AlarmRecorder(api=api, namespace=namespace)
+    app = create_app(settings=config, recorder=recorder, api=api, registry=CollectorRegistry())
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://webhook",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def incidents(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "incidents"
+    )
+    return list(listed["items"])
+
+
+def generic_alert(
+    service: str = "checkout", *, incident_id: str | None = None, **detail: Any
+) -> dict[str, Any]:
+    """The serverless agent's POST /alert payload."""
+    body: dict[str, Any] = {
+        "detail": {
+            "service_name": service,
+            "cluster_name": "prod",
+            "summary": f"{service} is failing health checks",
+            "Trigger": {
+                "Dimensions": [
+                    {"name": "ServiceName", "value": service},
+                    {"name": "ClusterName", "value": "prod"},
+                ]
+            },
+            **detail,
+        }
+    }
+    if incident_id is not None:
+        body["incident_id"] = incident_id
+    return body
+
+
+def eventbridge_alarm(
+    alarm: str = "checkout-cpu-high",
+    *,
+    state: str = "ALARM",
+    event_id: str | None = None,
+    service: str = "checkout",
+) -> dict[str, Any]:
+    """A CloudWatch Alarm State Change event, as EventBridge delivers it."""
+    arn = f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{alarm}"
+    return copy.deepcopy(
+        {
+            "version": "0",
+            "id": event_id or str(uuid.uuid4()),
+            "detail-type": "CloudWatch Alarm State Change",
+            "source": "aws.cloudwatch",
+            "account": "123456789012",
+            "time": "2026-11-29T10:00:00Z",
+            "region": "eu-west-1",
+            "resources": [arn],
+            "detail": {
+                "alarmName": alarm,
+                "state": {
+                    "value": state,
+                    "reason": "Threshold Crossed: 3 datapoints were greater than 90.0",
+                    "timestamp": "2026-11-29T10:00:00.000+0000",
+                },
+                "previousState": {
+                    "value": "OK" if state == "ALARM" else "ALARM",
+                    "reason": "",
+                    "timestamp": "2026-11-29T09:00:00.000+0000",
+                },
+                "configuration": {
+                    "description": "CPU above 90%",
+                    "metrics": [
+                        {
+                            "id": "m1",
+                            "metricStat": {
+                                "metric": {
+                                    "namespace": "AWS/ECS",
+                                    "name": "CPUUtilization",
+                                    "dimensions": {
+                                        "ClusterName": "prod",
+                                        "ServiceName": service,
+                                    },
+                                },
+                                "period": 60,
+                                "stat": "Average",
+                            },
+                            "returnData": True,
+                        }
+                    ],
+                },
+            },
+        }
+    )
+
+
+def alertmanager(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="HighErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "incident-operator",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+def am_alert(fingerprint: str, *, service: str = "payments", status: str = "firing") -> dict:
+    return {
+        "status": status,
+        "labels": {"alertname": "HighErrorRate", "service": service, "severity": "critical"},
+        "annotations": {"summary": f"{service} 5xx above 5%"},
+        "startsAt": "2026-11-29T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": fingerprint,
+    }
