@@ -71,9 +71,11 @@ def eventbridge_alarm(
     state: str = "ALARM",
     event_id: str | None = None,
     service: str = "checkout",
+    cluster: str = "prod",
+    region: str = "eu-west-1",
 ) -> dict[str, Any]:
     """A CloudWatch Alarm State Change event, as EventBridge delivers it."""
-    arn = f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{alarm}"
+    arn = f"arn:aws:cloudwatch:{region}:123456789012:alarm:{alarm}"
     return copy.deepcopy(
         {
             "version": "0",
@@ -82,7 +84,7 @@ def eventbridge_alarm(
             "source": "aws.cloudwatch",
             "account": "123456789012",
             "time": "2026-11-29T10:00:00Z",
-            "region": "eu-west-1",
+            "region": region,
             "resources": [arn],
             "detail": {
                 "alarmName": alarm,
@@ -106,7 +108,7 @@ def eventbridge_alarm(
                                     "namespace": "AWS/ECS",
                                     "name": "CPUUtilization",
                                     "dimensions": {
-                                        "ClusterName": "prod",
+                                        "ClusterName": cluster,
                                         "ServiceName": service,
                                     },
                                 },

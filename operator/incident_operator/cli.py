@@ -48,6 +48,52 @@ def _webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import logs
+    from .config import Settings
+    from .reconcile import handlers  # noqa: F401 - registers the handlers with kopf
+
+    logs.configure(args.log_level)
+    configured = [n.strip() for n in Settings().watch_namespaces.split(",") if n.strip()]
+    namespaces = args.namespace or configured
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .config import Settings
+    from .timeline.dynamodb import DynamoTimeline
+
+    settings = Settings()
+    if not settings.timeline_table:
+        print("TIMELINE_TABLE is not set: there is no timeline to read.", file=sys.stderr)
+        return 2
+    timeline = DynamoTimeline(settings.timeline_table)
+    entries = asyncio.run(timeline.read(f"{args.namespace}/{args.name}"))
+    if not entries:
+        print(f"no timeline entries for {args.namespace}/{args.name}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        import json
+
+        print(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
+        return 0
+    for entry in entries:
+        when = entry.ts.split("#", 1)[0]
+        print(f"{when}  {entry.kind:<18} {entry.phase or '':<17} {entry.message}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="incident-operator",
@@ -69,6 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     webhook.add_argument("--log-level", default="info")
     webhook.set_defaults(handler=_webhook)
+
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch this namespace (repeatable; default: WATCH_NAMESPACES, else all)",
+    )
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate replicas through this kopf peering object (default: standalone)",
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve liveness probes, e.g. http://0.0.0.0:8081/healthz",
+    )
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(handler=_run)
+
+    timeline = commands.add_parser("timeline", help="print an Incident's timeline")
+    timeline.add_argument("name", help="the Incident's name")
+    timeline.add_argument("-n", "--namespace", default="default")
+    timeline.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    timeline.set_defaults(handler=_timeline)
     return parser
 
 

@@ -11,6 +11,19 @@ from typing import Any
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+_PLAIN = (str, int, float, bool, type(None), list, tuple)
+
+# Libraries that say too much at INFO for an operator's log.
+_QUIETER = {
+    "kopf.objects": logging.WARNING,  # "Handler ... succeeded" for every event
+    "kopf.activities.probe": logging.WARNING,
+    "aiohttp.access": logging.WARNING,
+    "botocore.credentials": logging.WARNING,
+    "botocore.configprovider": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -19,7 +32,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        # Only plain values from `extra=`: libraries (kopf) attach whole
+        # objects there, which would make every line kilobytes long.
+        line.update(
+            {
+                k: v
+                for k, v in record.__dict__.items()
+                if k not in _STANDARD and not k.startswith("_") and isinstance(v, _PLAIN)
+            }
+        )
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -31,3 +52,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        for name, quieter in _QUIETER.items():
+            logging.getLogger(name).setLevel(quieter)

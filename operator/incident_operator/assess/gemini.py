@@ -1,0 +1,203 @@
+"""The Gemini assessor: an LLM reads the incident and proposes a decision.
+
+Its answer is untrusted input. The SDK validates it against `Answer`; what
+does not fit (invalid JSON, fenced text, `{}`, an unknown action, an extra
+field such as a target service) leaves `response.parsed` None and becomes an
+ESCALATE. So do timeouts and API errors, after the SDK's own retries. The
+answer is not yet the last word either: `guardrails.enforce` holds it to the
+policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+from google import genai
+from google.genai import errors, types
+from pydantic import ConfigDict, ValidationError
+
+from ..models import Assessment, Decision, IncidentSpec
+from ..policy import Policy
+from .guardrails import escalation
+from .prompt import Prompt, build
+
+log = logging.getLogger(__name__)
+
+# gemini-1.5-flash is retired; GEMINI_MODEL or a policy's assessor.model
+# override this.
+DEFAULT_MODEL = "gemini-2.5-flash"
+# The Developer API serves structured output (responseSchema,
+# systemInstruction) on v1beta; the SDK's default is v1.
+API_VERSION = "v1beta"
+
+
+def _no_additional_properties(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
+class Answer(Decision):
+    """Your assessment of the incident."""
+
+    # models.Decision is the response schema, fields and bounds alike, with
+    # one change: extra="forbid" makes pydantic emit additionalProperties:
+    # false, which the Developer API refuses (400 "Unknown name
+    # additional_properties"). Unknown fields are still refused when the
+    # answer is parsed. The field names in the schema are the aliases, which
+    # are also what parsing accepts; for Decision's one-word fields they are
+    # the snake_case names. The docstring and descriptions reach the model.
+    model_config = ConfigDict(json_schema_extra=_no_additional_properties)
+
+
+def _tokens(response: types.GenerateContentResponse) -> tuple[int | None, int | None]:
+    usage = response.usage_metadata
+    if usage is None:
+        return None, None
+    # A thinking model's thoughts are output tokens too: they are billed as such.
+    parts = [usage.candidates_token_count, usage.thoughts_token_count]
+    output = sum(n or 0 for n in parts) if any(n is not None for n in parts) else None
+    return usage.prompt_token_count, output
+
+
+def _why_unparseable(response: types.GenerateContentResponse) -> str:
+    """What was wrong with an answer the SDK could not parse, for the record."""
+    text = response.text
+    if text is None:
+        finish = response.candidates[0].finish_reason if response.candidates else None
+        feedback = response.prompt_feedback
+        blocked = feedback.block_reason if feedback else None
+        return f"no text in the answer (finish reason {finish}, block reason {blocked})"
+    try:
+        Answer.model_validate_json(text)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}"
+            for e in error.errors(include_url=False)[:5]
+        )
+        return f"{problems}; answer began {text[:300]!r}"
+    return f"the SDK did not parse it; answer began {text[:300]!r}"
+
+
+def _describe(error: BaseException, *, timeout_s: float) -> tuple[str, str]:
+    """(message for on-call, reason for the record) for a failed call."""
+    kind = type(error).__name__
+    if isinstance(error, errors.APIError):
+        return (
+            f"Gemini answered {error.code} {error.status or ''}".strip() + "; escalated to a human",
+            f"gemini call failed: {kind} {error.code} {error.status}: {error.message}",
+        )
+    if isinstance(error, TimeoutError):
+        return (
+            "Gemini did not answer in time; escalated to a human",
+            f"gemini call failed: {kind}: no answer within {timeout_s:g} s",
+        )
+    detail = str(error)
+    return (
+        f"Gemini call failed ({kind}); escalated to a human",
+        f"gemini call failed: {kind}" + (f": {detail}" if detail else ""),
+    )
+
+
+class GeminiAssessor:
+    name: Literal["rules", "gemini"] = "gemini"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        base_url: str | None = None,
+        timeout_s: float = 20,
+        attempts: int = 3,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        self.model = model
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        # Timeouts and retries are the SDK's: it retries 408, 429, 5xx and
+        # connection errors with exponential backoff, and not a 4xx that
+        # would fail again. `timeout` is per attempt, in milliseconds.
+        self._http_options = types.HttpOptions(
+            base_url=base_url,
+            api_version=API_VERSION,
+            timeout=int(timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(
+                attempts=attempts, initial_delay=retry_delay_s, jitter=retry_delay_s
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"GeminiAssessor(model={self.model!r})"  # never the key
+
+    async def assess(self, *, incident: IncidentSpec, policy: Policy) -> Assessment:
+        model = policy.spec.assessor.model or self.model
+        started = time.monotonic()
+
+        def elapsed_ms() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            response = await self._generate(
+                model=model, prompt=build(incident=incident, policy=policy)
+            )
+            prompt_tokens, output_tokens = _tokens(response)
+            answer = response.parsed
+            if not isinstance(answer, Answer):
+                reason = f"unparseable answer: {_why_unparseable(response)}"
+                log.warning("gemini answer unparseable", extra={"model": model, "reason": reason})
+                return escalation(
+                    assessor="gemini",
+                    message="Gemini's answer was unusable; escalated to a human",
+                    reason=reason,
+                    policy=policy.name,
+                    model=model,
+                    latency_ms=elapsed_ms(),
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=output_tokens,
+                )
+            return Assessment(
+                **answer.model_dump(),
+                assessor="gemini",
+                model=response.model_version or model,
+                policy=policy.name,
+                latency_ms=elapsed_ms(),
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+            )
+        except Exception as error:
+            # Any failure escalates (an assessor never raises); the cause is
+            # logged with its traceback and kept in the rationale.
+            message, reason = _describe(error, timeout_s=self._timeout_s)
+            log.warning("gemini assessment failed", exc_info=True, extra={"model": model})
+            return escalation(
+                assessor="gemini",
+                message=message,
+                reason=reason,
+                policy=policy.name,
+                model=model,
+                latency_ms=elapsed_ms(),
+            )
+
+    async def _generate(self, *, model: str, prompt: Prompt) -> types.GenerateContentResponse:
+        # A client per call: its aiohttp session belongs to the running event
+        # loop, and closing it here leaves nothing open between incidents.
+        # vertexai=False so GOOGLE_GENAI_USE_VERTEXAI in the environment cannot
+        # send the key (and the alarm) to another API.
+        client = genai.Client(
+            api_key=self._api_key, vertexai=False, http_options=self._http_options
+        )
+        try:
+            return await client.aio.models.generate_content(
+                model=model,
+                contents=prompt.user,
+                config=types.GenerateContentConfig(
+                    system_instruction=prompt.system,
+                    response_mime_type="application/json",
+                    response_schema=Answer,
+                    temperature=0,
+                ),
+            )
+        finally:
+            await client.aio.aclose()
+            client.close()

@@ -1,0 +1,1 @@
+"""Reconciliation: the phase machine (`phases.py`) and the kopf handlers that drive it."""

@@ -1,0 +1,76 @@
+"""The kopf handlers. They only load state and hand it to the Reconciler.
+
+Only `on.event` handlers are used, deliberately: they keep no progress or
+diff-base annotations on the object and need no finalizer, so kopf itself
+adds no writes to an Incident. The phase machine is driven by status, which
+kopf's change-detecting handlers ignore anyway; waits (approvals, rollouts)
+are in-process wake-ups, and a restarted operator picks every open Incident
+up again from the initial listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from ..config import Settings
+from ..models import GROUP, VERSION, ResponsePolicySpec
+from ..policy import Policy
+from .wiring import build_reconciler
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own Events tell the story; kopf's would add a write per handler run.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    config = Settings()
+    memo.reconciler, memo.policies, api = build_reconciler(config)
+    # Load every ResponsePolicy before the first Incident is looked at, so
+    # no Incident is ever assessed under the default by mistake.
+    listed = await asyncio.to_thread(
+        client.CustomObjectsApi(api).list_cluster_custom_object, GROUP, VERSION, "responsepolicies"
+    )
+    for item in listed["items"]:
+        _put_policy(memo, item)
+    log.info("operator configured", extra={"policies": len(listed["items"])})
+
+
+@kopf.on.event(GROUP, VERSION, "incidents")
+async def incident_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        memo.reconciler.forget(body["metadata"]["uid"])
+        return
+    await memo.reconciler.reconcile(dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "responsepolicies")
+async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        memo.policies.remove(body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        _put_policy(memo, dict(body))
+
+
+@kopf.on.probe(id="incidents")
+def probe(memo: kopf.Memo, **_: Any) -> str:
+    return "ok" if getattr(memo, "reconciler", None) is not None else "starting"
+
+
+def _put_policy(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    metadata = body["metadata"]
+    try:
+        spec = ResponsePolicySpec.model_validate(body.get("spec") or {})
+    except ValueError as error:
+        log.warning(
+            "ignoring invalid ResponsePolicy",
+            extra={"policy": metadata["name"], "error": str(error)},
+        )
+        return
+    memo.policies.put(metadata["namespace"], Policy(metadata["name"], spec))

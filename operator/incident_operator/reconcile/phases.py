@@ -1,0 +1,347 @@
+"""The phase machine: every transition of an Incident, in this one file.
+
+    Triggered -> Assessing -> [AwaitingApproval] -> Remediating -> Resolved
+                          \\-> Escalated (a human is needed)   \\-> Ignored
+    any open phase --(alarm back to OK)--> Resolved
+
+`advance()` looks at an Incident and returns what should happen next: a
+`Transition` (the status to write and what to record), a `Wait` (look again
+later), or None (nothing to do). It acts only through the `Ports` it is given
+(assessor, remediator), so it reads as the business process; writing status,
+Events and the timeline is the caller's job.
+
+Side effects are safe to repeat: the assessment has none, and a restart is
+claimed in DynamoDB before it happens (see remediate/guard.py), so a retry
+after a crash finds the claim instead of restarting again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..models import (
+    CLOSED_PHASES,
+    HANDED_OFF_PHASES,
+    Approval,
+    Assessment,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Incident,
+    Phase,
+    Record,
+    Remediation,
+)
+from ..policy import Policy
+from ..remediate import RemediationFailed, Remediator, RestartRefused, Target
+from .conditions import set_condition
+
+# How often to look at a rollout in progress.
+ROLLOUT_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What the machine may act through."""
+
+    assess: Callable[[Incident, Policy], Awaitable[Assessment]]
+    remediator: Remediator
+    default_cluster: str | None = None
+
+
+@dataclass
+class Transition:
+    """A status change, with the records (timeline entries, Events) it makes."""
+
+    phase: Phase
+    status: dict[str, Any] = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    # Look again after this many seconds even if nothing changes.
+    wake_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+Outcome = Transition | Wait | None
+
+
+class _Builder:
+    """Accumulates one transition: conditions and records, then the phase."""
+
+    def __init__(self, incident: Incident, now: datetime) -> None:
+        self.now = now
+        self.conditions = list(incident.status.conditions)
+        self.records: list[Record] = []
+        self.status: dict[str, Any] = {}
+
+    def condition(
+        self, type: ConditionType, status: ConditionStatus, reason: str, message: str
+    ) -> _Builder:
+        self.conditions = set_condition(
+            self.conditions, type=type, status=status, reason=reason, message=message, now=self.now
+        )
+        return self
+
+    def record(self, kind: str, reason: str, message: str, *, warning: bool = False) -> _Builder:
+        self.records.append(
+            Record(kind=kind, reason=reason, message=message[:1024], warning=warning)
+        )
+        return self
+
+    def set(self, **fields: Any) -> _Builder:
+        self.status.update(fields)
+        return self
+
+    def to(self, phase: Phase, *, wake_after: float | None = None) -> Transition:
+        return Transition(
+            phase=phase,
+            status=self.status,
+            conditions=self.conditions,
+            records=self.records,
+            wake_after=wake_after,
+        )
+
+
+async def advance(incident: Incident, *, policy: Policy, ports: Ports, now: datetime) -> Outcome:
+    status = incident.status
+    phase = status.phase or "Triggered"
+    if phase in CLOSED_PHASES:
+        return None
+    if status.alarm_state == "OK" and phase != "Remediating":
+        return _recovered(incident, now)
+    if phase in HANDED_OFF_PHASES:
+        return None
+    step = _Builder(incident, now)
+    if phase == "Triggered":
+        return (
+            step.condition("Assessed", "Unknown", "Assessing", "assessment in progress")
+            .record("received", "Triggered", _received_message(incident))
+            .to("Assessing")
+        )
+    if phase == "Assessing":
+        return await _assess(incident, policy=policy, ports=ports, step=step)
+    if phase == "AwaitingApproval":
+        return _approval(incident, policy=policy, ports=ports, step=step)
+    if phase == "Remediating":
+        return await _remediate(incident, policy=policy, ports=ports, step=step)
+    return None
+
+
+def _received_message(incident: Incident) -> str:
+    spec = incident.spec
+    return f"{spec.severity} alarm {spec.alarm.name!r} for {spec.service.name} from {spec.source}"
+
+
+def _recovered(incident: Incident, now: datetime) -> Transition:
+    step = _Builder(incident, now)
+    phase = incident.status.phase or "Triggered"
+    if phase == "AwaitingApproval":
+        step.condition("Approved", "False", "Cancelled", "the alarm recovered before a decision")
+    if phase in ("Triggered", "Assessing", "AwaitingApproval"):
+        step.condition("Remediated", "False", "NotNeeded", "the alarm recovered on its own")
+    return (
+        step.condition("Resolved", "True", "AlarmRecovered", "the alarm is back to OK")
+        .set(message="resolved: the alarm is back to OK")
+        .record("resolved", "AlarmRecovered", f"alarm recovered while {phase}; resolved")
+        .to("Resolved")
+    )
+
+
+async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Builder) -> Outcome:
+    assessment = await ports.assess(incident, policy)
+    step.set(assessment=assessment.to_api(), message=assessment.message)
+    step.condition(
+        "Assessed",
+        "True",
+        "Escalate" if assessment.decision == "ESCALATE" else "Safe",
+        f"{assessment.assessor}: {assessment.decision} {assessment.action}: {assessment.message}",
+    )
+    step.record(
+        "assessment",
+        "Assessed",
+        f"{assessment.assessor}"
+        + (f" ({assessment.model})" if assessment.model else "")
+        + f" decided {assessment.decision} {assessment.action} "
+        f"with confidence {assessment.confidence:.2f} under policy {policy.name}: "
+        f"{assessment.message}",
+    )
+    if assessment.decision == "ESCALATE" or assessment.action == "notify_team":
+        reason = "Escalated" if assessment.decision == "ESCALATE" else "NotifyTeam"
+        return step.record("escalated", reason, assessment.message, warning=True).to("Escalated")
+    if assessment.action == "ignore":
+        return step.record("ignored", "Ignored", assessment.message).to("Ignored")
+    # restart_service
+    target = _target(incident, ports)
+    if target is None:
+        return _escalate(
+            step, "NoCluster", "no ECS cluster: set the alarm's ClusterName or ECS_CLUSTER_NAME"
+        )
+    if assessment.action in policy.spec.approval.required_for:
+        deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
+        approval = Approval(required=True, state="Pending", deadline=deadline)
+        return (
+            step.set(approval=approval.to_api())
+            .condition("Approved", "Unknown", "Pending", f"waiting for approval until {deadline}")
+            .record(
+                "approval_requested",
+                "ApprovalRequested",
+                f"restart of {target} needs approval (policy {policy.name}) by {deadline}",
+            )
+            .to("AwaitingApproval", wake_after=policy.spec.approval.timeout_seconds)
+        )
+    approval = Approval(required=False, state="Approved", via="policy", at=step.now)
+    step.set(approval=approval.to_api())
+    step.condition("Approved", "True", "NotRequired", f"policy {policy.name} needs no approval")
+    return _start_remediation(step, target)
+
+
+def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builder) -> Outcome:
+    approval = incident.status.approval
+    if approval is None:  # written by hand, or lost: ask again
+        return step.to("Assessing")
+    target = _target(incident, ports)
+    if approval.state == "Approved":
+        who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
+        step.condition("Approved", "True", "Approved", f"approved by {who}")
+        step.record("approval", "Approved", f"restart approved by {who}")
+        if target is None:
+            return _escalate(step, "NoCluster", "no ECS cluster for the approved restart")
+        return _start_remediation(step, target)
+    if approval.state == "Rejected":
+        who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
+        step.condition("Approved", "False", "Rejected", f"rejected by {who}")
+        step.record("approval", "Rejected", f"restart rejected by {who}")
+        return _escalate(step, "ApprovalRejected", f"restart rejected by {who}; over to a human")
+    deadline = approval.deadline
+    if approval.state == "Pending" and deadline is not None and step.now < deadline:
+        return Wait((deadline - step.now).total_seconds())
+    # Expired (or a pending approval without a deadline, which cannot expire
+    # on its own): the policy says what happens now.
+    expired = approval.model_copy(update={"state": "Expired", "via": "timeout", "at": step.now})
+    step.set(approval=expired.to_api())
+    step.condition("Approved", "False", "Expired", "no decision before the deadline")
+    on_timeout = policy.spec.approval.on_timeout
+    step.record("approval", "Expired", f"approval timed out; policy says {on_timeout}")
+    if on_timeout == "approve" and target is not None:
+        return _start_remediation(step, target)
+    if on_timeout == "ignore":
+        return step.record("ignored", "Ignored", "approval timed out; ignored").to("Ignored")
+    return _escalate(step, "ApprovalExpired", "approval timed out; over to a human")
+
+
+def _start_remediation(step: _Builder, target: Target) -> Transition:
+    # The intent is written before the action: if we die after this patch,
+    # the next run continues the restart (and the claim in DynamoDB makes a
+    # repeated call a no-op), instead of forgetting it was wanted.
+    intent = Remediation(action="restart_service", target=str(target), result="Pending")
+    return (
+        step.set(remediation=intent.to_api())
+        .condition("Remediated", "Unknown", "Pending", f"restart of {target} about to start")
+        .to("Remediating")
+    )
+
+
+async def _remediate(
+    incident: Incident, *, policy: Policy, ports: Ports, step: _Builder
+) -> Outcome:
+    remediation = incident.status.remediation
+    target = _target(incident, ports)
+    if remediation is None or target is None:
+        return _escalate(step, "NoRemediation", "remediating without a recorded action or target")
+    limits = policy.spec.remediation
+    if remediation.result == "Pending":
+        try:
+            receipt = await ports.remediator.restart(
+                incident_id=_incident_id(incident), target=target, limits=limits
+            )
+        except RestartRefused as refused:
+            failed = remediation.model_copy(update={"result": "Refused", "message": str(refused)})
+            step.set(remediation=failed.to_api())
+            step.condition("Remediated", "False", refused.reason, str(refused))
+            return _escalate(step, refused.reason, f"restart refused: {refused}")
+        except RemediationFailed as error:
+            failed = remediation.model_copy(update={"result": "Failed", "message": str(error)})
+            step.set(remediation=failed.to_api())
+            step.condition("Remediated", "False", "ActionFailed", str(error))
+            return _escalate(step, "ActionFailed", f"restart failed: {error}")
+        in_progress = remediation.model_copy(
+            update={
+                "result": "InProgress",
+                "deployment_id": receipt.deployment_id,
+                "started_at": receipt.started_at,
+            }
+        )
+        return (
+            step.set(remediation=in_progress.to_api())
+            .condition("Remediated", "Unknown", "RolloutInProgress", f"restarting {target}")
+            .record(
+                "action_started",
+                "RestartStarted",
+                f"restarted {target}: deployment {receipt.deployment_id}",
+            )
+            .to("Remediating", wake_after=ROLLOUT_POLL_SECONDS)
+        )
+    if remediation.result == "InProgress" and remediation.deployment_id:
+        try:
+            rollout = await ports.remediator.rollout(
+                target=target, deployment_id=remediation.deployment_id
+            )
+        except RemediationFailed as error:
+            failed = remediation.model_copy(
+                update={"result": "Failed", "finished_at": step.now, "message": str(error)}
+            )
+            step.set(remediation=failed.to_api())
+            step.condition("Remediated", "False", "RolloutUnknown", str(error))
+            return _escalate(step, "RolloutUnknown", f"cannot follow the rollout: {error}")
+        if rollout == "InProgress":
+            started = remediation.started_at or step.now
+            timeout = timedelta(seconds=limits.rollout_timeout_seconds)
+            if step.now - started < timeout:
+                return Wait(ROLLOUT_POLL_SECONDS)
+            rollout = "Failed"
+            outcome, message = "TimedOut", f"rollout of {target} not done after {timeout}"
+        elif rollout == "Failed":
+            outcome, message = "Failed", f"rollout of {target} failed"
+        else:
+            outcome, message = "Succeeded", f"rollout of {target} completed"
+        finished = remediation.model_copy(
+            update={"result": outcome, "finished_at": step.now, "message": message}
+        )
+        step.set(remediation=finished.to_api(), message=message)
+        step.record("action_finished", f"Restart{outcome}", message, warning=rollout == "Failed")
+        if rollout == "Succeeded":
+            return (
+                step.condition("Remediated", "True", "RestartSucceeded", message)
+                .condition("Resolved", "True", "Remediated", message)
+                .record("resolved", "Remediated", f"resolved by restarting {target}")
+                .to("Resolved")
+            )
+        step.condition("Remediated", "False", f"Restart{outcome}", message)
+        return _escalate(step, f"Restart{outcome}", message)
+    return _escalate(step, "UnknownRemediationState", f"remediation state {remediation.result}")
+
+
+def _escalate(step: _Builder, reason: str, message: str) -> Transition:
+    return (
+        step.set(message=message).record("escalated", reason, message, warning=True).to("Escalated")
+    )
+
+
+def _target(incident: Incident, ports: Ports) -> Target | None:
+    service = incident.spec.service
+    cluster = service.cluster or ports.default_cluster
+    if not cluster:
+        return None
+    return Target(cluster=cluster, service=service.name, region=service.region)
+
+
+def _incident_id(incident: Incident) -> str:
+    metadata = incident.metadata
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"

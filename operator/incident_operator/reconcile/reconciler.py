@@ -1,0 +1,366 @@
+"""Load an Incident, ask the phase machine what next, write it, publish it.
+
+Writes go through the status subresource with the resourceVersion the
+decision was made on, so a decision never lands on an Incident that changed
+under it (an approval clicked meanwhile, say). Changes that cannot matter to
+the machine, like the webhook counting another occurrence, do not cost the
+decision: we re-read, and if the machine's inputs are the same we write the
+same transition again.
+
+Publishing (Kubernetes Events and timeline entries) happens after the write,
+and the records travel inside the write (`status.lastTransition`), so a crash
+between the two is repaired on the next pass: publishing is idempotent
+(deterministic Event names, conditional timeline puts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+
+from ..crashpoints import crash_point
+from ..models import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, Incident, LastTransition
+from ..policy import Policy, select
+from ..timeline import Entry, Timeline
+from .phases import Ports, Transition, Wait, advance
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "incident-operator"
+MAX_REWRITES = 5
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Policies:
+    """The ResponsePolicies by namespace, kept current by watch events."""
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, Policy]] = {}
+
+    def put(self, namespace: str, policy: Policy) -> None:
+        self._by_namespace.setdefault(namespace, {})[policy.name] = policy
+
+    def remove(self, namespace: str, name: str) -> None:
+        self._by_namespace.get(namespace, {}).pop(name, None)
+
+    def for_incident(self, incident: Incident) -> Policy:
+        namespace = incident.metadata.get("namespace", "")
+        policies = self._by_namespace.get(namespace, {})
+        # Once assessed, an Incident keeps the policy it was assessed under,
+        # as long as that policy exists: no mid-flight change of rules.
+        chosen = incident.status.assessment and incident.status.assessment.policy
+        if chosen and chosen in policies:
+            return policies[chosen]
+        return select(policies.values(), incident.spec)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        api: client.ApiClient,
+        ports: Ports,
+        timeline: Timeline,
+        policies: Policies,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._ports = ports
+        self._timeline = timeline
+        self._policies = policies
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wakeups: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures: dict[str, int] = {}
+        # What this process already published, to skip idempotent re-writes.
+        self._published: set[str] = set()
+        self._occurrences_published: dict[str, int] = {}
+        self._instance = socket.gethostname()
+
+    # --- entry points ---------------------------------------------------------
+
+    async def reconcile(self, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            try:
+                await self._reconcile(body)
+            except Exception:
+                # kopf does not retry event handlers: we do, with backoff, from
+                # a fresh read (the failure may have been a stale object).
+                failures = self._failures.get(uid, 0) + 1
+                self._failures[uid] = failures
+                delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+                log.exception(
+                    "reconcile failed; retrying",
+                    extra={"incident": body["metadata"].get("name"), "retry_in": delay},
+                )
+                self._wake_later(Incident.model_validate(body), delay)
+            else:
+                self._failures.pop(uid, None)
+
+    def forget(self, uid: str) -> None:
+        """The Incident is gone: drop everything kept about it."""
+        self._locks.pop(uid, None)
+        handle = self._wakeups.pop(uid, None)
+        if handle:
+            handle.cancel()
+        self._occurrences_published.pop(uid, None)
+        self._failures.pop(uid, None)
+
+    # --- one pass -------------------------------------------------------------
+
+    async def _reconcile(self, body: Mapping[str, Any]) -> None:
+        incident = Incident.model_validate(body)
+        name = incident.metadata["name"]
+        await self._publish_pending(incident)
+        policy = self._policies.for_incident(incident)
+        outcome = await advance(incident, policy=policy, ports=self._ports, now=self._clock())
+        if outcome is None:
+            if incident.status.phase in TERMINAL_PHASES:
+                self._cancel_wakeup(incident)
+            return
+        if isinstance(outcome, Wait):
+            self._wake_later(incident, outcome.seconds)
+            return
+        crash_point("before-write")
+        for _ in range(MAX_REWRITES):
+            written = await self._write(incident, outcome)
+            if written is not None:
+                crash_point("after-write")
+                log.info(
+                    "transition",
+                    extra={
+                        "incident": name,
+                        "namespace": incident.metadata.get("namespace"),
+                        "from": incident.status.phase,
+                        "to": outcome.phase,
+                        "reasons": [r.reason for r in outcome.records],
+                    },
+                )
+                await self._publish_pending(written)
+                if outcome.wake_after is not None:
+                    self._wake_later(written, outcome.wake_after)
+                return
+            # Conflict. The same decision still holds if what it was made on
+            # is unchanged (the webhook only counted another occurrence).
+            fresh = await self._get(incident)
+            if fresh is None or _inputs(fresh) != _inputs(incident):
+                return  # its own watch event will decide again
+            incident = fresh
+        log.warning("gave up writing after conflicts", extra={"incident": name})
+
+    async def _write(self, incident: Incident, transition: Transition) -> Incident | None:
+        """Write the transition if the Incident is unchanged; None on conflict."""
+        now = self._clock()
+        last = LastTransition(at=now, phase=transition.phase, records=transition.records)
+        status: dict[str, Any] = {
+            **transition.status,
+            "phase": transition.phase,
+            "conditions": [c.to_api() for c in transition.conditions],
+            "lastTransition": last.to_api(),
+            "observedGeneration": incident.metadata.get("generation"),
+        }
+        patch = {
+            "metadata": {"resourceVersion": incident.metadata["resourceVersion"]},
+            "status": status,
+        }
+        try:
+            body = await asyncio.to_thread(
+                self._objects.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                incident.metadata["namespace"],
+                "incidents",
+                incident.metadata["name"],
+                patch,
+            )
+        except client.ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        return Incident.model_validate(body)
+
+    async def _get(self, incident: Incident) -> Incident | None:
+        try:
+            body = await asyncio.to_thread(
+                self._objects.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                incident.metadata["namespace"],
+                "incidents",
+                incident.metadata["name"],
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return Incident.model_validate(body)
+
+    # --- publishing: Events and the timeline ----------------------------------
+
+    async def _publish_pending(self, incident: Incident) -> None:
+        entries = self._occurrence_entries(incident)
+        last = incident.status.last_transition
+        key = f"{incident.metadata['uid']}/{last.at.isoformat()}" if last else None
+        if last is not None and key not in self._published:
+            entries += [
+                Entry(
+                    incident_id=incident_id(incident),
+                    ts=f"{last.at.isoformat()}#{index:02d}#{record.kind}",
+                    kind=record.kind,
+                    message=record.message,
+                    phase=last.phase,
+                    detail={"reason": record.reason, **_detail(incident, record.kind)},
+                )
+                for index, record in enumerate(last.records)
+            ]
+            for index, record in enumerate(last.records):
+                await self._post_event(incident, last.at, index, record.reason, record.message,
+                                       warning=record.warning)  # fmt: skip
+        if entries:
+            await self._timeline.record(entries)
+        if key is not None:
+            self._published.add(key)
+        uid = incident.metadata["uid"]
+        self._occurrences_published[uid] = incident.status.occurrences
+
+    def _occurrence_entries(self, incident: Incident) -> list[Entry]:
+        # The webhook counts; the timeline learns of repeats here, one entry
+        # per count we see (a storm coalesced into one write is one entry).
+        uid = incident.metadata["uid"]
+        count = incident.status.occurrences
+        if count <= 1 or self._occurrences_published.get(uid) == count:
+            return []
+        seen = incident.status.last_seen or self._clock()
+        return [
+            Entry(
+                incident_id=incident_id(incident),
+                ts=f"{seen.isoformat()}#occurrence#{count:09d}",
+                kind="occurrence",
+                message=f"alarm fired again: {count} occurrences",
+                phase=incident.status.phase,
+                detail={"occurrences": count},
+            )
+        ]
+
+    async def _post_event(
+        self, incident: Incident, at: datetime, index: int, reason: str, message: str, *,
+        warning: bool,
+    ) -> None:  # fmt: skip
+        metadata = incident.metadata
+        digest = hashlib.sha256(f"{metadata['uid']}/{at.isoformat()}/{index}".encode()).hexdigest()
+        stamp = at.isoformat()
+        event = {
+            "metadata": {"name": f"{metadata['name']}.{digest[:16]}"},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": "Incident",
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await asyncio.to_thread(
+                self._core.create_namespaced_event, metadata["namespace"], event
+            )
+        except client.ApiException as error:
+            if error.status != 409:  # 409: posted before this crash or restart
+                log.warning(
+                    "could not post event",
+                    extra={"incident": metadata["name"], "status": error.status},
+                )
+
+    # --- wake-ups -------------------------------------------------------------
+
+    def _wake_later(self, incident: Incident, seconds: float) -> None:
+        uid = incident.metadata["uid"]
+        namespace, name = incident.metadata["namespace"], incident.metadata["name"]
+        self._cancel_wakeup(incident)
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            self._wakeups.pop(uid, None)
+            task = loop.create_task(self._wake(namespace, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._wakeups[uid] = loop.call_later(max(seconds, 0.05), wake)
+
+    def _cancel_wakeup(self, incident: Incident) -> None:
+        handle = self._wakeups.pop(incident.metadata["uid"], None)
+        if handle:
+            handle.cancel()
+
+    async def _wake(self, namespace: str, name: str) -> None:
+        try:
+            body = await asyncio.to_thread(
+                self._objects.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "incidents",
+                name,
+            )
+            await self.reconcile(body)
+        except client.ApiException as error:
+            if error.status != 404:
+                log.warning("wake-up failed", extra={"incident": name, "status": error.status})
+        except Exception:
+            log.exception("wake-up failed", extra={"incident": name})
+
+
+def _detail(incident: Incident, kind: str) -> dict[str, Any]:
+    """The part of the status a timeline entry of this kind is about."""
+    status = incident.status
+    field = {
+        "assessment": "assessment",
+        "escalated": "assessment",
+        "approval_requested": "approval",
+        "approval": "approval",
+        "action_started": "remediation",
+        "action_finished": "remediation",
+    }.get(kind)
+    part = getattr(status, field) if field else None
+    return {field: part.to_api()} if field and part is not None else {}
+
+
+def incident_id(incident: Incident) -> str:
+    """The timeline's partition key: namespace/name."""
+    return f"{incident.metadata['namespace']}/{incident.metadata['name']}"
+
+
+def _inputs(incident: Incident) -> tuple[Any, ...]:
+    """What the phase machine decides on; a change elsewhere does not matter."""
+    status = incident.status
+    return (
+        status.phase,
+        status.alarm_state == "OK",
+        status.approval.to_api() if status.approval else None,
+        status.remediation.to_api() if status.remediation else None,
+        status.assessment.to_api() if status.assessment else None,
+    )

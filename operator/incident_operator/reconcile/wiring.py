@@ -1,0 +1,62 @@
+"""Build the operator's parts from the settings: one place to see what is used."""
+
+from __future__ import annotations
+
+from kubernetes import client
+
+from ..assess import Assessor
+from ..assess.factory import assess, build_assessor
+from ..config import Settings
+from ..kube import api_client
+from ..models import Assessment, Incident
+from ..policy import Policy
+from ..remediate.ecs import EcsRemediator
+from ..timeline import Timeline
+from ..timeline.dynamodb import DynamoTimeline, LogTimeline
+from .phases import Ports
+from .reconciler import Policies, Reconciler
+
+
+def build_timeline(settings: Settings) -> Timeline:
+    if settings.timeline_table:
+        return DynamoTimeline(
+            settings.timeline_table, ttl_days=settings.timeline_ttl_days, region=settings.aws_region
+        )
+    return LogTimeline()
+
+
+def build_ports(settings: Settings) -> Ports:
+    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+    # One assessor per (type, model), built on first use.
+    assessors: dict[tuple[str, str | None], Assessor] = {}
+
+    async def assess_incident(incident: Incident, policy: Policy) -> Assessment:
+        model = policy.spec.assessor.model or settings.gemini_model
+        cache_key = (policy.spec.assessor.type, model)
+        assessor = assessors.get(cache_key)
+        if assessor is None:
+            assessor = assessors[cache_key] = build_assessor(
+                policy=policy,
+                gemini_api_key=key,
+                gemini_model=model,
+                gemini_base_url=settings.gemini_base_url,
+            )
+        return await assess(incident=incident.spec, policy=policy, assessor=assessor)
+
+    remediator = EcsRemediator(
+        guard_table=settings.timeline_table,
+        default_cluster=settings.ecs_cluster_name,
+        region=settings.aws_region,
+    )
+    return Ports(
+        assess=assess_incident, remediator=remediator, default_cluster=settings.ecs_cluster_name
+    )
+
+
+def build_reconciler(settings: Settings) -> tuple[Reconciler, Policies, client.ApiClient]:
+    api = api_client()
+    policies = Policies()
+    reconciler = Reconciler(
+        api=api, ports=build_ports(settings), timeline=build_timeline(settings), policies=policies
+    )
+    return reconciler, policies, api

@@ -1,0 +1,56 @@
+"""Remediation: act on the service behind an Incident.
+
+One interface, one implementation per action kind (today: restart an ECS
+service). Every action is at most once per Incident, even across crashes
+and replicas, and bounded per service by the policy's cooldown and hourly
+cap; both are enforced with DynamoDB conditional writes (see `guard.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from ..models import RemediationPolicy
+
+Rollout = Literal["InProgress", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class Target:
+    cluster: str
+    service: str
+    region: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.cluster}/{self.service}"
+
+
+@dataclass(frozen=True)
+class RestartReceipt:
+    deployment_id: str
+    started_at: datetime
+    # True when this call found the restart already done for this Incident
+    # (a retry after a crash) and did not restart again.
+    reused: bool = False
+
+
+class RestartRefused(Exception):
+    """The policy's cooldown or hourly cap forbids a restart now."""
+
+    def __init__(self, reason: Literal["Cooldown", "HourlyCap"], message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RemediationFailed(Exception):
+    """The action could not be carried out (AWS error, unknown service...)."""
+
+
+class Remediator(Protocol):
+    async def restart(
+        self, *, incident_id: str, target: Target, limits: RemediationPolicy
+    ) -> RestartReceipt: ...
+
+    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout: ...

@@ -1,0 +1,405 @@
+"""Restart an ECS service, at most once per Incident.
+
+A restart is `UpdateService(forceNewDeployment=True)`: ECS starts fresh
+tasks of the same task definition and drains the old ones. The sequence:
+
+1. The Incident's claim already names a deployment: done before, reuse it.
+2. Describe the service; remember its PRIMARY deployment P.
+3. Claim the restart (`guard.py`: the claim, the cooldown and the hourly cap
+   in one conditional transaction), recording P.
+4. UpdateService; the new PRIMARY deployment D is the answer.
+5. Write D into the claim.
+
+A process can die anywhere. Dying between 3 and 4 leaves a claim without a
+deployment while P is still PRIMARY: the next attempt takes the claim over
+(compare-and-swap, so two recoverers cannot both restart) and restarts.
+Dying between 4 and 5 leaves the same claim, but the PRIMARY deployment is no
+longer P: the next attempt adopts it and does not restart again. Comparing
+deployment ids, rather than creation times with the claim's time, keeps
+clock skew between this host and AWS out of the decision. A deployment
+someone else started in that window is adopted too: the service got fresh
+tasks, which is all a restart asks for.
+
+UpdateService has no idempotency token, and boto3 retries a call whose
+answer timed out: in that rare case ECS may see two requests. Failures after
+the call are settled the same way: if the PRIMARY deployment moved, the
+restart happened; if the service is unchanged, the claim is released so that
+the cooldown and cap do not hold back the next Incident; if neither can be
+known (a read timeout), the claim stays for the next attempt to settle.
+
+Rollout, and what moto does not do
+----------------------------------
+Real ECS gives rolling-update deployments a `rolloutState`: IN_PROGRESS,
+then COMPLETED or FAILED (the deployment circuit breaker). Services behind a
+Classic Load Balancer report none; for them the classic test applies, the one
+the `services_stable` waiter uses: the deployment is PRIMARY and the only
+one, with `runningCount >= desiredCount` and `pendingCount == 0`. Either
+signal means Succeeded.
+
+moto never moves a deployment on. A service's single deployment gets its
+state when the service is created, from MOTO_ECS_SERVICE_RUNNING: COMPLETED
+with every task running if that is >= desiredCount, else IN_PROGRESS with
+that many running and the rest pending. `forceNewDeployment` then only gives
+the same deployment a new id and new timestamps, in place: there is never an
+old deployment draining beside the new one. So against moto a restarted
+service reads Succeeded at once when it was created with
+MOTO_ECS_SERVICE_RUNNING >= desiredCount, and InProgress forever otherwise
+(the policy's rollout timeout ends that), and both signals agree. Superseded
+and vanished deployments only happen on real ECS; `judge_rollout` is a pure
+function so that those cases are tested on ECS-shaped data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from weakref import WeakValueDictionary
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+
+from ..crashpoints import crash_point
+from ..models import RemediationPolicy
+from ..timeline.dynamodb import CLIENT_CONFIG
+from . import RemediationFailed, RestartReceipt, Rollout, Target
+from .guard import (
+    Claim,
+    DynamoGuard,
+    MemoryGuard,
+    RestartGuard,
+    explain,
+    new_claim,
+    taken_over,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import ServiceTypeDef
+
+log = logging.getLogger(__name__)
+
+# The service is not there: nothing was restarted, and nothing will be.
+_GONE = frozenset(
+    {"ServiceNotFoundException", "ClusterNotFoundException", "ServiceNotActiveException"}
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EcsRemediator:
+    """Restarts ECS services; see the module's docstring for the guarantees.
+
+    With `guard_table` None the guard lives in this process only: it keeps
+    one process from restarting twice for one Incident, but not two replicas,
+    and not a process that crashed and came back. Production must set
+    TIMELINE_TABLE.
+    """
+
+    def __init__(
+        self,
+        *,
+        ecs: ECSClient | None = None,
+        dynamodb: DynamoDBClient | None = None,
+        guard_table: str | None,
+        default_cluster: str | None,
+        region: str | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        # `region`: for the clients made here (boto3 reads AWS_DEFAULT_REGION,
+        # not the agent's AWS_REGION). A client handed in serves its own
+        # region only; ours are made per target region on demand.
+        self._own_clients = ecs is None
+        default = ecs or boto3.client("ecs", region_name=region, config=CLIENT_CONFIG)
+        self._ecs: dict[str, ECSClient] = {default.meta.region_name: default}
+        self._default_region = default.meta.region_name
+        self._guard: RestartGuard
+        if guard_table is None:
+            log.warning("No TIMELINE_TABLE: ECS restarts are guarded within this process only.")
+            self._guard = MemoryGuard()
+        else:
+            client = dynamodb or boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+            self._guard = DynamoGuard(client=client, table=guard_table)
+        self._default_cluster = default_cluster
+        self._clock = clock
+        # One restart at a time per Incident in this process, so that two
+        # coroutines never both find a claim unfinished and both act on it.
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    async def restart(
+        self, *, incident_id: str, target: Target, limits: RemediationPolicy
+    ) -> RestartReceipt:
+        cluster = self._cluster(target)
+        ecs = self._client(target)
+        lock = self._locks.setdefault(incident_id, asyncio.Lock())
+        async with lock:
+            claim = await self._guard.read(incident_id)
+            if claim is not None and claim.deployment_id:
+                return _receipt(claim, reused=True)
+            primary = _primary(await self._describe(ecs, cluster, target.service))
+            owner = uuid.uuid4().hex
+            if claim is None:
+                fresh = new_claim(
+                    incident_id=incident_id,
+                    target=f"{cluster}/{target.service}",
+                    owner=owner,
+                    previous_deployment_id=primary.id,
+                    now=self._clock(),
+                )
+                claim = await self._guard.claim(fresh, limits=limits)
+            if claim.claimed_by != owner:
+                claim = await self._resume(claim, primary=primary, owner=owner, limits=limits)
+                if claim.deployment_id:
+                    return _receipt(claim, reused=True)
+            return await self._restart(ecs, claim, cluster=cluster, service=target.service)
+
+    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
+        cluster = self._cluster(target)
+        service = await self._describe(self._client(target), cluster, target.service)
+        return judge_rollout(service, deployment_id)
+
+    async def _resume(
+        self,
+        claim: Claim,
+        *,
+        primary: _Deployment,
+        owner: str,
+        limits: RemediationPolicy,
+    ) -> Claim:
+        """Finish an earlier attempt's claim: adopt its restart, or take the claim over."""
+        if claim.deployment_id:
+            return claim
+        if claim.previous_deployment_id is not None:
+            restarted = primary.id != claim.previous_deployment_id
+        else:
+            # A claim that never recorded what it saw: fall back to time.
+            restarted = primary.started(default=claim.claimed_at) > claim.claimed_at
+        if restarted:
+            log.info(
+                "ECS service %s was restarted by an earlier attempt; adopting deployment %s",
+                claim.target,
+                primary.id,
+                extra={"incident": claim.incident_id, "target": claim.target},
+            )
+            return await self._guard.complete(
+                claim,
+                deployment_id=primary.id,
+                restarted_at=primary.started(default=claim.claimed_at),
+            )
+        taken = await self._guard.take_over(
+            claim,
+            taken_over(claim, owner=owner, previous_deployment_id=primary.id, now=self._clock()),
+            limits=limits,
+        )
+        if taken is not None:
+            return taken
+        current = await self._guard.read(claim.incident_id)
+        if current is not None and current.deployment_id:
+            return current
+        raise RemediationFailed(
+            f"Another process is restarting {claim.target} for this Incident right now."
+        )
+
+    async def _restart(
+        self, ecs: ECSClient, claim: Claim, *, cluster: str, service: str
+    ) -> RestartReceipt:
+        doing = f"restart ECS service {claim.target}"
+        crash_point("after-claim")
+        log.info(
+            "Restarting ECS service %s",
+            claim.target,
+            extra={"incident": claim.incident_id, "target": claim.target},
+        )
+        try:
+            response = await asyncio.to_thread(
+                ecs.update_service, cluster=cluster, service=service, forceNewDeployment=True
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _GONE:
+                await self._release(claim)
+                raise RemediationFailed(explain(error, doing=doing)) from error
+            return await self._settle(ecs, claim, cluster=cluster, service=service, error=error)
+        except (ReadTimeoutError, ConnectionClosedError) as error:
+            # ECS may have acted on it: keep the claim for the next attempt to settle.
+            raise RemediationFailed(
+                explain(error, doing=doing) + "; whether ECS restarted it is unknown. "
+                "The next attempt for this Incident checks, and does not restart twice."
+            ) from error
+        except BotoCoreError as error:
+            return await self._settle(ecs, claim, cluster=cluster, service=service, error=error)
+        crash_point("after-restart")
+        deployment = _primary(response["service"])
+        started_at = self._clock()
+        try:
+            stored = await self._guard.complete(
+                claim, deployment_id=deployment.id, restarted_at=started_at
+            )
+        except RemediationFailed:
+            # The restart happened; only writing it down failed. The claim
+            # still records the previous deployment, so the next attempt sees
+            # the service moved on and adopts this deployment.
+            log.warning(
+                "ECS service %s restarted (deployment %s), but the claim was not updated",
+                claim.target,
+                deployment.id,
+                exc_info=True,
+                extra={"incident": claim.incident_id, "target": claim.target},
+            )
+        else:
+            if stored.deployment_id != deployment.id:
+                log.warning(
+                    "Claim of %s already named deployment %s; ours is %s",
+                    claim.incident_id,
+                    stored.deployment_id,
+                    deployment.id,
+                    extra={"incident": claim.incident_id, "target": claim.target},
+                )
+        return RestartReceipt(deployment_id=deployment.id, started_at=started_at)
+
+    async def _settle(
+        self,
+        ecs: ECSClient,
+        claim: Claim,
+        *,
+        cluster: str,
+        service: str,
+        error: ClientError | BotoCoreError,
+    ) -> RestartReceipt:
+        """After a failed UpdateService: adopt the restart if it happened, else release."""
+        doing = f"restart ECS service {claim.target}"
+        # boto3 retried; an earlier attempt may have reached ECS. Look first.
+        try:
+            primary = _primary(await self._describe(ecs, cluster, service))
+        except RemediationFailed as unknown:
+            raise RemediationFailed(
+                f"{explain(error, doing=doing)}; and then: {unknown}. The claim is kept "
+                "until a later attempt for this Incident can see the service."
+            ) from error
+        if primary.id != claim.previous_deployment_id:
+            stored = await self._guard.complete(
+                claim,
+                deployment_id=primary.id,
+                restarted_at=primary.started(default=self._clock()),
+            )
+            return _receipt(stored, reused=False)
+        await self._release(claim)
+        raise RemediationFailed(explain(error, doing=doing)) from error
+
+    async def _release(self, claim: Claim) -> None:
+        try:
+            await self._guard.release(claim)
+        except RemediationFailed:
+            # Reported, not raised: the caller is already failing with the
+            # cause that matters (why ECS did not restart). A stale cooldown
+            # stamp or count expires by itself.
+            log.warning(
+                "Could not release the restart claim of %s",
+                claim.incident_id,
+                exc_info=True,
+                extra={"incident": claim.incident_id, "target": claim.target},
+            )
+
+    async def _describe(self, ecs: ECSClient, cluster: str, service: str) -> ServiceTypeDef:
+        try:
+            response = await asyncio.to_thread(
+                ecs.describe_services, cluster=cluster, services=[service]
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise RemediationFailed(
+                explain(error, doing=f"describe ECS service {cluster}/{service}")
+            ) from error
+        for found in response.get("services", []):
+            if found.get("status") == "ACTIVE":
+                return found
+        reasons = [failure.get("reason", "?") for failure in response.get("failures", [])]
+        reasons += [str(found.get("status")) for found in response.get("services", [])]
+        raise RemediationFailed(
+            f"ECS service {service} not found in cluster {cluster} ({', '.join(reasons)}); "
+            "check spec.service.name and its cluster."
+        )
+
+    def _cluster(self, target: Target) -> str:
+        cluster = target.cluster or self._default_cluster
+        if not cluster:
+            raise RemediationFailed(
+                f"No ECS cluster for service {target.service}: "
+                "set spec.service.cluster or ECS_CLUSTER_NAME."
+            )
+        return cluster
+
+    def _client(self, target: Target) -> ECSClient:
+        region = target.region or self._default_region
+        client = self._ecs.get(region)
+        if client is None:
+            if not self._own_clients:
+                raise RemediationFailed(
+                    f"{target} is in region {region}, "
+                    f"but this remediator's ECS client is for {self._default_region}."
+                )
+            client = self._ecs[region] = boto3.client(
+                "ecs", region_name=region, config=CLIENT_CONFIG
+            )
+        return client
+
+
+def judge_rollout(service: ServiceTypeDef, deployment_id: str) -> Rollout:
+    """How the restart's deployment is doing, from a DescribeServices answer."""
+    deployments = service.get("deployments", [])
+    ours = next((d for d in deployments if d.get("id") == deployment_id), None)
+    if ours is not None and ours.get("rolloutState") == "FAILED":
+        # The circuit breaker gave up on it (and may be rolling back).
+        return "Failed"
+    if ours is None or ours.get("status") != "PRIMARY":
+        # Replaced by a newer deployment (still draining: ACTIVE; drained:
+        # gone from the list). A forced restart asks only for fresh tasks of
+        # the current definition, and the newer deployment brings those: so
+        # its progress is ours.
+        ours = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+        if ours is None:
+            return "Failed"
+        if ours.get("rolloutState") == "FAILED":
+            return "Failed"
+    if ours.get("rolloutState") == "COMPLETED":
+        return "Succeeded"
+    steady = (
+        len(deployments) == 1
+        and ours.get("runningCount", 0) >= ours.get("desiredCount", 0)
+        and ours.get("pendingCount", 0) == 0
+    )
+    return "Succeeded" if steady else "InProgress"
+
+
+@dataclass(frozen=True)
+class _Deployment:
+    id: str
+    created_at: datetime | None
+
+    def started(self, *, default: datetime) -> datetime:
+        return self.created_at.astimezone(UTC) if self.created_at is not None else default
+
+
+def _primary(service: ServiceTypeDef) -> _Deployment:
+    for deployment in service.get("deployments", []):
+        if deployment.get("status") == "PRIMARY" and "id" in deployment:
+            return _Deployment(id=deployment["id"], created_at=deployment.get("createdAt"))
+    controller = service.get("deploymentController", {}).get("type", "ECS")
+    raise RemediationFailed(
+        f"ECS service {service.get('serviceName')} has no PRIMARY deployment "
+        f"(deployment controller {controller}); only ECS rolling-update services can be restarted."
+    )
+
+
+def _receipt(claim: Claim, *, reused: bool) -> RestartReceipt:
+    assert claim.deployment_id is not None
+    return RestartReceipt(
+        deployment_id=claim.deployment_id,
+        started_at=claim.restarted_at or claim.claimed_at,
+        reused=reused,
+    )

@@ -1,0 +1,640 @@
+"""Restart guards: one restart per Incident, and a cooldown and hourly cap per service.
+
+`DynamoGuard` keeps its state in the timeline table, so it holds across
+processes, replicas and crashes. Claiming a restart is one
+`TransactWriteItems` that, atomically:
+
+1. puts the Incident's claim         (`guard#incident#<incident>`, `restart`)
+   if there is none yet;
+2. stamps the service's last restart (`guard#service#<cluster>/<service>`, `cooldown`)
+   if the previous stamp is older than the cooldown;
+3. counts the restart in its hour    (`guard#service#<cluster>/<service>`, `hour#<UTC hour>`)
+   if that hour is below the cap.
+
+If any condition fails, nothing is written, and the cancellation reasons say
+which one: an existing claim (checked first: a retry of the same Incident is
+not a cooldown violation), the cooldown, or the cap. The hourly cap counts
+fixed UTC clock hours (11:00-12:00), not a sliding 60 minutes: simple to
+store and to explain, at the price of allowing up to twice the cap across an
+hour boundary; the cooldown bounds bursts within that.
+
+A claim records the service's PRIMARY deployment seen just before the ECS
+call (`previous_deployment_id`), and the new deployment once the call
+returned. A claim without a new deployment means its process stopped in
+between; `EcsRemediator` compares deployments to tell "restarted, not yet
+written down" from "never restarted" (see there).
+
+Time comes from this host's clock: replicas with skewed clocks see the
+cooldown shifted by the skew.
+
+`MemoryGuard` applies the same rules inside one process, for when no table is
+configured: it cannot stop another replica, and forgets everything on a
+restart, so production must set TIMELINE_TABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..models import RemediationPolicy
+from . import RemediationFailed, RestartRefused
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UniversalAttributeValueTypeDef,
+        UpdateTypeDef,
+    )
+
+_T = TypeVar("_T")
+
+CLAIM_SORT_KEY = "restart"
+COOLDOWN_SORT_KEY = "cooldown"
+# Conflicting concurrent transactions are cancelled by DynamoDB
+# ("TransactionConflict") rather than queued; the loser re-evaluates, and
+# normally then meets the winner's condition (cooldown, claim).
+CONFLICT_ATTEMPTS = 4
+
+
+def incident_key(incident_id: str) -> str:
+    return f"guard#incident#{incident_id}"
+
+
+def service_key(target: str) -> str:
+    return f"guard#service#{target}"
+
+
+def hour_key(now: datetime) -> str:
+    return "hour#" + now.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An Incident's right to its one restart, and what became of it."""
+
+    incident_id: str
+    target: str  # cluster/service
+    claimed_by: str  # a token per restart attempt, for compare-and-swap
+    claimed_at: datetime
+    cooldown_stamp: float  # the service's last-restart stamp this claim wrote
+    hour: str  # the hour bucket it was counted in
+    previous_deployment_id: str | None = None
+    deployment_id: str | None = None
+    restarted_at: datetime | None = None
+
+
+def new_claim(
+    *, incident_id: str, target: str, owner: str, previous_deployment_id: str, now: datetime
+) -> Claim:
+    return Claim(
+        incident_id=incident_id,
+        target=target,
+        claimed_by=owner,
+        claimed_at=now,
+        cooldown_stamp=_epoch(now),
+        hour=hour_key(now),
+        previous_deployment_id=previous_deployment_id,
+    )
+
+
+def taken_over(claim: Claim, *, owner: str, previous_deployment_id: str, now: datetime) -> Claim:
+    """The claim as a new attempt holds it; it stays counted in its first hour."""
+    return replace(
+        claim,
+        claimed_by=owner,
+        claimed_at=now,
+        cooldown_stamp=_epoch(now),
+        previous_deployment_id=previous_deployment_id,
+    )
+
+
+class RestartGuard(Protocol):
+    async def read(self, incident_id: str) -> Claim | None: ...
+
+    async def claim(self, claim: Claim, *, limits: RemediationPolicy) -> Claim:
+        """Store a new claim (see `new_claim`), or raise RestartRefused.
+
+        If the Incident was claimed before, returns that claim unchanged
+        (its `claimed_by` is not the new claim's).
+        """
+        ...
+
+    async def take_over(
+        self, claim: Claim, taken: Claim, *, limits: RemediationPolicy
+    ) -> Claim | None:
+        """Replace an abandoned claim (no deployment recorded) by `taken` (see `taken_over`).
+
+        The cooldown is checked again (the claim's own stamp does not count),
+        since much may have happened since the claim was made. None: someone
+        else changed the claim first.
+        """
+        ...
+
+    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
+        """Record the restart's deployment; returns the claim as stored (first writer wins)."""
+        ...
+
+    async def release(self, claim: Claim) -> None:
+        """Undo a claim whose restart certainly did not happen, so others may restart."""
+        ...
+
+
+# --- refusals -------------------------------------------------------------
+
+
+def cooldown_refusal(
+    *, target: str, limits: RemediationPolicy, last_at: float, last_incident: str | None
+) -> tuple[datetime, RestartRefused]:
+    last = datetime.fromtimestamp(last_at, UTC)
+    allowed = last + timedelta(seconds=limits.cooldown_seconds)
+    by = f" for incident {last_incident}" if last_incident else ""
+    return allowed, RestartRefused(
+        "Cooldown",
+        f"{target} was restarted at {_iso(last)}{by}; the cooldown of "
+        f"{limits.cooldown_seconds}s allows the next restart at {_iso(allowed)}.",
+    )
+
+
+def cap_refusal(
+    *, target: str, limits: RemediationPolicy, now: datetime
+) -> tuple[datetime, RestartRefused]:
+    start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    allowed = start + timedelta(hours=1)
+    if limits.max_per_hour == 0:
+        return allowed, RestartRefused(
+            "HourlyCap", f"The policy allows no automatic restarts of {target} (maxPerHour: 0)."
+        )
+    return allowed, RestartRefused(
+        "HourlyCap",
+        f"{target} was already restarted {limits.max_per_hour} times in the hour from "
+        f"{_iso(start)} (cap {limits.max_per_hour} per clock hour, UTC); "
+        f"the next restart is allowed at {_iso(allowed)}.",
+    )
+
+
+def _latest(*refusals: tuple[datetime, RestartRefused] | None) -> RestartRefused:
+    """When several limits forbid a restart, report the one that lasts longest."""
+    found = [refusal for refusal in refusals if refusal is not None]
+    return max(found, key=lambda refusal: refusal[0])[1]
+
+
+# --- DynamoDB -------------------------------------------------------------
+
+
+class DynamoGuard:
+    def __init__(self, *, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
+        self._client = client
+        self._table = table
+        self._claim_ttl = ttl_days * 24 * 3600
+
+    async def read(self, incident_id: str) -> Claim | None:
+        return await asyncio.to_thread(self._read, incident_id)
+
+    async def claim(self, claim: Claim, *, limits: RemediationPolicy) -> Claim:
+        return await asyncio.to_thread(self._claim, claim, limits)
+
+    async def take_over(
+        self, claim: Claim, taken: Claim, *, limits: RemediationPolicy
+    ) -> Claim | None:
+        return await asyncio.to_thread(self._take_over, claim, taken, limits)
+
+    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
+        return await asyncio.to_thread(self._complete, claim, deployment_id, restarted_at)
+
+    async def release(self, claim: Claim) -> None:
+        await asyncio.to_thread(self._release, claim)
+
+    # The blocking halves, run in a thread.
+
+    def _read(self, incident_id: str) -> Claim | None:
+        found = self._call(
+            "read the restart claim",
+            lambda: self._client.get_item(
+                TableName=self._table,
+                Key=_key(incident_key(incident_id), CLAIM_SORT_KEY),
+                ConsistentRead=True,
+            ),
+        )
+        item = found.get("Item")
+        return _claim_from(item) if item else None
+
+    def _claim(self, claim: Claim, limits: RemediationPolicy) -> Claim:
+        now = claim.claimed_at
+        hour_start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        cap_condition = "restarts < :cap"
+        if limits.max_per_hour > 0:
+            cap_condition = "attribute_not_exists(restarts) OR " + cap_condition
+        # With a cap of 0 the bare comparison fails even on a missing counter.
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": self._claim_item(claim),
+                    "ConditionExpression": "attribute_not_exists(incident_id)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {"Update": self._stamp_service(claim, limits, exempt_own=False)},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(service_key(claim.target), claim.hour),
+                    "UpdateExpression": "ADD restarts :one SET expires_at = :expires",
+                    "ConditionExpression": cap_condition,
+                    "ExpressionAttributeValues": {
+                        ":one": _n(1),
+                        ":cap": _n(limits.max_per_hour),
+                        ":expires": _n(int(_epoch(hour_start)) + 3600 + 24 * 3600),
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+        ]
+        reasons = self._transact("claim the restart", items)
+        if reasons is None:
+            return claim
+        failed = [reason.get("Code") == "ConditionalCheckFailed" for reason in reasons]
+        claimed, cooled, capped = [*failed, False, False, False][:3]
+        if claimed:
+            # Someone (an earlier attempt for this Incident) claimed it first.
+            # The cooldown it set would also fail; that is not a refusal.
+            old = reasons[0].get("Item")
+            existing = _claim_from(old) if old else self._read(claim.incident_id)
+            if existing is None:
+                # Released between the transaction and the read: rare enough
+                # to hand back to the caller's retry.
+                raise RemediationFailed(
+                    f"The restart claim of {claim.incident_id} changed while it was read; "
+                    "try again."
+                )
+            return existing
+        cooldown = None
+        if cooled:
+            stamp = reasons[1].get("Item", {})
+            cooldown = cooldown_refusal(
+                target=claim.target,
+                limits=limits,
+                last_at=float(stamp.get("last_restart_at", {}).get("N", _epoch(now))),
+                last_incident=stamp.get("last_incident", {}).get("S"),
+            )
+        cap = cap_refusal(target=claim.target, limits=limits, now=now) if capped else None
+        raise _latest(cooldown, cap)
+
+    def _take_over(self, old: Claim, taken: Claim, limits: RemediationPolicy) -> Claim | None:
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(incident_key(old.incident_id), CLAIM_SORT_KEY),
+                    "UpdateExpression": "SET claimed_by = :new, claimed_at = :at, "
+                    "cooldown_stamp = :stamp, previous_deployment_id = :previous",
+                    "ConditionExpression": "claimed_by = :old "
+                    "AND attribute_not_exists(deployment_id)",
+                    "ExpressionAttributeValues": {
+                        ":new": _s(taken.claimed_by),
+                        ":old": _s(old.claimed_by),
+                        ":at": _s(_iso(taken.claimed_at, precise=True)),
+                        ":stamp": _n(taken.cooldown_stamp),
+                        ":previous": _s(taken.previous_deployment_id or ""),
+                    },
+                }
+            },
+            {"Update": self._stamp_service(taken, limits, exempt_own=True)},
+        ]
+        reasons = self._transact("take over the restart claim", items)
+        if reasons is None:
+            return taken
+        if reasons[0].get("Code") == "ConditionalCheckFailed":
+            return None
+        stamp = reasons[1].get("Item", {})
+        raise cooldown_refusal(
+            target=taken.target,
+            limits=limits,
+            last_at=float(stamp.get("last_restart_at", {}).get("N", taken.cooldown_stamp)),
+            last_incident=stamp.get("last_incident", {}).get("S"),
+        )[1]
+
+    def _complete(self, claim: Claim, deployment_id: str, restarted_at: datetime) -> Claim:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
+                UpdateExpression="SET deployment_id = :deployment, restarted_at = :at",
+                ConditionExpression="attribute_exists(incident_id) "
+                "AND attribute_not_exists(deployment_id)",
+                ExpressionAttributeValues={
+                    ":deployment": _s(deployment_id),
+                    ":at": _s(_iso(restarted_at, precise=True)),
+                },
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise RemediationFailed(explain(error, doing="record the restart")) from error
+            stored = self._read(claim.incident_id)
+            if stored is not None:
+                return stored
+        except BotoCoreError as error:
+            raise RemediationFailed(explain(error, doing="record the restart")) from error
+        return replace(claim, deployment_id=deployment_id, restarted_at=restarted_at)
+
+    def _release(self, claim: Claim) -> None:
+        # Three separate writes, not a transaction: each has its own reason
+        # to be skipped. The claim goes first; if it is no longer ours
+        # (another process took it over), the stamps are not ours either.
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
+                ConditionExpression="claimed_by = :owner AND attribute_not_exists(deployment_id)",
+                ExpressionAttributeValues={":owner": _s(claim.claimed_by)},
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return
+            raise RemediationFailed(explain(error, doing="release the restart claim")) from error
+        self._unless_changed(
+            # A later restart (cooldown 0) keeps its own stamp.
+            "clear the cooldown stamp",
+            Key=_key(service_key(claim.target), COOLDOWN_SORT_KEY),
+            UpdateExpression="REMOVE last_restart_at, last_restart, last_incident",
+            ConditionExpression="last_restart_at = :stamp AND last_incident = :incident",
+            ExpressionAttributeValues={
+                ":stamp": _n(claim.cooldown_stamp),
+                ":incident": _s(claim.incident_id),
+            },
+        )
+        self._unless_changed(
+            "uncount the restart",
+            Key=_key(service_key(claim.target), claim.hour),
+            UpdateExpression="ADD restarts :minus_one",
+            ConditionExpression="restarts > :zero",
+            ExpressionAttributeValues={":minus_one": _n(-1), ":zero": _n(0)},
+        )
+
+    def _unless_changed(self, doing: str, **update: Any) -> None:
+        try:
+            self._client.update_item(TableName=self._table, **update)
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                # The claim is gone already; a stale stamp or count only delays
+                # other restarts until it expires, so report, do not undo.
+                raise RemediationFailed(explain(error, doing=doing)) from error
+
+    def _claim_item(self, claim: Claim) -> dict[str, UniversalAttributeValueTypeDef]:
+        item: dict[str, UniversalAttributeValueTypeDef] = {
+            **_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
+            "kind": _s("restart_claim"),
+            "incident": _s(claim.incident_id),
+            "target": _s(claim.target),
+            "claimed_by": _s(claim.claimed_by),
+            "claimed_at": _s(_iso(claim.claimed_at, precise=True)),
+            "cooldown_stamp": _n(claim.cooldown_stamp),
+            "hour": _s(claim.hour),
+            "expires_at": _n(int(_epoch(claim.claimed_at)) + self._claim_ttl),
+        }
+        if claim.previous_deployment_id is not None:
+            item["previous_deployment_id"] = _s(claim.previous_deployment_id)
+        return item
+
+    def _stamp_service(
+        self, claim: Claim, limits: RemediationPolicy, *, exempt_own: bool
+    ) -> UpdateTypeDef:
+        values: dict[str, AttributeValueTypeDef] = {
+            ":stamp": _n(claim.cooldown_stamp),
+            ":iso": _s(_iso(claim.claimed_at)),
+            ":incident": _s(claim.incident_id),
+            ":expires": _n(int(claim.cooldown_stamp) + limits.cooldown_seconds + 24 * 3600),
+        }
+        update: UpdateTypeDef = {
+            "TableName": self._table,
+            "Key": _key(service_key(claim.target), COOLDOWN_SORT_KEY),
+            "UpdateExpression": "SET last_restart_at = :stamp, last_restart = :iso, "
+            "last_incident = :incident, expires_at = :expires",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if limits.cooldown_seconds > 0:
+            condition = "attribute_not_exists(last_restart_at) OR last_restart_at < :cutoff"
+            if exempt_own:
+                condition = "last_incident = :incident OR " + condition
+            values[":cutoff"] = _n(claim.cooldown_stamp - limits.cooldown_seconds)
+            update["ConditionExpression"] = condition
+        update["ExpressionAttributeValues"] = values
+        return update
+
+    def _transact(
+        self, doing: str, items: list[TransactWriteItemTypeDef]
+    ) -> list[dict[str, Any]] | None:
+        """Run a transaction; None if it committed, else its cancellation reasons."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return None
+            except ClientError as error:
+                if _code(error) != "TransactionCanceledException":
+                    raise RemediationFailed(explain(error, doing=doing)) from error
+                reasons = [
+                    cast(dict[str, Any], reason)
+                    for reason in error.response.get("CancellationReasons", [])
+                ]
+                codes = {reason.get("Code") for reason in reasons} - {"None", None}
+                if "ConditionalCheckFailed" in codes:
+                    return reasons
+                if codes != {"TransactionConflict"} or attempt == CONFLICT_ATTEMPTS:
+                    raise RemediationFailed(explain(error, doing=doing)) from error
+            except BotoCoreError as error:
+                raise RemediationFailed(explain(error, doing=doing)) from error
+            # Jittered, so that two losers do not collide again in step.
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+        raise AssertionError("unreachable")
+
+    def _call(self, doing: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as error:
+            raise RemediationFailed(explain(error, doing=doing)) from error
+
+
+# --- one process ----------------------------------------------------------
+
+
+class MemoryGuard:
+    """The same rules as DynamoGuard, in this process's memory only.
+
+    Without a table nothing stops a second replica, and a crash forgets every
+    claim: acceptable for a laptop, not for production (set TIMELINE_TABLE).
+    Thread-safe; remembers the latest `incidents` claims.
+    """
+
+    def __init__(self, *, incidents: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._incidents = incidents
+        self._claims: OrderedDict[str, Claim] = OrderedDict()
+        self._stamps: dict[str, tuple[float, str]] = {}  # target -> (last restart, incident)
+        self._hours: dict[tuple[str, str], int] = {}  # (target, hour) -> restarts
+
+    async def read(self, incident_id: str) -> Claim | None:
+        return self._claims.get(incident_id)
+
+    async def claim(self, claim: Claim, *, limits: RemediationPolicy) -> Claim:
+        incident_id, target = claim.incident_id, claim.target
+        with self._lock:
+            existing = self._claims.get(incident_id)
+            if existing is not None:
+                return existing
+            cooldown = self._cooldown(claim, limits, exempt_own=False)
+            restarts = self._hours.get((target, claim.hour), 0)
+            cap = (
+                cap_refusal(target=target, limits=limits, now=claim.claimed_at)
+                if restarts >= limits.max_per_hour
+                else None
+            )
+            if cooldown or cap:
+                raise _latest(cooldown, cap)
+            self._claims[incident_id] = claim
+            self._stamps[target] = (claim.cooldown_stamp, incident_id)
+            self._hours[(target, claim.hour)] = restarts + 1
+            self._forget_old(claim.claimed_at)
+        return claim
+
+    async def take_over(
+        self, claim: Claim, taken: Claim, *, limits: RemediationPolicy
+    ) -> Claim | None:
+        with self._lock:
+            current = self._claims.get(claim.incident_id)
+            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
+                return None
+            cooldown = self._cooldown(taken, limits, exempt_own=True)
+            if cooldown:
+                raise cooldown[1]
+            self._claims[claim.incident_id] = taken
+            self._stamps[taken.target] = (taken.cooldown_stamp, taken.incident_id)
+        return taken
+
+    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
+        with self._lock:
+            current = self._claims.get(claim.incident_id, claim)
+            if current.deployment_id is None:
+                current = replace(current, deployment_id=deployment_id, restarted_at=restarted_at)
+                self._claims[claim.incident_id] = current
+            return current
+
+    async def release(self, claim: Claim) -> None:
+        with self._lock:
+            current = self._claims.get(claim.incident_id)
+            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
+                return
+            del self._claims[claim.incident_id]
+            if self._stamps.get(claim.target) == (claim.cooldown_stamp, claim.incident_id):
+                del self._stamps[claim.target]
+            bucket = (claim.target, claim.hour)
+            if self._hours.get(bucket, 0) > 0:
+                self._hours[bucket] -= 1
+
+    def _cooldown(
+        self, claim: Claim, limits: RemediationPolicy, *, exempt_own: bool
+    ) -> tuple[datetime, RestartRefused] | None:
+        last = self._stamps.get(claim.target)
+        if last is None or limits.cooldown_seconds == 0:
+            return None
+        last_at, last_incident = last
+        if exempt_own and last_incident == claim.incident_id:
+            return None
+        if last_at < claim.cooldown_stamp - limits.cooldown_seconds:
+            return None
+        return cooldown_refusal(
+            target=claim.target, limits=limits, last_at=last_at, last_incident=last_incident
+        )
+
+    def _forget_old(self, now: datetime) -> None:
+        while len(self._claims) > self._incidents:
+            self._claims.popitem(last=False)
+        # Only the current hour's count matters; hour keys sort as times.
+        current = hour_key(now)
+        for bucket in [bucket for bucket in self._hours if bucket[1] < current]:
+            del self._hours[bucket]
+
+
+# --- helpers --------------------------------------------------------------
+
+
+def explain(error: ClientError | BotoCoreError, *, doing: str) -> str:
+    """One line an on-call engineer can act on."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        code = details.get("Code", "Unknown")
+        message = details.get("Message", "")
+        hint = _HINTS.get(code, "")
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code", "?") for r in error.response.get("CancellationReasons", [])]
+            message = f"{message} (reasons: {', '.join(reasons)})"
+        return f"Could not {doing}: {code}: {message}{hint}"
+    return f"Could not {doing}: {type(error).__name__}: {error}"
+
+
+_HINTS = {
+    "AccessDeniedException": " (check the operator's IAM role)",
+    "AccessDenied": " (check the operator's IAM role)",
+    "UnrecognizedClientException": " (check the operator's AWS credentials)",
+    "ThrottlingException": " (still throttled after boto3's retries)",
+    "ProvisionedThroughputExceededException": " (still throttled after boto3's retries)",
+    "ResourceNotFoundException": " (does the table exist in this region?)",
+    "ClusterNotFoundException": " (check spec.service.cluster or ECS_CLUSTER_NAME)",
+    "ServiceNotFoundException": " (check spec.service.name and its cluster)",
+}
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _claim_from(item: Any) -> Claim:
+    def text(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return str(value) if value is not None else None
+
+    restarted_at = text("restarted_at")
+    return Claim(
+        incident_id=text("incident") or "",
+        target=text("target") or "",
+        claimed_by=text("claimed_by") or "",
+        claimed_at=datetime.fromisoformat(text("claimed_at") or "1970-01-01T00:00:00+00:00"),
+        cooldown_stamp=float(item.get("cooldown_stamp", {}).get("N", "0")),
+        hour=text("hour") or "",
+        previous_deployment_id=text("previous_deployment_id") or None,
+        deployment_id=text("deployment_id"),
+        restarted_at=datetime.fromisoformat(restarted_at) if restarted_at else None,
+    )
+
+
+def _key(partition: str, sort: str) -> dict[str, AttributeValueTypeDef]:
+    return {"incident_id": {"S": partition}, "ts": {"S": sort}}
+
+
+def _s(value: str) -> AttributeValueTypeDef:
+    return {"S": value}
+
+
+def _n(value: float) -> AttributeValueTypeDef:
+    # Milliseconds are plenty, and keep the stored number and ours equal.
+    return {"N": f"{value:.3f}" if isinstance(value, float) else str(value)}
+
+
+def _epoch(moment: datetime) -> float:
+    return round(moment.timestamp(), 3)
+
+
+def _iso(moment: datetime, *, precise: bool = False) -> str:
+    spec = "milliseconds" if precise else "seconds"
+    return moment.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Fake servers for third-party APIs: real clients talk HTTP to them on loopback."""

@@ -1,0 +1,122 @@
+"""Run `incident-operator run` as a real process, and wait on what it does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from kubernetes import client
+
+from incident_operator.devstack.controlplane import free_port
+from incident_operator.models import GROUP, VERSION
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy; fail saying what we waited for."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class OperatorProcess:
+    """`incident-operator run` for one namespace, started, killed and restarted at will."""
+
+    def __init__(self, *, namespace: str, env: dict[str, str], log_dir: Path) -> None:
+        self.namespace = namespace
+        self.env = env
+        self.log_path = log_dir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, *, wait: bool = True) -> OperatorProcess:
+        self.port = free_port()
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "incident_operator.cli",
+                "run",
+                "--namespace",
+                self.namespace,
+                "--liveness",
+                f"http://127.0.0.1:{self.port}/healthz",
+            ],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait:
+            wait_for("the operator's liveness endpoint", self._alive, timeout=30)
+        return self
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited:\n{self.logs()[-3000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as a crash or an OOM kill."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def get_incident(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "incidents", name
+        )
+    )
+
+
+def phase_of(api: client.ApiClient, namespace: str, name: str) -> str | None:
+    return get_incident(api, namespace, name).get("status", {}).get("phase")
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return sorted(events.items, key=lambda e: (e.first_timestamp, e.metadata.name))
+
+
+def create_policy(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "responsepolicies",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ResponsePolicy", "metadata": {"name": name},
+         "spec": spec},
+    )  # fmt: skip

@@ -1,0 +1,298 @@
+"""The phase machine, transition by transition (no cluster needed).
+
+The ports here are small test doubles of *our own* interfaces (Assessor,
+Remediator); the real implementations have their own tests against moto and
+the fake Gemini server, and the operator tests run them together.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from builders import incident as incident_body
+from incident_operator.models import (
+    Assessment,
+    Incident,
+    RemediationPolicy,
+    ResponsePolicySpec,
+)
+from incident_operator.policy import DEFAULT, Policy
+from incident_operator.reconcile.phases import Ports, Transition, Wait, advance
+from incident_operator.remediate import (
+    RemediationFailed,
+    RestartReceipt,
+    RestartRefused,
+    Rollout,
+    Target,
+)
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+class ScriptedRemediator:
+    def __init__(self, *, refuse: RestartRefused | None = None, rollout: Rollout = "Succeeded"):
+        self.restarts: list[tuple[str, Target]] = []
+        self.refuse = refuse
+        self.fail: str | None = None
+        self.next_rollout: Rollout = rollout
+
+    async def restart(
+        self, *, incident_id: str, target: Target, limits: RemediationPolicy
+    ) -> RestartReceipt:
+        if self.refuse:
+            raise self.refuse
+        if self.fail:
+            raise RemediationFailed(self.fail)
+        self.restarts.append((incident_id, target))
+        return RestartReceipt(deployment_id="ecs-svc/123", started_at=NOW)
+
+    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
+        return self.next_rollout
+
+
+def decided(action: str, decision: str = "SAFE") -> Any:
+    async def assess(incident: Incident, policy: Policy) -> Assessment:
+        return Assessment(
+            decision=decision,  # type: ignore[arg-type]
+            action=action,  # type: ignore[arg-type]
+            message=f"{decision} {action}",
+            confidence=0.9,
+            assessor="rules",
+            policy=policy.name,
+        )
+
+    return assess
+
+
+def make(status: dict[str, Any] | None = None, **spec: Any) -> Incident:
+    body = incident_body("checkout-abc", **spec)
+    body["metadata"].update({"namespace": "prod", "uid": "u-1", "resourceVersion": "1"})
+    body["status"] = {"occurrences": 1, "alarmState": "ALARM", **(status or {})}
+    return Incident.model_validate(body)
+
+
+def policy(**spec: Any) -> Policy:
+    return Policy("p", ResponsePolicySpec.model_validate(spec))
+
+
+async def step(
+    incident: Incident, *, ports: Ports, policy: Policy = DEFAULT, now: datetime = NOW
+) -> Transition | Wait | None:
+    return await advance(incident, policy=policy, ports=ports, now=now)
+
+
+def ports(assess: Any = None, remediator: ScriptedRemediator | None = None) -> Ports:
+    return Ports(
+        assess=assess or decided("restart_service"),
+        remediator=remediator or ScriptedRemediator(),
+        default_cluster="default-cluster",
+    )
+
+
+def conditions(transition: Transition) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in transition.conditions}
+
+
+async def test_triggered_moves_to_assessing_and_records_receipt() -> None:
+    result = await step(make({"phase": "Triggered"}), ports=ports())
+    assert isinstance(result, Transition) and result.phase == "Assessing"
+    assert conditions(result)["Assessed"] == ("Unknown", "Assessing")
+    assert [r.kind for r in result.records] == ["received"]
+
+
+async def test_restart_needing_approval_waits_for_it() -> None:
+    result = await step(make({"phase": "Assessing"}), ports=ports())
+    assert isinstance(result, Transition) and result.phase == "AwaitingApproval"
+    approval = result.status["approval"]
+    assert approval["required"] is True and approval["state"] == "Pending"
+    assert approval["deadline"] == (NOW + timedelta(seconds=1800)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert result.status["assessment"]["action"] == "restart_service"
+    assert result.wake_after == 1800
+    assert conditions(result)["Assessed"] == ("True", "Safe")
+
+
+async def test_restart_without_approval_records_the_intent_first() -> None:
+    remediator = ScriptedRemediator()
+    no_approval = policy(approval={"requiredFor": []})
+    result = await step(
+        make({"phase": "Assessing"}), ports=ports(remediator=remediator), policy=no_approval
+    )
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert result.status["remediation"] == {
+        "action": "restart_service",
+        "target": "prod/checkout",
+        "result": "Pending",
+    }
+    assert remediator.restarts == []  # the intent is written before any action
+
+
+@pytest.mark.parametrize(
+    ("action", "decision", "phase", "kind"),
+    [
+        ("notify_team", "SAFE", "Escalated", "escalated"),
+        ("restart_service", "ESCALATE", "Escalated", "escalated"),
+        ("ignore", "SAFE", "Ignored", "ignored"),
+    ],
+)
+async def test_assessment_outcomes(action: str, decision: str, phase: str, kind: str) -> None:
+    result = await step(make({"phase": "Assessing"}), ports=ports(decided(action, decision)))
+    assert isinstance(result, Transition) and result.phase == phase
+    assert [r.kind for r in result.records] == ["assessment", kind]
+
+
+async def test_restart_without_any_cluster_escalates() -> None:
+    incident = make({"phase": "Assessing"}, service={"name": "checkout"})
+    no_default = Ports(assess=decided("restart_service"), remediator=ScriptedRemediator())
+    result = await step(incident, ports=no_default, policy=policy(approval={"requiredFor": []}))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == "NoCluster"
+
+
+async def test_pending_approval_waits_until_the_deadline() -> None:
+    deadline = NOW + timedelta(minutes=10)
+    incident = make(
+        {
+            "phase": "AwaitingApproval",
+            "approval": {"required": True, "state": "Pending", "deadline": deadline.isoformat()},
+        }
+    )
+    result = await step(incident, ports=ports())
+    assert result == Wait(600.0)
+
+
+async def test_approval_starts_the_remediation() -> None:
+    incident = make(
+        {
+            "phase": "AwaitingApproval",
+            "approval": {"required": True, "state": "Approved", "by": "U123", "via": "slack"},
+        }
+    )
+    result = await step(incident, ports=ports())
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert conditions(result)["Approved"] == ("True", "Approved")
+    assert "U123 via slack" in result.records[0].message
+
+
+async def test_rejection_escalates_without_acting() -> None:
+    remediator = ScriptedRemediator()
+    incident = make(
+        {
+            "phase": "AwaitingApproval",
+            "approval": {"required": True, "state": "Rejected", "by": "U9", "via": "slack"},
+        }
+    )
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert conditions(result)["Approved"] == ("False", "Rejected")
+    assert remediator.restarts == []
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "phase"),
+    [("escalate", "Escalated"), ("approve", "Remediating"), ("ignore", "Ignored")],
+)
+async def test_expired_approval_follows_the_policy(on_timeout: str, phase: str) -> None:
+    deadline = NOW - timedelta(seconds=1)
+    incident = make(
+        {
+            "phase": "AwaitingApproval",
+            "approval": {"required": True, "state": "Pending", "deadline": deadline.isoformat()},
+        }
+    )
+    result = await step(incident, ports=ports(), policy=policy(approval={"onTimeout": on_timeout}))
+    assert isinstance(result, Transition) and result.phase == phase
+    assert result.status["approval"]["state"] == "Expired"
+    assert result.status["approval"]["via"] == "timeout"
+
+
+def remediating(result: str = "Pending", **extra: Any) -> Incident:
+    return make(
+        {
+            "phase": "Remediating",
+            "remediation": {
+                "action": "restart_service",
+                "target": "prod/checkout",
+                "result": result,
+                **extra,
+            },
+        }
+    )
+
+
+async def test_remediation_restarts_once_and_records_the_deployment() -> None:
+    remediator = ScriptedRemediator()
+    result = await step(remediating(), ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert remediator.restarts == [("prod/checkout-abc", Target("prod", "checkout", "eu-west-1"))]
+    assert result.status["remediation"]["result"] == "InProgress"
+    assert result.status["remediation"]["deploymentId"] == "ecs-svc/123"
+    assert [r.kind for r in result.records] == ["action_started"]
+    assert result.wake_after
+
+
+@pytest.mark.parametrize(
+    ("rollout", "phase", "result_"),
+    [("Succeeded", "Resolved", "Succeeded"), ("Failed", "Escalated", "Failed")],
+)
+async def test_rollout_outcome(rollout: Rollout, phase: str, result_: str) -> None:
+    remediator = ScriptedRemediator(rollout=rollout)
+    incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == phase
+    assert result.status["remediation"]["result"] == result_
+    assert remediator.restarts == []
+
+
+async def test_rollout_in_progress_waits_then_times_out() -> None:
+    remediator = ScriptedRemediator(rollout="InProgress")
+    incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
+    assert isinstance(await step(incident, ports=ports(remediator=remediator)), Wait)
+    late = NOW + timedelta(seconds=601)
+    result = await step(incident, ports=ports(remediator=remediator), now=late)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.status["remediation"]["result"] == "TimedOut"
+
+
+async def test_refused_restart_escalates_with_the_reason() -> None:
+    refused = RestartRefused("Cooldown", "checkout restarted 3 minutes ago")
+    result = await step(remediating(), ports=ports(remediator=ScriptedRemediator(refuse=refused)))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.status["remediation"]["result"] == "Refused"
+    assert conditions(result)["Remediated"] == ("False", "Cooldown")
+
+
+async def test_failed_restart_escalates() -> None:
+    remediator = ScriptedRemediator()
+    remediator.fail = "ServiceNotFoundException"
+    result = await step(remediating(), ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.status["remediation"]["result"] == "Failed"
+
+
+@pytest.mark.parametrize("phase", ["Triggered", "Assessing", "AwaitingApproval", "Escalated"])
+async def test_recovery_resolves_an_open_incident(phase: str) -> None:
+    remediator = ScriptedRemediator()
+    incident = make({"phase": phase, "alarmState": "OK"})
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Resolved"
+    assert conditions(result)["Resolved"] == ("True", "AlarmRecovered")
+    assert remediator.restarts == []
+
+
+async def test_recovery_during_a_restart_lets_it_finish() -> None:
+    remediator = ScriptedRemediator()
+    incident = remediating()
+    incident.status.alarm_state = "OK"
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert len(remediator.restarts) == 1
+
+
+@pytest.mark.parametrize("phase", ["Resolved", "Failed", "Escalated", "Ignored"])
+async def test_finished_incidents_are_left_alone(phase: str) -> None:
+    assert await step(make({"phase": phase}), ports=ports()) is None
