@@ -28,8 +28,8 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from incident_operator.devstack.moto import OneRequestAtATime, start_moto
 from incident_operator.timeline.dynamodb import CLIENT_CONFIG, create_table
 
 REGION = "us-east-1"
@@ -37,37 +37,12 @@ TIMELINE_TABLE = "incident-timeline"
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
 
 
-class _OneRequestAtATime:
-    """WSGI middleware: let moto handle one request at a time.
-
-    moto's backends are not thread-safe. Concurrent DynamoDB transactions
-    there can both pass a condition, or one's rollback can erase the
-    other's write (seen: about one 6-way race in a hundred let two
-    conflicting transactions commit). DynamoDB itself serializes
-    conflicting transactions, so serializing requests is the faithful model.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-        # Every JSON-protocol operation moto served ("...ECS...UpdateService"),
-        # whoever the client: the operator runs in another process.
-        self.operations: list[str] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        with self._lock:
-            target = environ.get("HTTP_X_AMZ_TARGET")
-            if target:
-                self.operations.append(target.rsplit(".", 1)[-1])
-            return list(self._app(environ, start_response))
-
-
 @dataclass(frozen=True)
 class MotoServer:
     url: str
     access_key: str
     secret_key: str
-    served: _OneRequestAtATime
+    served: OneRequestAtATime
 
     def served_count(self, operation: str) -> int:
         """How often moto served `operation` (e.g. "UpdateService"), to anyone."""
@@ -78,16 +53,10 @@ class MotoServer:
 def moto_server() -> Iterator[MotoServer]:
     # One line per request from werkzeug is noise in test output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    # ThreadedMotoServer has no hook for middleware; its werkzeug server does.
-    wsgi_server = server._server
-    assert wsgi_server is not None, "moto's server layout changed: update _OneRequestAtATime"
-    served = wsgi_server.app = _OneRequestAtATime(wsgi_server.app)
-    host, port = server.get_host_and_port()
+    server, url, served = start_moto()
     try:
         yield MotoServer(
-            url=f"http://{host}:{port}",
+            url=url,
             access_key="test" + secrets.token_hex(8),
             secret_key=secrets.token_hex(20),
             served=served,

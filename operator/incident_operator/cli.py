@@ -94,6 +94,14 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from .devstack.stack import serve
+
+    return serve(
+        port=args.port, state_dir=args.state_dir, use_current_context=args.use_current_context
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="incident-operator",
@@ -141,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("-n", "--namespace", default="default")
     timeline.add_argument("-o", "--output", choices=["text", "json"], default="text")
     timeline.set_defaults(handler=_timeline)
+
+    dev = commands.add_parser(
+        "dev", help="run everything locally: control plane, moto, operator, webhook"
+    )
+    dev.add_argument("--port", type=int, default=8080, help="the webhook's port")
+    dev.add_argument(
+        "--use-current-context",
+        action="store_true",
+        help="use the cluster of the current kube context instead of a local control plane",
+    )
+    dev.add_argument("--state-dir", type=Path, default=Path(".dev"), help="where logs and env go")
+    dev.set_defaults(handler=_dev)
     return parser
 
 

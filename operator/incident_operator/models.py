@@ -160,6 +160,12 @@ class Approval(Model):
         None, description="Where the decision came from."
     )
     deadline: datetime | None = Field(None, description="When a pending approval expires.")
+    # Copied from the policy when approval is requested, so whoever records a
+    # decision (the webhook, on a Slack click) needs no access to policies.
+    approvers: list[ShortText] = Field(
+        default_factory=list, max_length=256, description="Slack user ids; empty: anyone."
+    )
+    approver_group: ShortText | None = Field(None, description="A Slack user group id.")
 
 
 class Remediation(Model):
@@ -196,6 +202,7 @@ class Notifications(Model):
     slack: SlackRef | None = None
     jira: JiraRef | None = None
     email: EmailRef | None = None
+    jira_commented: bool | None = Field(None, description="The resolution comment was added.")
 
 
 class Condition(Model):

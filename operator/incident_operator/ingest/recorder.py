@@ -128,10 +128,12 @@ class AlarmRecorder:
         first = alarms[0]
         key = first.fingerprint
         generation = self._generation.get(key, 1)
+        # Whether this call created the Incident: the count may land on a
+        # later attempt (the operator can write status in between).
+        created = False
         for attempt in range(MAX_ATTEMPTS):
             name = incident_name(service=first.service.name, fingerprint=key, generation=generation)
             current = self._get(name)
-            created = False
             if current is None:
                 if first.alarm.state != "ALARM":
                     # A recovery (or no data) with nothing open: nothing to do.

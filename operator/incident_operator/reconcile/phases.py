@@ -185,7 +185,14 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
         )
     if assessment.action in policy.spec.approval.required_for:
         deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
-        approval = Approval(required=True, state="Pending", deadline=deadline)
+        rules = policy.spec.approval
+        approval = Approval(
+            required=True,
+            state="Pending",
+            deadline=deadline,
+            approvers=rules.approvers,
+            approver_group=rules.approver_group,
+        )
         return (
             step.set(approval=approval.to_api())
             .condition("Approved", "Unknown", "Pending", f"waiting for approval until {deadline}")

@@ -20,15 +20,26 @@ import hashlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 
 from ..crashpoints import crash_point
-from ..models import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, Incident, LastTransition
+from ..models import (
+    API_VERSION,
+    GROUP,
+    TERMINAL_PHASES,
+    VERSION,
+    Incident,
+    IncidentStatus,
+    LastTransition,
+)
+from ..notify import Notifier
 from ..policy import Policy, select
 from ..timeline import Entry, Timeline
+from .conditions import set_condition
 from .phases import Ports, Transition, Wait, advance
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,7 @@ class Reconciler:
         ports: Ports,
         timeline: Timeline,
         policies: Policies,
+        notifier: Notifier,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
@@ -81,6 +93,7 @@ class Reconciler:
         self._ports = ports
         self._timeline = timeline
         self._policies = policies
+        self._notifier = notifier
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
@@ -137,6 +150,7 @@ class Reconciler:
         if isinstance(outcome, Wait):
             self._wake_later(incident, outcome.seconds)
             return
+        outcome = await self._announce(incident, outcome, policy)
         crash_point("before-write")
         for _ in range(MAX_REWRITES):
             written = await self._write(incident, outcome)
@@ -163,6 +177,34 @@ class Reconciler:
                 return  # its own watch event will decide again
             incident = fresh
         log.warning("gave up writing after conflicts", extra={"incident": name})
+
+    async def _announce(
+        self, incident: Incident, transition: Transition, policy: Policy
+    ) -> Transition:
+        """Tell the channels, and carry what they report into the same write."""
+        status = IncidentStatus.model_validate(
+            {
+                **incident.status.to_api(),
+                **transition.status,
+                "phase": transition.phase,
+                "conditions": [c.to_api() for c in transition.conditions],
+            }
+        )
+        projected = incident.model_copy(update={"status": status})
+        announced = await self._notifier.announce(projected, policy=policy)
+        fields = dict(transition.status)
+        if announced.notifications:
+            current = status.notifications.to_api() if status.notifications else {}
+            fields["notifications"] = {**current, **announced.notifications}
+        conditions = set_condition(
+            transition.conditions,
+            type="Notified",
+            status=announced.status,
+            reason=announced.reason,
+            message=announced.message,
+            now=self._clock(),
+        )
+        return replace(transition, status=fields, conditions=conditions)
 
     async def _write(self, incident: Incident, transition: Transition) -> Incident | None:
         """Write the transition if the Incident is unchanged; None on conflict."""

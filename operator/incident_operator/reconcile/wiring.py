@@ -9,6 +9,7 @@ from ..assess.factory import assess, build_assessor
 from ..config import Settings
 from ..kube import api_client
 from ..models import Assessment, Incident
+from ..notify.log import LogNotifier
 from ..policy import Policy
 from ..remediate.ecs import EcsRemediator
 from ..timeline import Timeline
@@ -57,6 +58,10 @@ def build_reconciler(settings: Settings) -> tuple[Reconciler, Policies, client.A
     api = api_client()
     policies = Policies()
     reconciler = Reconciler(
-        api=api, ports=build_ports(settings), timeline=build_timeline(settings), policies=policies
+        api=api,
+        ports=build_ports(settings),
+        timeline=build_timeline(settings),
+        policies=policies,
+        notifier=LogNotifier(),
     )
     return reconciler, policies, api

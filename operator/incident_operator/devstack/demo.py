@@ -1,0 +1,116 @@
+"""`make demo`: the dev stack, three sample alarms, and what became of them.
+
+1. checkout CPU alarm (CloudWatch via EventBridge): the demo ResponsePolicy
+   allows an automatic restart -> Remediating -> Resolved.
+2. payments error rate (Alertmanager): the policy sends everything to a human
+   -> Escalated.
+3. search latency (Alertmanager): a restart would need approval; the alert
+   resolves before anyone decides -> Resolved, nothing restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client
+
+from ..models import GROUP, VERSION
+from .controlplane import free_port
+from .stack import DevStack, running, say, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def main() -> int:
+    started = time.monotonic()
+    with running(port=free_port(), state_dir=Path(".dev")) as stack:
+        objects = client.CustomObjectsApi(stack.api())
+        apply_policies(objects, stack)
+        http = httpx.Client(
+            base_url=stack.webhook_url,
+            headers={"Authorization": f"Bearer {stack.token}"},
+            timeout=10,
+        )
+
+        checkout = send(http, "/alerts/cloudwatch", "cloudwatch-checkout-cpu.json")
+        payments = send(http, "/alerts/alertmanager", "alertmanager-payments-errors.json")
+        search = send(http, "/alerts/alertmanager", "alertmanager-search-latency-firing.json")
+
+        await_phase(objects, stack, checkout, "Resolved", "checkout to be restarted and resolved")
+        await_phase(objects, stack, payments, "Escalated", "payments to be escalated to a human")
+        await_phase(objects, stack, search, "AwaitingApproval", "search to ask for approval")
+        say("search recovers on its own before anyone approves:")
+        send(http, "/alerts/alertmanager", "alertmanager-search-latency-resolved.json")
+        await_phase(objects, stack, search, "Resolved", "search to be resolved without a restart")
+
+        print("\n$ kubectl get incidents", flush=True)
+        show(stack, ["kubectl", "get", "incidents", "-n", stack.namespace])
+        print(f"\n$ incident-operator timeline {checkout}", flush=True)
+        show(
+            stack,
+            [sys.executable, "-m", "incident_operator.cli", "timeline", checkout,
+             "-n", stack.namespace],
+        )  # fmt: skip
+        print(flush=True)
+        say(f"demo finished in {time.monotonic() - started:.0f}s; stopping everything")
+    return 0
+
+
+def apply_policies(objects: client.CustomObjectsApi, stack: DevStack) -> None:
+    for document in yaml.safe_load_all((EXAMPLES / "responsepolicies.yaml").read_text()):
+        if not document:
+            continue
+        name = document["metadata"]["name"]
+        try:
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, stack.namespace, "responsepolicies", document
+            )
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+        say(f"ResponsePolicy {name} applied")
+    # The operator learns of policies from its watch: give it a moment, so
+    # the first alarm is not assessed under the default policy.
+    time.sleep(1)
+
+
+def send(http: httpx.Client, path: str, example: str) -> str:
+    payload = json.loads((EXAMPLES / "alarms" / example).read_text())
+    answer = http.post(path, json=payload)
+    answer.raise_for_status()
+    ref = answer.json()["incidents"][0]
+    say(f"POST {path} {example} -> {ref['result']} {ref['name']}")
+    return str(ref["name"])
+
+
+def await_phase(
+    objects: client.CustomObjectsApi, stack: DevStack, name: str, phase: str, what: str
+) -> None:
+    say(f"waiting for {what} ({name} -> {phase})")
+
+    def current() -> Any:
+        body = objects.get_namespaced_custom_object(
+            GROUP, VERSION, stack.namespace, "incidents", name
+        )
+        return body.get("status", {}).get("phase") == phase
+
+    wait_for(what, current, timeout=90)
+
+
+def show(stack: DevStack, command: list[str]) -> None:
+    if command[0] == "kubectl" and stack.control_plane is not None:
+        command = [str(stack.control_plane.binaries.kubectl), *command[1:]]
+    env = {**os.environ, **stack.child_env(), **stack.exports()}
+    subprocess.run(command, env=env, check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

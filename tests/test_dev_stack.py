@@ -1,0 +1,117 @@
+"""`incident-operator dev` and `make demo`, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from incident_operator.devstack.binaries import ensure_binaries
+from incident_operator.devstack.controlplane import free_port
+from operator_support import wait_for
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name is in parentheses and may hold spaces.
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            values[key] = shlex.split(value)[0]
+    return values
+
+
+def test_dev_stack_serves_writes_env_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    state = tmp_path / ".dev"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "incident_operator.cli", "dev", "--port", str(port),
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for("the dev stack's env file", lambda: (state / "env").exists(), timeout=120)
+        env = read_env(state / "env")
+        assert env["INCIDENT_WEBHOOK_URL"] == f"http://127.0.0.1:{port}"
+        assert Path(env["KUBECONFIG"]).exists()
+        assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        answer = httpx.post(
+            f"{env['INCIDENT_WEBHOOK_URL']}/alert",
+            json={"detail": {"service_name": "search", "cluster_name": "demo",
+                             "summary": "p99 above 2s", "severity": "medium"}},
+            headers={"Authorization": f"Bearer {env['INCIDENT_WEBHOOK_TOKEN']}"},
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        name = answer.json()["incidents"][0]["name"]
+        kubectl_env = {**os.environ, "KUBECONFIG": env["KUBECONFIG"]}
+        kubectl = str(ensure_binaries(log=False).kubectl)
+
+        def escalated() -> bool:
+            out = subprocess.run(
+                [kubectl, "get", "incident", name, "-o", "jsonpath={.status.phase}"],
+                env=kubectl_env, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            return out == "Escalated"
+
+        wait_for(f"{name} to be escalated (medium -> notify_team)", escalated, timeout=30)
+        children = descendants(dev.pid)
+        assert len(children) >= 4  # etcd, kube-apiserver, operator, webhook
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        output, _ = dev.communicate(timeout=60)
+    assert dev.returncode == 0, output
+    assert "incident-operator dev stack is up" in output
+    time.sleep(0.5)
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "incident_operator.devstack.demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("$ kubectl get incidents", 1)[1].split("$ incident-operator")[0]
+    phases = {
+        line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
+    }
+    assert phases == {"checkout": "Resolved", "payments": "Escalated", "search": "Resolved"}
+    assert "resolved by restarting demo/checkout" in result.stdout
