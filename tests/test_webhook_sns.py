@@ -19,7 +19,7 @@ from incident_operator.config import Settings
 from incident_operator.ingest.app import create_app
 from incident_operator.ingest.recorder import AlarmRecorder
 from sns_signing import CERT_URL, Signer, make_signer
-from webhook_support import incidents
+from webhook_support import incidents, occurrences
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -86,7 +86,7 @@ async def test_signed_notification_creates_an_incident_once(
     assert again.json()["incidents"][0]["result"] == "redelivery"
     [incident] = incidents(api, namespace)
     assert incident["spec"]["source"] == "sns"
-    assert incident["status"]["occurrences"] == 1
+    assert occurrences(incident) == 1
 
 
 async def test_forged_notifications_get_403_and_change_nothing(

@@ -42,6 +42,12 @@ def incidents(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
     return list(listed["items"])
 
 
+def occurrences(incident: dict[str, Any]) -> int:
+    """An Incident's count: its creation is the first occurrence, and is counted
+    in status by the operator's first write (or the webhook's next count)."""
+    return int((incident.get("status") or {}).get("occurrences", 1))
+
+
 def generic_alert(
     service: str = "checkout", *, incident_id: str | None = None, **detail: Any
 ) -> dict[str, Any]:

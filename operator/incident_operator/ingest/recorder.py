@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 Result = Literal["created", "counted", "redelivery", "recovered", "no_open_incident"]
 
 DELIVERY_IDS_KEPT = 64
+# The delivery that created an Incident (status cannot be set on create).
+FIRST_DELIVERY = f"{GROUP}/first-delivery"
 MAX_ATTEMPTS = 30
 
 
@@ -63,8 +66,13 @@ class AlarmRecorder:
         api: client.ApiClient,
         namespace: str,
         request_timeout: tuple[float, float] = (3.0, 10.0),
+        threads: int = 32,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
+        # The Kubernetes client blocks: writes run in threads of their own,
+        # as many as the client's connection pool (asyncio's default pool has
+        # cores + 4 threads, which caps throughput on a small machine).
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="incident-writes")
         self._namespace = namespace
         self._timeout = request_timeout
         self._pending: dict[str, _Batch] = {}
@@ -97,7 +105,9 @@ class AlarmRecorder:
                 del self._pending[key]
             alarms = [alarm for alarm, _ in batch.items]
             try:
-                outcomes = await asyncio.to_thread(self._apply_all, alarms)
+                outcomes = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, self._apply_all, alarms
+                )
             except BaseException as error:
                 for _, future in batch.items:
                     if not future.done():
@@ -128,12 +138,20 @@ class AlarmRecorder:
         first = alarms[0]
         key = first.fingerprint
         generation = self._generation.get(key, 1)
-        # Whether this call created the Incident: the count may land on a
-        # later attempt (the operator can write status in between).
-        created = False
+        # The create itself is the first occurrence (an Incident that exists
+        # has fired at least once), so a new alarm costs one write. If this
+        # call created the Incident, that alarm is counted already.
+        counted_by_create: ReceivedAlarm | None = None
         for attempt in range(MAX_ATTEMPTS):
             name = incident_name(service=first.service.name, fingerprint=key, generation=generation)
-            current = self._get(name)
+            current = None
+            if attempt == 0 and key not in self._generation and first.alarm.state == "ALARM":
+                # An alarm this process has not seen is most likely new: create
+                # first and save a read; a 409 sends us to the read.
+                current = self._create(name, first)
+                counted_by_create = first if current is not None else None
+            if current is None:
+                current = self._get(name)
             if current is None:
                 if first.alarm.state != "ALARM":
                     # A recovery (or no data) with nothing open: nothing to do.
@@ -141,33 +159,34 @@ class AlarmRecorder:
                 current = self._create(name, first)
                 if current is None:  # someone else created it just now
                     continue
-                created = True
+                counted_by_create = first
             status = current.get("status") or {}
-            seen = list(status.get("deliveryIds") or [])
-            fresh = _not_seen_before(alarms, seen)
+            seen = _delivery_ids(current)
+            pending = [alarm for alarm in alarms if alarm is not counted_by_create]
+            fresh = _not_seen_before(pending, seen)
             # Escalated and Ignored incidents stay open and keep counting until
             # the alarm recovers, so a flapping alarm does not flood the cluster.
-            if status.get("phase") in CLOSED_PHASES:
+            if status.get("phase") in CLOSED_PHASES and counted_by_create is None:
                 if not fresh:
-                    return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(alarms)
+                    return [Outcome("redelivery", name, _count(status))] * len(alarms)
                 generation += 1
                 continue
-            if not fresh:
-                return [Outcome("redelivery", name, status.get("occurrences", 0))] * len(alarms)
-            patch = _status_patch(status, fresh, seen)
-            if not self._patch_status(name, current["metadata"]["resourceVersion"], patch):
-                # Someone counted in between; back off a little and recompute.
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-                continue
-            self._generation[key] = generation
-            occurrences = patch["status"].get("occurrences", status.get("occurrences", 0))
-            if first.alarm.state == "ALARM":
-                result: Result = "created" if created else "counted"
+            if fresh:
+                patch = _status_patch(current, fresh, seen)
+                if not self._patch_status(name, current["metadata"]["resourceVersion"], patch):
+                    # Someone counted in between; back off a little and recompute.
+                    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                    continue
+                occurrences = patch["status"].get("occurrences", _count(status))
             else:
-                result = "recovered"
-            by_id = {id(alarm) for alarm in fresh}
+                occurrences = _count(status)
+            self._generation[key] = generation
+            counted = {id(alarm) for alarm in fresh}
+            repeat: Result = "counted" if first.alarm.state == "ALARM" else "recovered"
             return [
-                Outcome(result if id(alarm) in by_id else "redelivery", name, occurrences)
+                Outcome("created", name, occurrences)
+                if alarm is counted_by_create
+                else Outcome(repeat if id(alarm) in counted else "redelivery", name, occurrences)
                 for alarm in alarms
             ]
         raise ApiUnavailable(f"gave up on {key!r} after {MAX_ATTEMPTS} write conflicts")
@@ -193,6 +212,7 @@ class AlarmRecorder:
             "kind": "Incident",
             "metadata": {
                 "name": name,
+                "annotations": ({FIRST_DELIVERY: alarm.delivery_id} if alarm.delivery_id else {}),
                 "labels": {
                     "app.kubernetes.io/managed-by": "incident-operator",
                     f"{GROUP}/source": alarm.source,
@@ -265,22 +285,35 @@ def _not_seen_before(alarms: list[ReceivedAlarm], seen: list[str]) -> list[Recei
     return fresh
 
 
+def _count(status: dict[str, Any]) -> int:
+    # An Incident that exists has fired at least once: its creation.
+    return int(status.get("occurrences") or 1)
+
+
+def _delivery_ids(incident: dict[str, Any]) -> list[str]:
+    """Delivery ids already counted: the status's, or the creating delivery's."""
+    status = incident.get("status") or {}
+    if status.get("deliveryIds"):
+        return list(status["deliveryIds"])
+    first = (incident["metadata"].get("annotations") or {}).get(FIRST_DELIVERY)
+    return [first] if first else []
+
+
 def _status_patch(
-    status: dict[str, Any], fresh: list[ReceivedAlarm], seen: list[str]
+    incident: dict[str, Any], fresh: list[ReceivedAlarm], seen: list[str]
 ) -> dict[str, Any]:
+    status = incident.get("status") or {}
     now = datetime.now(UTC)
     state = fresh[0].alarm.state
     new_ids = [alarm.delivery_id for alarm in fresh if alarm.delivery_id is not None]
     update: dict[str, Any] = {"alarmState": state}
     if new_ids:
         update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
-    if not status.get("phase"):
-        update["phase"] = "Triggered"
     if state == "ALARM":
-        update["occurrences"] = int(status.get("occurrences") or 0) + len(fresh)
+        update["occurrences"] = _count(status) + len(fresh)
         update["lastSeen"] = now
         if not status.get("firstSeen"):
-            update["firstSeen"] = now
+            update["firstSeen"] = incident["metadata"]["creationTimestamp"]
     # Validate against the model (bounds, enums) before it goes out.
     validated = IncidentStatus.model_validate(update)
     return {"status": validated.model_dump(mode="json", by_alias=True, include=_fields(update))}

@@ -211,6 +211,7 @@ class Reconciler:
         now = self._clock()
         last = LastTransition(at=now, phase=transition.phase, records=transition.records)
         status: dict[str, Any] = {
+            **_first_count(incident),
             **transition.status,
             "phase": transition.phase,
             "conditions": [c.to_api() for c in transition.conditions],
@@ -374,6 +375,26 @@ class Reconciler:
                 log.warning("wake-up failed", extra={"incident": name, "status": error.status})
         except Exception:
             log.exception("wake-up failed", extra={"incident": name})
+
+
+def _first_count(incident: Incident) -> dict[str, Any]:
+    """The status of an Incident nobody counted yet: its creation was the alarm.
+
+    The webhook's create is the first occurrence and costs no status write;
+    the operator's first write records it. Computed against the object being
+    written, so it never overwrites a count the webhook made meanwhile.
+    """
+    status, fields = incident.status, dict[str, Any]()
+    created = incident.metadata.get("creationTimestamp")
+    if not status.occurrences:
+        fields["occurrences"] = 1
+    if status.first_seen is None and created:
+        fields["firstSeen"] = created
+    if status.last_seen is None and created:
+        fields["lastSeen"] = created
+    if status.alarm_state is None:
+        fields["alarmState"] = incident.spec.alarm.state
+    return fields
 
 
 def _detail(incident: Incident, kind: str) -> dict[str, Any]:

@@ -1,0 +1,440 @@
+"""`make bench`: measure ingest, a storm, the whole pipeline, and memory.
+
+Everything runs on this machine in one go: a local kube-apiserver + etcd,
+moto, the webhook and the operator as real processes. Figures from one run
+are comparable with each other, not with another machine's. A benchmark
+reports; it does not pass or fail.
+
+    python -m bench [--quick]      # --quick: smaller counts, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
+
+from incident_operator.crd import all_crds
+from incident_operator.devstack.controlplane import ControlPlane, _die_with_parent, free_port
+from incident_operator.devstack.moto import start_moto
+from incident_operator.devstack.stack import wait_for
+from incident_operator.models import API_VERSION, GROUP, VERSION
+from incident_operator.timeline.dynamodb import create_table
+
+REGION = "us-east-1"
+TOKEN = uuid.uuid4().hex
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Rig:
+    """The control plane, moto, and helpers to start the product's processes."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.plane = ControlPlane.start()
+        self.api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        self.objects = client.CustomObjectsApi(self.api)
+        extensions = client.ApiextensionsV1Api(self.api)
+        for definition in all_crds():
+            extensions.create_custom_resource_definition(definition)
+        time.sleep(2)  # let the CRDs be established and served
+        self.moto, self.aws, _ = start_moto()
+        self.session = boto3.session.Session(
+            aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION
+        )
+        create_table(self.session.client("dynamodb", endpoint_url=self.aws), "timeline")
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def env(self, namespace: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.plane.kubeconfig),
+            "AWS_ENDPOINT_URL": self.aws,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "TIMELINE_TABLE": "timeline",
+            "ECS_CLUSTER_NAME": "bench",
+            "INCIDENT_NAMESPACE": namespace,
+            "INGEST_TOKENS": TOKEN,
+            "GEMINI_API_KEY": "",
+        }
+
+    def spawn(self, name: str, namespace: str, *args: str) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "incident_operator.cli", *args],
+                env=self.env(namespace),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        self.processes.append(process)
+        return process
+
+    def webhook(self, namespace: str) -> str:
+        port = free_port()
+        self.spawn("webhook", namespace, "webhook", "--host", "127.0.0.1", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        wait_for("the webhook", lambda: _ok(f"{url}/readyz"), timeout=60)
+        return url
+
+    def operator(self, namespace: str) -> subprocess.Popen[bytes]:
+        port = free_port()
+        process = self.spawn(
+            "operator", namespace, "run", "-n", namespace,
+            "--liveness", f"http://127.0.0.1:{port}/healthz",
+        )  # fmt: skip
+        wait_for("the operator", lambda: _ok(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        return process
+
+    def namespace(self, name: str) -> str:
+        client.CoreV1Api(self.api).create_namespace({"metadata": {"name": name}})
+        return name
+
+    def requests(self) -> Counter[tuple[str, str, str]]:
+        """apiserver_request_total by (verb, resource, subresource), counted by the server."""
+        text = self.plane_get("/metrics")
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for family in text_string_to_metric_families(text):
+            if family.name != "apiserver_request":
+                continue
+            for sample in family.samples:
+                if sample.name != "apiserver_request_total":
+                    continue
+                labels = sample.labels
+                key = (labels["verb"], labels.get("resource", ""), labels.get("subresource", ""))
+                counts[key] += int(sample.value)
+        return counts
+
+    def plane_get(self, path: str) -> str:
+        answer = httpx.get(
+            f"{self.plane.url}{path}",
+            headers={"Authorization": f"Bearer {self.plane.token}"},
+            verify=False,
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return answer.text
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=15)
+        self.moto.stop()
+        self.plane.stop()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def alert(service: str, incident_id: str, severity: str = "medium") -> dict[str, Any]:
+    return {
+        "incident_id": incident_id,
+        "detail": {
+            "service_name": service,
+            "cluster_name": "bench",
+            "summary": f"{service} is failing",
+            "severity": severity,
+        },
+    }
+
+
+async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[float]:
+    """POST every body to /alert with `concurrency` in flight; per-request seconds."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            started = time.perf_counter()
+            answer = await http.post("/alert", json=body)
+            if answer.status_code != 200:
+                raise RuntimeError(f"webhook answered {answer.status_code}: {answer.text}")
+            latencies.append(time.perf_counter() - started)
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    return latencies
+
+
+def raw_creates(rig: Rig, namespace: str, count: int, concurrency: int) -> float:
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Incident",
+        "spec": {
+            "source": "generic",
+            "fingerprint": "x",
+            "title": "raw",
+            "severity": "low",
+            "service": {"name": "raw"},
+            "alarm": {"name": "raw"},
+        },
+    }
+
+    def create(index: int) -> None:
+        rig.objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "incidents",
+            {**body, "metadata": {"name": f"raw-{index}"}},
+        )  # fmt: skip
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(create, range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def list_incidents(rig: Rig, namespace: str) -> list[dict[str, Any]]:
+    return list(
+        rig.objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "incidents")["items"]
+    )
+
+
+def bench_ingest(rig: Rig, *, count: int, concurrency: int) -> dict[str, Any]:
+    say(f"ingest: {count} raw creates, then {count} new alarms through the webhook")
+    raw_rate = raw_creates(rig, rig.namespace("bench-raw"), count, concurrency)
+    namespace = rig.namespace("bench-ingest")
+    url = rig.webhook(namespace)
+    bodies = [alert(f"svc-{i % 50}", f"ingest-{i}") for i in range(count)]
+    started = time.perf_counter()
+    latencies = asyncio.run(post_all(url, bodies, concurrency))
+    rate = count / (time.perf_counter() - started)
+    assert len(list_incidents(rig, namespace)) == count
+    return {
+        "alarms": count,
+        "concurrency": concurrency,
+        "webhook_alarms_per_s": round(rate, 1),
+        "raw_creates_per_s": round(raw_rate, 1),
+        "ratio": round(rate / raw_rate, 2),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(_quantile(latencies, 0.99) * 1000, 1),
+        "_url": url,
+        "_raw": raw_rate,
+    }
+
+
+def bench_storm(
+    rig: Rig, url_for: Any, *, count: int, fingerprints: int, concurrency: int, raw: float
+) -> dict[str, Any]:
+    say(f"storm: {count} alarms over {fingerprints} fingerprints at concurrency {concurrency}")
+    namespace = rig.namespace("bench-storm")
+    url = url_for(namespace)
+    bodies = [alert(f"storm-{i % fingerprints}", f"storm-{i % fingerprints}") for i in range(count)]
+    started = time.perf_counter()
+    latencies = asyncio.run(post_all(url, bodies, concurrency))
+    rate = count / (time.perf_counter() - started)
+    items = list_incidents(rig, namespace)
+    total = sum(item["status"]["occurrences"] for item in items)
+    return {
+        "alarms": count,
+        "fingerprints": fingerprints,
+        "concurrency": concurrency,
+        "incidents": len(items),
+        "total_occurrences": total,
+        "exact": len(items) == fingerprints and total == count,
+        "alarms_per_s": round(rate, 1),
+        "vs_raw_creates": round(rate / raw, 2),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "latency_p99_ms": round(_quantile(latencies, 0.99) * 1000, 1),
+    }
+
+
+def bench_end_to_end(rig: Rig, *, count: int, services: int, concurrency: int) -> dict[str, Any]:
+    say(f"end to end: {count} Incidents over {services} ECS services, rules assessor, moto")
+    namespace = rig.namespace("bench-e2e")
+    ecs = rig.session.client("ecs", endpoint_url=rig.aws)
+    ecs.create_cluster(clusterName="bench")
+    os.environ["MOTO_ECS_SERVICE_RUNNING"] = "2"  # moto (in this process): rollouts complete
+    for index in range(services):
+        ecs.register_task_definition(
+            family=f"e2e-{index}",
+            containerDefinitions=[{"name": "app", "image": "nginx", "memory": 128}],
+        )
+        ecs.create_service(
+            cluster="bench",
+            serviceName=f"e2e-{index}",
+            taskDefinition=f"e2e-{index}",
+            desiredCount=2,
+        )
+    os.environ.pop("MOTO_ECS_SERVICE_RUNNING")
+    rig.objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "responsepolicies",
+        {"apiVersion": API_VERSION, "kind": "ResponsePolicy", "metadata": {"name": "restart"},
+         "spec": {"match": {"services": ["e2e-*"]},
+                  "rules": [{"action": "restart_service"}],
+                  "approval": {"requiredFor": []},
+                  "remediation": {"cooldownSeconds": 0, "maxPerHour": 100}}},
+    )  # fmt: skip
+    url = rig.webhook(namespace)
+    rig.operator(namespace)
+    before = rig.requests()
+    bodies = [alert(f"e2e-{i % services}", f"e2e-{i}", "high") for i in range(count)]
+    sent = time.time()
+    started = time.perf_counter()
+    asyncio.run(post_all(url, bodies, concurrency))
+
+    def all_terminal() -> bool:
+        phases = [i.get("status", {}).get("phase") for i in list_incidents(rig, namespace)]
+        return sum(p in ("Resolved", "Escalated", "Ignored", "Failed") for p in phases) == count
+
+    wait_for(f"{count} Incidents to reach a terminal phase", all_terminal, timeout=600)
+    elapsed = time.perf_counter() - started
+    time.sleep(3)  # let the last Events and timeline entries land
+    after = rig.requests()
+    items = list_incidents(rig, namespace)
+    to_action, to_terminal = [], []
+    for item in items:
+        status = item["status"]
+        # firstSeen: when the webhook counted the alarm (microseconds);
+        # creationTimestamp has only seconds.
+        received = _ts(status.get("firstSeen") or item["metadata"]["creationTimestamp"])
+        if status.get("remediation", {}).get("startedAt"):
+            to_action.append(_ts(status["remediation"]["startedAt"]) - received)
+        to_terminal.append(_ts(status["lastTransition"]["at"]) - received)
+    phases = Counter(item["status"]["phase"] for item in items)
+    delta = after - before
+    per_incident = {
+        f"{verb} {resource}{'/' + sub if sub else ''}": round(n / count, 2)
+        for (verb, resource, sub), n in sorted(delta.items())
+        if resource in ("incidents", "events") and n
+    }
+    incident_writes = sum(
+        n for (verb, resource, _), n in delta.items()
+        if resource == "incidents" and verb in ("POST", "PATCH", "PUT", "APPLY", "CREATE", "UPDATE")
+    )  # fmt: skip
+    return {
+        "incidents": count,
+        "phases": dict(phases),
+        "incidents_per_s": round(count / elapsed, 1),
+        "created_to_remediation_started_p50_s": round(statistics.median(to_action), 3),
+        "created_to_remediation_started_p99_s": round(_quantile(to_action, 0.99), 3),
+        "created_to_terminal_p50_s": round(statistics.median(to_terminal), 3),
+        "created_to_terminal_p99_s": round(_quantile(to_terminal, 0.99), 3),
+        "api_requests_per_incident": per_incident,
+        "writes_to_incident_per_incident": round(incident_writes / count, 2),
+        "events_created_per_incident": round(
+            sum(n for (v, r, _), n in delta.items() if r == "events" and v == "POST") / count, 2
+        ),
+        "_sent_epoch": sent,
+    }
+
+
+def bench_memory(rig: Rig, *, count: int) -> dict[str, Any]:
+    say(f"memory: {count} Incidents present, then the operator starts and handles them all")
+    namespace = rig.namespace("bench-memory")
+    raw_creates(rig, namespace, count, 16)
+    process = rig.operator(namespace)
+
+    def settled() -> bool:
+        items = list_incidents(rig, namespace)
+        return sum(bool(i.get("status", {}).get("phase")) for i in items) == count
+
+    started = time.perf_counter()
+    wait_for(f"the operator to handle {count} Incidents", settled, timeout=900)
+    handled = time.perf_counter() - started
+    time.sleep(5)
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if "kB" in line}
+    return {
+        "incidents": count,
+        "handled_in_s": round(handled, 1),
+        "operator_rss_mb": round(int(fields["VmRSS"]) / 1024, 1),
+        "operator_peak_rss_mb": round(int(fields["VmHWM"]) / 1024, 1),
+    }
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def machine() -> dict[str, Any]:
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    scale = 0.05 if args.quick else 1.0
+    workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/incident-bench"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"process logs in {workdir}")
+    rig = Rig(workdir)
+    results: dict[str, Any] = {"machine": machine(), "started": datetime.now().isoformat()}
+    try:
+        ingest = bench_ingest(rig, count=int(400 * scale) or 20, concurrency=16)
+        raw, url = ingest.pop("_raw"), ingest.pop("_url")
+        results["ingest"] = ingest
+        del url
+        results["storm"] = bench_storm(
+            rig, rig.webhook, count=int(10_000 * scale), fingerprints=20, concurrency=50, raw=raw
+        )
+        e2e = bench_end_to_end(rig, count=int(200 * scale) or 10, services=10, concurrency=20)
+        e2e.pop("_sent_epoch")
+        results["end_to_end"] = e2e
+        results["memory"] = bench_memory(rig, count=int(5000 * scale))
+    finally:
+        rig.stop()
+    print(json.dumps(results, indent=2))
+    print(table(results), file=sys.stderr)
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = []
+    for section in ("ingest", "storm", "end_to_end", "memory"):
+        for key, value in results.get(section, {}).items():
+            rows.append(f"{section:<11} {key:<40} {json.dumps(value)}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
