@@ -16,7 +16,7 @@ from incident_operator.devstack.controlplane import ControlPlane
 from incident_operator.models import GROUP, VERSION
 
 # Fakes of third-party services and AWS, each a pytest plugin of its own.
-pytest_plugins = ["fakes.gemini", "aws_fixtures"]
+pytest_plugins = ["fakes.gemini", "fakes.slack", "fakes.jira", "aws_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,34 @@ class Settings(BaseSettings):
         "", description="Comma-separated namespaces the operator watches; empty: all."
     )
 
+    # --- notifications (Slack, Jira, email) -------------------------------
+    slack_channel: str | None = Field(
+        None,
+        description="Default Slack channel ID (C0123...) when the policy names none. An ID, "
+        "not a #name: finding an earlier message after a crash reads the channel's history.",
+    )
+    slack_api_url: str | None = Field(
+        None, description="Slack Web API base URL override (proxies, tests); ends in /api/."
+    )
+    jira_issue_type: str = Field("Task", description="Issue type when the policy names none.")
+    incident_link_template: str | None = Field(
+        None,
+        description="Link to an Incident in Jira issues and emails, with {namespace}, {name} "
+        "and {uid}, e.g. https://console.example.com/incidents/{namespace}/{name}.",
+    )
+    notify_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="The most one channel may take per transition."
+    )
+    notify_retry_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts per channel per transition (backoff between)."
+    )
+    notify_breaker_failures: int = Field(
+        3, ge=1, description="Failed transitions in a row that open a channel's breaker."
+    )
+    notify_breaker_cooloff_seconds: float = Field(
+        60.0, ge=0, description="How long an open breaker skips its channel."
+    )
+
     def ingest_token_set_static(self) -> frozenset[str]:
         """The tokens from INGEST_TOKENS (the file is read by the auth check)."""
         raw = self.ingest_tokens.get_secret_value()

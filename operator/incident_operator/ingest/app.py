@@ -29,6 +29,7 @@ from .alarm import AlarmSource, InvalidAlarm, ReceivedAlarm
 from .auth import TokenCheck
 from .metrics import IngestMetrics
 from .recorder import AlarmRecorder, ApiUnavailable
+from .slack_actions import slack_actions_router
 from .sources import SOURCES
 from .sources import sns as sns_source
 
@@ -39,6 +40,7 @@ JSON_TYPES = ("application/json",)
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
     **{source.path: JSON_TYPES for source in SOURCES},
     sns_source.source.path: (*JSON_TYPES, "text/plain"),
+    "/slack/actions": ("application/x-www-form-urlencoded",),
 }
 
 
@@ -264,6 +266,8 @@ def create_app(
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))
         return await ingest(sns_source.source, alarms)
+
+    app.include_router(slack_actions_router(settings=settings, api=api))
 
     @app.get("/", tags=["service"], summary="What this is")
     async def root() -> dict[str, str]:

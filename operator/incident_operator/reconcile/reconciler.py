@@ -188,6 +188,10 @@ class Reconciler:
                 **transition.status,
                 "phase": transition.phase,
                 "conditions": [c.to_api() for c in transition.conditions],
+                # What this transition records, for the channels to tell.
+                "lastTransition": LastTransition(
+                    at=self._clock(), phase=transition.phase, records=transition.records
+                ).to_api(),
             }
         )
         projected = incident.model_copy(update={"status": status})

@@ -9,7 +9,7 @@ from ..assess.factory import assess, build_assessor
 from ..config import Settings
 from ..kube import api_client
 from ..models import Assessment, Incident
-from ..notify.log import LogNotifier
+from ..notify.factory import build_notifier
 from ..policy import Policy
 from ..remediate.ecs import EcsRemediator
 from ..timeline import Timeline
@@ -62,6 +62,6 @@ def build_reconciler(settings: Settings) -> tuple[Reconciler, Policies, client.A
         ports=build_ports(settings),
         timeline=build_timeline(settings),
         policies=policies,
-        notifier=LogNotifier(),
+        notifier=build_notifier(settings),
     )
     return reconciler, policies, api

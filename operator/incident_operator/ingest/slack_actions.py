@@ -1,0 +1,386 @@
+"""`POST /slack/actions`: the Approve / Reject / View Timeline buttons of Slack messages.
+
+Order matters. The signature is checked on the raw bytes before anything is
+parsed (slack_sdk's SignatureVerifier: HMAC-SHA256 with SLACK_SIGNING_SECRET,
+timestamps within 5 minutes), and every request that fails it gets a 401
+and changes nothing. Then the click is judged against the Incident as the
+API server has it *now*: it must be AwaitingApproval with a Pending
+approval, the clicker must be one of `status.approval.approvers` or in
+`status.approval.approverGroup` (no list: anyone), and the message must be
+the Incident's own. A decision is written to `status.approval` through the
+status subresource with the resourceVersion it was judged on, so a click
+racing another click or the operator cannot overwrite what they did; the
+loser is judged again on the fresh object and told why nothing happened.
+
+Slack wants an answer within 3 seconds: the HTTP answer is an empty 200 as
+soon as the decision is written, and what the clicker reads (a confirmation,
+a polite refusal, the timeline) goes to the payload's `response_url` as an
+ephemeral message, after the answer.
+
+The webhook reads no ResponsePolicy (its RBAC is get/patch on incidents):
+the approvers were copied into the approval when it was requested.
+
+"View Timeline" shows the DynamoDB timeline when TIMELINE_TABLE is set for
+the webhook (and it may read it), else what the Incident's status tells:
+its conditions, remediation and latest transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import parse_qs
+
+import aiohttp
+import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import JSONResponse, Response
+from kubernetes import client
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from slack_sdk.errors import SlackClientError
+from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from ..config import Settings
+from ..models import GROUP, TERMINAL_PHASES, VERSION, Incident
+from ..notify.channel import ChannelFailed
+from ..notify.slack import slack_call, slack_client
+from ..notify.slack_blocks import (
+    APPROVE,
+    REJECT,
+    TIMELINE,
+    timeline_from_entries,
+    timeline_from_status,
+    who_said,
+)
+from ..notify.story import reference
+from ..timeline import Timeline
+from ..timeline.dynamodb import DynamoTimeline
+
+log = logging.getLogger(__name__)
+
+PATH = "/slack/actions"
+FORM = "application/x-www-form-urlencoded"
+# A Kubernetes namespace and name (DNS-1123), as the buttons carry them.
+REFERENCE = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})/([a-z0-9][a-z0-9.-]{0,252})$")
+WRITE_ATTEMPTS = 3
+TIMELINE_READ_SECONDS = 2.0
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SlackUser(_Payload):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class SlackAction(_Payload):
+    action_id: str
+    value: str = ""
+
+
+class SlackContainer(_Payload):
+    message_ts: str | None = None
+
+
+class BlockActions(_Payload):
+    """The part of a `block_actions` payload we use."""
+
+    type: Literal["block_actions"]
+    user: SlackUser
+    actions: list[SlackAction] = Field(min_length=1)
+    response_url: str | None = None
+    container: SlackContainer = Field(default_factory=SlackContainer)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a click comes to: a decision to write, or only something to say."""
+
+    say: str
+    state: Literal["Approved", "Rejected"] | None = None
+
+
+def slack_actions_router(
+    *,
+    settings: Settings,
+    api: client.ApiClient,
+    clock: Clock | None = None,
+    timeline: Timeline | None = None,
+) -> APIRouter:
+    secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    )
+    verifier = SignatureVerifier(secret, clock=clock or Clock()) if secret.strip() else None
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    slack = slack_client(token=token, base_url=settings.slack_api_url) if token else None
+    if timeline is None and settings.timeline_table:
+        timeline = DynamoTimeline(settings.timeline_table, region=settings.aws_region)
+    objects = client.CustomObjectsApi(api)
+    router = APIRouter()
+
+    @router.post(
+        PATH,
+        tags=["slack"],
+        summary="Slack interactivity: the Approve, Reject and View Timeline buttons",
+        description="Signed by Slack (X-Slack-Signature); no bearer token.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {FORM: {"schema": {"type": "object", "properties": {
+                    "payload": {"type": "string", "description": "block_actions JSON"}}}}},
+            }
+        },
+    )  # fmt: skip
+    async def slack_actions(request: Request, background: BackgroundTasks) -> Response:
+        raw = await request.body()
+        if verifier is None:
+            return _error(401, "unauthorized", "SLACK_SIGNING_SECRET is not set: cannot verify")
+        if not _verified(verifier, raw, dict(request.headers)):
+            log.warning("refused a Slack request with a bad or stale signature")
+            return _error(401, "unauthorized", "invalid or expired Slack signature")
+        try:
+            payload = _parse(raw)
+        except ValueError as problem:
+            return _error(400, "invalid_payload", str(problem))
+        if payload is None:
+            return Response(status_code=200)  # another kind of interaction: not ours
+        action = payload.actions[0]
+        reply = _Replier(payload.response_url)
+        match = REFERENCE.match(action.value)
+        if action.action_id not in (APPROVE, REJECT, TIMELINE) or match is None:
+            background.add_task(reply, "Sorry, I do not know what this button is for.")
+            return Response(status_code=200)
+        namespace, name = match.groups()
+        try:
+            incident = await _read(objects, namespace, name)
+            if incident is None:
+                background.add_task(reply, f"Incident {namespace}/{name} no longer exists.")
+            elif action.action_id == TIMELINE:
+                background.add_task(_show_timeline, reply, incident, timeline)
+            else:
+                said = await _decide(objects, slack, incident, payload, action.action_id)
+                background.add_task(reply, said)
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            # Slack shows its own error for anything but a 200 and does not
+            # retry clicks: the clicker is told here instead.
+            failure = (
+                f"HTTP {error.status}"
+                if isinstance(error, client.ApiException)
+                else type(error).__name__
+            )
+            log.warning(
+                "Slack click not handled: the Kubernetes API failed",
+                extra={"incident": name, "error": f"{failure}: {error}"[:300]},
+            )
+            background.add_task(
+                reply,
+                f"Sorry, I could not reach Kubernetes ({failure}); nothing changed. "
+                "Please try again.",
+            )
+        return Response(status_code=200)
+
+    return router
+
+
+def _verified(verifier: SignatureVerifier, raw: bytes, headers: dict[str, str]) -> bool:
+    try:
+        return verifier.is_valid_request(raw, headers)
+    except (ValueError, UnicodeDecodeError):
+        return False  # a timestamp that is no number, a body that is no text
+
+
+def _parse(raw: bytes) -> BlockActions | None:
+    form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+    if "payload" not in form:
+        raise ValueError("the form has no payload field")
+    try:
+        document = json.loads(form["payload"][0])
+    except ValueError as error:
+        raise ValueError("the payload is not valid JSON") from error
+    if not isinstance(document, dict) or document.get("type") != "block_actions":
+        return None
+    try:
+        return BlockActions.model_validate(document)
+    except ValidationError as error:
+        raise ValueError(f"not a block_actions payload we understand: {error}") from error
+
+
+async def _read(objects: client.CustomObjectsApi, namespace: str, name: str) -> Incident | None:
+    try:
+        body = await asyncio.to_thread(
+            objects.get_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", name
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return Incident.model_validate(body)
+
+
+async def _decide(
+    objects: client.CustomObjectsApi,
+    slack: AsyncWebClient | None,
+    incident: Incident,
+    payload: BlockActions,
+    action_id: str,
+) -> str:
+    """Judge the click and write the decision; what to tell the clicker."""
+    wanted: Literal["Approved", "Rejected"] = "Approved" if action_id == APPROVE else "Rejected"
+    user = payload.user.id
+    for _ in range(WRITE_ATTEMPTS):
+        verdict = await _judge(slack, incident, user, payload.container.message_ts, wanted)
+        if verdict.state is None:
+            return verdict.say
+        written = await _write(objects, incident, state=verdict.state, user=user)
+        if written:
+            log.info(
+                "approval decided in Slack",
+                extra={"incident": incident.metadata["name"], "state": verdict.state, "by": user},
+            )
+            return verdict.say
+        # Changed since we read it (another click, the operator): judge again.
+        fresh = await _read(objects, incident.metadata["namespace"], incident.metadata["name"])
+        if fresh is None:
+            return f"Incident {reference(incident)} no longer exists."
+        incident = fresh
+    return f"Incident {reference(incident)} kept changing; nothing was decided. Please try again."
+
+
+async def _judge(
+    slack: AsyncWebClient | None,
+    incident: Incident,
+    user: str,
+    message_ts: str | None,
+    wanted: Literal["Approved", "Rejected"],
+) -> Verdict:
+    status = incident.status
+    approval = status.approval
+    ref = reference(incident)
+    phase = status.phase or "Triggered"
+    if approval is not None and approval.state in ("Approved", "Rejected"):
+        who = who_said(approval.by, approval.via) or "someone"
+        return Verdict(f"Thanks, but {ref} was already {approval.state.lower()} by {who}.")
+    if phase in TERMINAL_PHASES:
+        return Verdict(f"Incident {ref} has ended ({phase}); there is nothing to decide.")
+    if phase != "AwaitingApproval" or approval is None or approval.state != "Pending":
+        state = approval.state.lower() if approval else "not requested"
+        return Verdict(f"Incident {ref} is {phase} (approval {state}); it is not waiting for you.")
+    notified = status.notifications.slack if status.notifications else None
+    if notified is not None and message_ts and notified.ts != message_ts:
+        return Verdict(f"This message is out of date; use the newest message for {ref}.")
+    refusal = await _may_decide(slack, approval.approvers, approval.approver_group, user)
+    if refusal:
+        return Verdict(refusal)
+    action = "approved" if wanted == "Approved" else "rejected"
+    return Verdict(f"You {action} the restart for {ref}. The operator takes it from here.", wanted)
+
+
+async def _may_decide(
+    slack: AsyncWebClient | None, approvers: list[str], group: str | None, user: str
+) -> str | None:
+    """None if `user` may decide; else why not, politely."""
+    if (not approvers and not group) or user in approvers:
+        return None
+    if group:
+        if slack is None:
+            return "Sorry, I cannot check the approver group (no SLACK_BOT_TOKEN); nothing changed."
+        try:
+            answer = await slack_call(
+                "list the approver group", slack.usergroups_users_list(usergroup=group)
+            )
+        except ChannelFailed as failure:
+            return f"Sorry, I could not check the approver group ({failure}); nothing changed."
+        if user in (answer.get("users") or []):
+            return None
+    return "Sorry, you are not one of the approvers for this incident; nothing changed."
+
+
+async def _write(
+    objects: client.CustomObjectsApi,
+    incident: Incident,
+    *,
+    state: Literal["Approved", "Rejected"],
+    user: str,
+) -> bool:
+    """Write the decision if the Incident is as judged; False if it changed meanwhile."""
+    patch = {
+        "metadata": {"resourceVersion": incident.metadata["resourceVersion"]},
+        "status": {
+            "approval": {
+                "state": state,
+                "by": user,
+                "via": "slack",
+                "at": datetime.now(UTC).isoformat(),
+            }
+        },
+    }
+    try:
+        await asyncio.to_thread(
+            objects.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            incident.metadata["namespace"],
+            "incidents",
+            incident.metadata["name"],
+            patch,
+        )
+    except client.ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
+
+
+async def _show_timeline(reply: _Replier, incident: Incident, timeline: Timeline | None) -> None:
+    text = timeline_from_status(incident)
+    if timeline is not None:
+        try:
+            entries = await asyncio.wait_for(
+                timeline.read(reference(incident)), timeout=TIMELINE_READ_SECONDS
+            )
+            if entries:
+                text = timeline_from_entries(incident, entries)
+        except (ClientError, BotoCoreError, TimeoutError) as error:
+            log.warning(
+                "timeline unreadable; showing the status instead",
+                extra={"incident": incident.metadata["name"], "error": str(error)},
+            )
+            text += f"\n_(the timeline table could not be read: {type(error).__name__})_"
+    await reply(text)
+
+
+class _Replier:
+    """Ephemeral messages to the clicker, through the payload's response_url."""
+
+    def __init__(self, url: str | None) -> None:
+        self._url = url
+
+    async def __call__(self, text: str) -> None:
+        if not self._url:
+            log.info("no response_url to answer a Slack click", extra={"said": text})
+            return
+        try:
+            answer = await AsyncWebhookClient(self._url).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not answer a Slack click", extra={"error": str(error)})
+            return
+        if answer.status_code != 200:
+            log.warning(
+                "Slack refused the answer to a click",
+                extra={"status": answer.status_code, "body": answer.body[:200]},
+            )
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)

@@ -1,0 +1,255 @@
+"""Email through Amazon SES: one message per escalated Incident.
+
+Sent when an Incident is Escalated (including notify_team), from SES_SENDER
+to the policy's notify.email.recipients, else EMAIL_RECIPIENT (comma-separated).
+SES has no idempotency token, so the intent is claimed before sending: a
+conditional put of `guard#email#<namespace/name>` / `escalated#<uid>` in the
+timeline table. Whoever wins the claim sends and writes the MessageId into
+it; a later attempt finds the claim and does not send again. A claim
+without a MessageId means its sender stopped between claiming and
+recording: the mail may or may not have gone out, and it is not sent again
+(at most once, said in the Notified condition). A send that certainly
+failed (SES answered with an error) releases the claim for the next try.
+Without a table the claims live in memory: once per process only.
+
+The sender identity must be verified in SES, or SES answers MessageRejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..models import Incident
+from ..policy import Policy
+from ..remediate.guard import explain
+from .channel import ChannelFailed, Told
+from .story import describe, reference
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ses import SESClient
+
+_T = TypeVar("_T")
+
+# SES errors worth another attempt; the rest (MessageRejected: an unverified
+# sender; a bad address) need a human.
+TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "ServiceUnavailable"})
+CLAIM_TTL_SECONDS = 90 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class EmailKey:
+    incident_id: str  # namespace/name
+    uid: str
+    owner: str  # this attempt, for compare-and-swap
+
+
+@dataclass(frozen=True)
+class Claimed:
+    ours: bool
+    message_id: str | None = None  # when not ours: what the earlier sender recorded
+
+
+class EmailClaims(Protocol):
+    async def claim(self, key: EmailKey) -> Claimed: ...
+
+    async def sent(self, key: EmailKey, message_id: str) -> None: ...
+
+    async def release(self, key: EmailKey) -> None: ...
+
+
+class DynamoEmailClaims:
+    def __init__(self, *, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    async def claim(self, key: EmailKey) -> Claimed:
+        return await asyncio.to_thread(self._claim, key)
+
+    async def sent(self, key: EmailKey, message_id: str) -> None:
+        await asyncio.to_thread(
+            _aws,
+            "record the sent email",
+            lambda: self._client.update_item(
+                TableName=self._table,
+                Key=_key(key),
+                UpdateExpression="SET message_id = :id",
+                ConditionExpression="claimed_by = :owner",
+                ExpressionAttributeValues={":id": {"S": message_id}, ":owner": {"S": key.owner}},
+            ),
+        )
+
+    async def release(self, key: EmailKey) -> None:
+        await asyncio.to_thread(
+            _aws,
+            "release the email claim",
+            lambda: self._client.delete_item(
+                TableName=self._table,
+                Key=_key(key),
+                ConditionExpression="claimed_by = :owner AND attribute_not_exists(message_id)",
+                ExpressionAttributeValues={":owner": {"S": key.owner}},
+            ),
+        )
+
+    def _claim(self, key: EmailKey) -> Claimed:
+        now = datetime.now(UTC)
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    **_key(key),
+                    "kind": {"S": "email_claim"},
+                    "claimed_by": {"S": key.owner},
+                    "claimed_at": {"S": now.isoformat()},
+                    "expires_at": {"N": str(int(now.timestamp()) + CLAIM_TTL_SECONDS)},
+                },
+                ConditionExpression="attribute_not_exists(incident_id)",
+            )
+            return Claimed(ours=True)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _failed(error, doing="claim the email") from error
+        except BotoCoreError as error:
+            raise _failed(error, doing="claim the email") from error
+        found = _aws(
+            "read the email claim",
+            lambda: self._client.get_item(
+                TableName=self._table, Key=_key(key), ConsistentRead=True
+            ),
+        )
+        message_id = found.get("Item", {}).get("message_id", {}).get("S")
+        return Claimed(ours=False, message_id=message_id)
+
+
+class MemoryEmailClaims:
+    """Claims in this process only: a restart or another replica may send again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claims: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+    async def claim(self, key: EmailKey) -> Claimed:
+        with self._lock:
+            existing = self._claims.setdefault((key.incident_id, key.uid), (key.owner, None))
+        if existing[0] == key.owner:
+            return Claimed(ours=True)
+        return Claimed(ours=False, message_id=existing[1])
+
+    async def sent(self, key: EmailKey, message_id: str) -> None:
+        with self._lock:
+            self._claims[(key.incident_id, key.uid)] = (key.owner, message_id)
+
+    async def release(self, key: EmailKey) -> None:
+        with self._lock:
+            if self._claims.get((key.incident_id, key.uid)) == (key.owner, None):
+                del self._claims[(key.incident_id, key.uid)]
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(
+        self,
+        *,
+        client: SESClient,
+        claims: EmailClaims,
+        sender: str,
+        recipients: list[str],
+        link_template: str | None = None,
+    ) -> None:
+        self._client = client
+        self._claims = claims
+        self._sender = sender
+        self._recipients = recipients
+        self._link_template = link_template
+
+    def wants(self, incident: Incident, *, policy: Policy) -> bool:
+        notifications = incident.status.notifications
+        sent = notifications is not None and notifications.email is not None
+        return incident.status.phase == "Escalated" and not sent
+
+    async def tell(self, incident: Incident, *, policy: Policy) -> Told:
+        target = policy.spec.notify.email
+        recipients = (target.recipients if target else None) or self._recipients
+        if not recipients:
+            raise ChannelFailed(
+                "no recipients: set EMAIL_RECIPIENT or the policy's notify.email.recipients",
+                retryable=False,
+            )
+        key = EmailKey(
+            incident_id=reference(incident),
+            uid=str(incident.metadata.get("uid", "")),
+            owner=uuid.uuid4().hex,
+        )
+        claimed = await self._claims.claim(key)
+        if not claimed.ours:
+            if claimed.message_id:
+                return Told({"email": {"messageId": claimed.message_id}}, "sent before")
+            return Told(
+                note="an earlier attempt claimed this email and recorded no message id "
+                "(stopped while sending?); not sent again"
+            )
+        try:
+            message_id = await asyncio.to_thread(self._send, incident, recipients)
+        except ChannelFailed as failure:
+            # SES answered with an error: nothing went out, another try may send.
+            try:
+                await self._claims.release(key)
+            except ChannelFailed as stuck:
+                raise ChannelFailed(
+                    f"{failure}; and {stuck}, so the claim stays and it is not sent again",
+                    retryable=False,
+                ) from failure
+            raise
+        note = f"sent to {len(recipients)} recipient{'s' if len(recipients) > 1 else ''}"
+        try:
+            await self._claims.sent(key, message_id)
+        except ChannelFailed as failure:
+            # Sent all the same; the status write records the id.
+            note += f" (the claim was not updated: {failure})"
+        return Told({"email": {"messageId": message_id}}, note)
+
+    def _send(self, incident: Incident, recipients: list[str]) -> str:
+        spec = incident.spec
+        answer = _aws(
+            "send the email",
+            lambda: self._client.send_email(
+                Source=self._sender,
+                Destination={"ToAddresses": recipients},
+                Message={
+                    "Subject": {"Data": f"[{spec.severity}] Escalated: {spec.title}"[:200]},
+                    "Body": {
+                        "Text": {"Data": describe(incident, link_template=self._link_template)}
+                    },
+                },
+            ),
+        )
+        return answer["MessageId"]
+
+
+def _key(key: EmailKey) -> dict[str, dict[str, str]]:
+    return {
+        "incident_id": {"S": f"guard#email#{key.incident_id}"},
+        "ts": {"S": f"escalated#{key.uid}"},
+    }
+
+
+def _failed(error: ClientError | BotoCoreError, *, doing: str) -> ChannelFailed:
+    code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
+    retryable = isinstance(error, BotoCoreError) or code in TRANSIENT_CODES
+    return ChannelFailed(explain(error, doing=doing), retryable=retryable)
+
+
+def _aws(doing: str, call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except (ClientError, BotoCoreError) as error:
+        raise _failed(error, doing=doing) from error

@@ -1,0 +1,78 @@
+"""Build the notifier from the settings: every channel that is configured, none that is not.
+
+Slack needs SLACK_BOT_TOKEN; Jira needs JIRA_URL, JIRA_USER and JIRA_TOKEN;
+email needs SES_SENDER. With none of them the log is the only channel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import boto3
+from botocore.config import Config
+
+from ..config import Settings
+from . import Notifier
+from .channel import Channel
+from .email import DynamoEmailClaims, EmailChannel, EmailClaims, MemoryEmailClaims
+from .fanout import FanOutNotifier
+from .jira import JiraChannel
+from .log import LogNotifier
+from .slack import SlackChannel, slack_client
+
+log = logging.getLogger(__name__)
+
+# Few attempts and short timeouts: the fan-out bounds the whole, and retries.
+AWS_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=5
+)
+
+
+def build_channels(settings: Settings) -> list[Channel]:
+    channels: list[Channel] = []
+    if settings.slack_bot_token:
+        client = slack_client(
+            token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+        )
+        channels.append(SlackChannel(client=client, default_channel=settings.slack_channel))
+    if settings.jira_url and settings.jira_user and settings.jira_token:
+        channels.append(
+            JiraChannel(
+                server=settings.jira_url,
+                user=settings.jira_user,
+                token=settings.jira_token.get_secret_value(),
+                project=settings.jira_project,
+                issue_type=settings.jira_issue_type,
+                link_template=settings.incident_link_template,
+            )
+        )
+    if settings.ses_sender:
+        claims: EmailClaims = MemoryEmailClaims()
+        if settings.timeline_table:
+            dynamodb = boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
+            claims = DynamoEmailClaims(client=dynamodb, table=settings.timeline_table)
+        recipients = [r.strip() for r in (settings.email_recipient or "").split(",") if r.strip()]
+        channels.append(
+            EmailChannel(
+                client=boto3.client("ses", region_name=settings.aws_region, config=AWS_CONFIG),
+                claims=claims,
+                sender=settings.ses_sender,
+                recipients=recipients,
+                link_template=settings.incident_link_template,
+            )
+        )
+    return channels
+
+
+def build_notifier(settings: Settings) -> Notifier:
+    channels = build_channels(settings)
+    if not channels:
+        return LogNotifier()
+    log.info("notification channels", extra={"channels": [c.name for c in channels]})
+    return FanOutNotifier(
+        channels,
+        timeout=settings.notify_timeout_seconds,
+        attempts=settings.notify_retry_attempts,
+        breaker_failures=settings.notify_breaker_failures,
+        breaker_cooloff=settings.notify_breaker_cooloff_seconds,
+    )

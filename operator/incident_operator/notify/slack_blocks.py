@@ -1,0 +1,174 @@
+"""What Slack shows: the Incident's message (Block Kit), thread replies, the timeline.
+
+Pure functions of an Incident, shared by the operator (which posts and
+updates the message) and the webhook (which answers button clicks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..models import Incident, Record
+from ..timeline import Entry
+from .story import kubectl_command, reference
+
+APPROVE = "incident_approve"
+REJECT = "incident_reject"
+TIMELINE = "incident_timeline"
+
+# Block Kit limits: a header's text, a section's text, a field.
+HEADER_MAX = 150
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+
+PHASE_MARK = {
+    "Triggered": ":rotating_light:",
+    "Assessing": ":mag:",
+    "AwaitingApproval": ":raised_hand:",
+    "Remediating": ":wrench:",
+    "Resolved": ":white_check_mark:",
+    "Escalated": ":sos:",
+    "Ignored": ":zzz:",
+    "Failed": ":x:",
+}
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn reads &, < and > as markup: alarm text must not."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def awaiting_decision(incident: Incident) -> bool:
+    approval = incident.status.approval
+    return (
+        incident.status.phase == "AwaitingApproval"
+        and approval is not None
+        and approval.state == "Pending"
+    )
+
+
+def fallback_text(incident: Incident) -> str:
+    """The notification text (and what screen readers say)."""
+    phase = incident.status.phase or "Triggered"
+    return f"[{phase}] {incident.spec.title} ({incident.spec.service.name})"
+
+
+def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
+    spec, status = incident.spec, incident.status
+    phase = status.phase or "Triggered"
+    assessment = status.assessment
+    fields = [
+        ("Service", spec.service.name),
+        ("Severity", spec.severity),
+        ("Phase", phase),
+        ("Decision", assessment.decision if assessment else "not yet assessed"),
+        ("Action", assessment.action if assessment else "-"),
+    ]
+    said = (assessment.message if assessment else None) or status.message or spec.summary
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": f"{PHASE_MARK.get(phase, '')} {spec.title}".strip()[:HEADER_MAX],
+            },
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*{label}*\n{escape(value)}"[:FIELD_MAX]}
+                for label, value in fields
+            ],
+        },
+    ]
+    if said:
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": escape(said)[:SECTION_MAX]}}
+        )
+    context = [f"`{kubectl_command(incident)}`"]
+    decision = _approval_line(incident)
+    if decision:
+        context.append(decision)
+    blocks.append(
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
+    )
+    buttons = [_button("View Timeline", TIMELINE, incident)]
+    if awaiting_decision(incident):
+        buttons = [
+            _button("Approve", APPROVE, incident, style="primary"),
+            _button("Reject", REJECT, incident, style="danger"),
+            *buttons,
+        ]
+    blocks.append({"type": "actions", "elements": buttons})
+    return blocks
+
+
+def _button(text: str, action_id: str, incident: Incident, *, style: str | None = None) -> Any:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "value": reference(incident),
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _approval_line(incident: Incident) -> str:
+    approval = incident.status.approval
+    if approval is None or not approval.required:
+        return ""
+    if approval.state == "Pending":
+        until = f" until {approval.deadline:%Y-%m-%d %H:%M} UTC" if approval.deadline else ""
+        return f"waiting for approval{until}"
+    who = who_said(approval.by, approval.via)
+    return f"{approval.state.lower()} by {who}" if who else approval.state.lower()
+
+
+def who_said(by: str | None, via: str | None) -> str:
+    if not by:
+        return f"via {via}" if via else ""
+    person = f"<@{by}>" if via == "slack" else escape(by)
+    return f"{person} via {via}" if via else person
+
+
+def record_text(record: Record) -> str:
+    mark = ":warning: " if record.warning else ""
+    return f"{mark}*{record.reason}*: {escape(record.message)}"
+
+
+# --- the timeline, as "View Timeline" shows it -------------------------------
+
+
+def timeline_from_entries(incident: Incident, entries: Sequence[Entry]) -> str:
+    lines = [f"*Timeline of {escape(reference(incident))}*"]
+    for entry in entries:
+        when = entry.ts.split("#", 1)[0][:19].replace("T", " ")
+        lines.append(f"`{when}` *{escape(entry.kind)}*: {escape(entry.message)}")
+    return "\n".join(lines)[:SECTION_MAX]
+
+
+def timeline_from_status(incident: Incident) -> str:
+    """What the Incident itself tells, for when the timeline table cannot be read."""
+    status = incident.status
+    lines = [
+        f"*{escape(reference(incident))}* is *{status.phase or 'Triggered'}*"
+        + (f" ({status.occurrences} occurrences)" if status.occurrences > 1 else "")
+    ]
+    if status.first_seen:
+        lines.append(f"`{status.first_seen:%Y-%m-%d %H:%M:%S}` first seen")
+    for condition in status.conditions:
+        lines.append(
+            f"`{condition.last_transition_time:%Y-%m-%d %H:%M:%S}` {condition.type} "
+            f"{condition.status} *{condition.reason}*: {escape(condition.message)}"
+        )
+    if status.remediation:
+        remediation = status.remediation
+        lines.append(f"remediation of {escape(remediation.target)}: {remediation.result}")
+    if status.last_transition:
+        last = status.last_transition
+        lines.append(f"latest transition to {last.phase} at {last.at:%Y-%m-%d %H:%M:%S}:")
+        lines.extend(f"  - {record_text(record)}" for record in last.records)
+    return "\n".join(lines)[:SECTION_MAX]

@@ -1,0 +1,145 @@
+"""Slack: one message per Incident, updated in place, its story in the thread;
+nothing twice, even when the status never learned what was posted."""
+
+from __future__ import annotations
+
+from fakes.slack import FakeSlack
+from incident_operator.notify.slack import SlackChannel, slack_client
+from notify_support import assessed, incident, moved, notifier, policy, transition
+
+CHANNEL = "C0INCIDENTS"
+
+
+def channel(slack: FakeSlack, *, default: str | None = CHANNEL) -> SlackChannel:
+    client = slack_client(token=slack.token, base_url=slack.api_url)
+    return SlackChannel(client=client, default_channel=default)
+
+
+async def test_first_transition_posts_one_message_and_later_ones_update_it(
+    slack: FakeSlack,
+) -> None:
+    tell = notifier(channel(slack))
+    first = incident(**transition("Assessing", ("received", "Triggered", "high alarm")))
+    announced = await tell.announce(first, policy=policy())
+    assert announced.status == "True", announced
+    [message] = slack.top_level(CHANNEL)
+    assert announced.notifications == {"slack": {"channel": CHANNEL, "ts": message.ts}}
+    assert message.metadata == {
+        "event_type": "incident",
+        "event_payload": {"uid": first.metadata["uid"], "incident": "shop/checkout-3f1c2a9b0d4e"},
+    }
+    assert message.buttons == ["incident_timeline"]
+    assert [m.text for m in slack.thread(message)] == ["*Triggered*: high alarm"]
+
+    pending = moved(
+        first,
+        notifications=announced.notifications,
+        assessment=assessed(),
+        approval={"required": True, "state": "Pending"},
+        **transition("AwaitingApproval", ("assessment", "Assessed", "rules decided SAFE"),
+                     ("approval_requested", "ApprovalRequested", "restart needs approval")),
+    )  # fmt: skip
+    announced = await tell.announce(pending, policy=policy())
+    assert announced.status == "True", announced
+    assert slack.top_level() == [message], "never a second top-level message"
+    assert message.updates == 1
+    assert message.buttons == ["incident_approve", "incident_reject", "incident_timeline"]
+    [approve] = [
+        e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
+        if e["action_id"] == "incident_approve"
+    ]  # fmt: skip
+    assert approve["value"] == "shop/checkout-3f1c2a9b0d4e"
+    assert "*Phase*\nAwaitingApproval" in message.shown
+    assert [m.text for m in slack.thread(message)][1:] == [
+        "*Assessed*: rules decided SAFE",
+        "*ApprovalRequested*: restart needs approval",
+    ]
+
+    # Approved: the buttons go, whatever happens next.
+    approved = moved(
+        pending,
+        approval={"required": True, "state": "Approved", "by": "U01ALICE", "via": "slack"},
+        **transition("Remediating", ("approval", "Approved", "restart approved")),
+    )
+    await tell.announce(approved, policy=policy())
+    assert message.buttons == ["incident_timeline"]
+    assert "approved by <@U01ALICE> via slack" in message.shown
+
+
+async def test_a_crash_before_the_status_write_does_not_post_twice(slack: FakeSlack) -> None:
+    tell = notifier(channel(slack))
+    first = incident(**transition("Assessing", ("received", "Triggered", "high alarm")))
+    await tell.announce(first, policy=policy())
+    # The operator died before writing the ts: the same transition comes again,
+    # from a status that knows nothing of the message.
+    again = await tell.announce(first, policy=policy())
+    [message] = slack.top_level()
+    assert again.notifications == {"slack": {"channel": CHANNEL, "ts": message.ts}}
+    assert len(slack.thread(message)) == 1, "the thread reply was not repeated either"
+    assert slack.count("chat.postMessage") == 2  # the message and its one reply
+    history = [c for c in slack.calls if c.path == "/api/conversations.history"]
+    assert history and history[-1].query["include_all_metadata"] == "1"
+
+
+async def test_another_incidents_message_is_not_taken_for_ours(slack: FakeSlack) -> None:
+    tell = notifier(channel(slack))
+    await tell.announce(incident(name="checkout-aaaaaaaaaaaa"), policy=policy())
+    await tell.announce(incident(name="checkout-bbbbbbbbbbbb"), policy=policy())
+    assert len(slack.top_level()) == 2
+
+
+async def test_the_policy_channel_wins_over_the_default(slack: FakeSlack) -> None:
+    tell = notifier(channel(slack))
+    announced = await tell.announce(incident(), policy=policy(slack={"channel": "C0PAYMENTS"}))
+    assert announced.notifications["slack"]["channel"] == "C0PAYMENTS"
+    assert slack.top_level("C0PAYMENTS") and not slack.top_level(CHANNEL)
+
+
+async def test_rate_limit_is_waited_out(slack: FakeSlack) -> None:
+    slack.rate_limit("chat.postMessage", retry_after=1)
+    announced = await notifier(channel(slack)).announce(incident(), policy=policy())
+    assert announced.status == "True", announced
+    assert len(slack.top_level()) == 1
+    assert slack.count("chat.postMessage") == 2  # the 429, then the post
+
+
+async def test_a_slack_error_is_reported_and_not_retried_when_it_cannot_pass(
+    slack: FakeSlack,
+) -> None:
+    slack.fail("chat.postMessage", "not_in_channel")
+    announced = await notifier(channel(slack)).announce(incident(), policy=policy())
+    assert (announced.status, announced.reason) == ("False", "SlackFailed")
+    assert "could not post the message: not_in_channel" in announced.message
+    assert slack.count("chat.postMessage") == 1
+    assert announced.notifications == {}
+
+
+async def test_transient_errors_are_retried(slack: FakeSlack) -> None:
+    slack.fail("chat.postMessage", "internal_error", times=2)
+    announced = await notifier(channel(slack)).announce(incident(), policy=policy())
+    assert announced.status == "True", announced
+    assert slack.count("chat.postMessage") == 3
+
+
+async def test_no_channel_anywhere_is_a_clear_failure(slack: FakeSlack) -> None:
+    announced = await notifier(channel(slack, default=None)).announce(incident(), policy=policy())
+    assert announced.reason == "SlackFailed"
+    assert "SLACK_CHANNEL" in announced.message
+    assert not slack.calls
+
+
+async def test_the_breaker_opens_after_repeated_failures_and_says_so(slack: FakeSlack) -> None:
+    now = [0.0]
+    tell = notifier(channel(slack), attempts=1, breaker_failures=2, breaker_cooloff=30,
+                    clock=lambda: now[0])  # fmt: skip
+    slack.fail("chat.postMessage", "internal_error", times=2)
+    for _ in range(2):
+        assert (await tell.announce(incident(), policy=policy())).reason == "SlackFailed"
+    calls = len(slack.calls)
+    skipped = await tell.announce(incident(), policy=policy())
+    assert (skipped.status, skipped.reason) == ("False", "SlackCircuitOpen")
+    assert "circuit open for another 30s after 2 failures" in skipped.message
+    assert "internal_error" in skipped.message
+    assert len(slack.calls) == calls, "an open breaker calls nobody"
+    now[0] = 31.0  # cooled off: one call goes through, and it works
+    assert (await tell.announce(incident(), policy=policy())).status == "True"
