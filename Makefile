@@ -6,13 +6,15 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SOURCES = operator tests bench
 
-.PHONY: help venv controlplane lint typecheck test crds lock demo bench clean
+.PHONY: help venv controlplane helm lint typecheck test crds lock demo bench clean
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
 	@echo "make demo          run the whole product locally on three sample alarms"
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
-	@echo "make crds          regenerate crds/ from the models"
+	@echo "make helm          build or reuse helm (the chart's tests use it)"
+	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
+	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
 
 # The venv is rebuilt when the lock or the project's metadata change.
@@ -28,6 +30,9 @@ venv: $(VENV)/.installed
 controlplane: venv
 	$(BIN)/python -m incident_operator.devstack.binaries
 
+helm: venv
+	$(BIN)/python -m incident_operator.devstack.helm
+
 lint: venv
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
@@ -35,11 +40,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv controlplane lint typecheck
+test: venv controlplane helm lint typecheck
 	$(BIN)/pytest
 
+# The chart ships the same files; a test fails when the two differ.
 crds: venv
 	$(BIN)/incident-operator crds --write crds
+	$(BIN)/incident-operator crds --write charts/incident-operator/crds
 
 lock:
 	rm -rf .lock-venv
@@ -52,6 +59,10 @@ lock:
 # The dev stack on embedded defaults, three sample alarms, and what became of them.
 demo: venv controlplane
 	$(BIN)/python -m incident_operator.devstack.demo
+
+# Benchmarks: one JSON document on stdout, a readable table on stderr.
+bench: venv controlplane
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,638 @@
+"""The Helm chart: it renders, installs into a real API server, and its RBAC is
+both enough and no more than enough.
+
+"Enough" is shown the only convincing way: the operator and the webhook run
+as local processes (there is no kubelet here) with the arguments and
+environment the chart gives their containers, authenticated as the chart's
+ServiceAccounts, and one alarm goes all the way to a resolved Incident.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client, config
+
+from aws_fixtures import Aws
+from incident_operator import crd
+from incident_operator.config import Settings
+from incident_operator.devstack.controlplane import ControlPlane, free_port
+from incident_operator.devstack.helm import ensure_helm
+from incident_operator.models import GROUP, VERSION
+from operator_support import events_for, get_incident, phase_of, wait_for
+from webhook_support import eventbridge_alarm, new_token
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "incident-operator"
+
+Manifests = list[dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
+
+
+def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def values_file(directory: Path, values: dict[str, Any]) -> Path:
+    path = directory / f"values-{len(list(directory.glob('values-*')))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(
+    helm: Path, values_path: Path, *, release: str = "io", namespace: str = "ops"
+) -> Manifests:
+    out = run_helm(helm, "template", release, str(CHART), "-n", namespace, "-f", str(values_path))
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def find(
+    manifests: Manifests, kind: str, name: str, namespace: str | None = None
+) -> dict[str, Any]:
+    (found,) = [
+        m for m in manifests
+        if m["kind"] == kind and m["metadata"]["name"] == name
+        and namespace in (None, m["metadata"].get("namespace"))
+    ]  # fmt: skip
+    return found
+
+
+def kinds(manifests: Manifests) -> set[str]:
+    return {m["kind"] for m in manifests}
+
+
+def pod_spec(manifests: Manifests, component: str, fullname: str = "io-incident-operator") -> Any:
+    return find(manifests, "Deployment", f"{fullname}-{component}")["spec"]["template"]["spec"]
+
+
+def container(manifests: Manifests, component: str, fullname: str = "io-incident-operator") -> Any:
+    return pod_spec(manifests, component, fullname)["containers"][0]
+
+
+# Non-default values touching every switch; secrets only by reference.
+EVERYTHING = {
+    "watchNamespaces": ["ops", "payments"],
+    "operator": {"peering": {"enabled": True}, "serviceAccount": {"annotations": {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/incident-operator"}}},
+    "webhook": {
+        "replicas": 3,
+        "ingress": {"enabled": True, "className": "nginx",
+                    "tls": [{"secretName": "incidents-tls", "hosts": ["incidents.example.com"]}]},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    },
+    "secrets": {"existingSecret": "incident-integrations"},
+    "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "prod"},
+}  # fmt: skip
+
+
+# --- the chart's files --------------------------------------------------------
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    for name, definition in crd.file_names().items():
+        shipped = (CHART / "crds" / name).read_text()
+        assert shipped == crd.render(definition) == (REPO / "crds" / name).read_text(), name
+    # Besides ours, only kopf's peering kinds.
+    extra = {p.name for p in (CHART / "crds").iterdir()} - set(crd.file_names())
+    assert extra == {"kopf-peering.yaml"}
+
+
+# Settings the chart sets itself, and the ones with no place in a cluster.
+SET_BY_THE_CHART = {"INCIDENT_NAMESPACE", "INGEST_TOKENS_FILE", "INGEST_AUTH_DISABLED",
+                    "WATCH_NAMESPACES"}  # fmt: skip
+LEFT_OUT = {
+    "INGEST_TOKENS",  # tokens come from the mounted Secret (INGEST_TOKENS_FILE)
+    "SNS_TRUSTED_CERTS_DIR",  # local SNS certificates: tests and private partitions
+}
+
+
+def test_every_setting_has_its_place_and_secrets_come_from_secrets(
+    helm: Path, tmp_path: Path
+) -> None:
+    settings = {name.upper(): field for name, field in Settings.model_fields.items()}
+    documented = set(yaml.safe_load((CHART / "values.yaml").read_text())["config"])
+    manifests = render(helm, values_file(tmp_path, EVERYTHING))
+    from_secrets = {
+        e["name"]
+        for component in ("operator", "webhook")
+        for e in container(manifests, component)["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert documented | from_secrets | SET_BY_THE_CHART | LEFT_OUT == set(settings)
+    secret_typed = {n for n, f in settings.items() if "SecretStr" in str(f.annotation)}
+    assert secret_typed - LEFT_OUT == from_secrets
+
+
+def test_lint_passes_with_default_and_other_values(helm: Path, tmp_path: Path) -> None:
+    run_helm(helm, "lint", "--strict", str(CHART))
+    run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values_file(tmp_path, EVERYTHING)))
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def test_defaults_render_one_recreated_operator_and_a_hardened_webhook(
+    helm: Path, tmp_path: Path
+) -> None:
+    manifests = render(helm, values_file(tmp_path, {}))
+    deployment = find(manifests, "Deployment", "io-incident-operator-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    operator = container(manifests, "operator")
+    assert operator["args"][:3] == ["run", "--liveness", "http://0.0.0.0:8081/healthz"]
+    assert "--peering" not in operator["args"] and "--namespace" not in operator["args"]
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    webhook = container(manifests, "webhook")
+    assert webhook["args"][:3] == ["webhook", "--port", "8080"]
+    assert webhook["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert webhook["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in webhook["env"]}
+    assert env["INCIDENT_NAMESPACE"] == "ops"
+    assert env["INGEST_TOKENS_FILE"] == "/etc/incident-operator/ingest/tokens"
+    for component in ("operator", "webhook"):
+        pod = pod_spec(manifests, component)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        hardening = container(manifests, component)["securityContext"]
+        assert hardening["readOnlyRootFilesystem"] is True
+        assert hardening["allowPrivilegeEscalation"] is False
+        assert hardening["capabilities"] == {"drop": ["ALL"]}
+        writable = {m["mountPath"] for m in container(manifests, component)["volumeMounts"]}
+        assert "/tmp" in writable
+        assert container(manifests, component)["resources"]["limits"]["memory"]
+    # Every namespace watched: the operator's rights are one ClusterRole.
+    assert find(manifests, "ClusterRole", "io-incident-operator-operator")
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "Role"] == [
+        "io-incident-operator-webhook"
+    ]
+    assert not kinds(manifests) & {"Secret", "Ingress", "ServiceMonitor", "ClusterKopfPeering"}
+
+
+def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
+    manifests = render(helm, values_file(tmp_path, EVERYTHING))
+    args = container(manifests, "operator")["args"]
+    assert args[args.index("--peering") + 1] == "io-incident-operator"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["ops", "payments"]
+    for namespace in ("ops", "payments"):
+        role = find(manifests, "Role", "io-incident-operator-operator", namespace)
+        peering_rules = [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"]]
+        assert {v for r in peering_rules for v in r["verbs"]} == {"list", "watch", "patch"}
+        assert find(manifests, "KopfPeering", "io-incident-operator", namespace)
+    # What stays cluster-wide when namespaces are given: no Incident rights.
+    cluster_rules = find(manifests, "ClusterRole", "io-incident-operator-operator")["rules"]
+    assert {r["resources"][0] for r in cluster_rules} == {
+        "customresourcedefinitions", "responsepolicies", "namespaces"
+    }  # fmt: skip
+    account = find(manifests, "ServiceAccount", "io-incident-operator-operator")
+    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+    assert find(manifests, "Deployment", "io-incident-operator-webhook")["spec"]["replicas"] == 3
+    ingress = find(manifests, "Ingress", "io-incident-operator-webhook")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    monitor = find(manifests, "ServiceMonitor", "io-incident-operator-webhook")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # Each process gets only the credentials it uses, by reference, optional.
+    refs = {
+        component: {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container(manifests, component)["env"]
+            if "valueFrom" in e
+        }
+        for component in ("operator", "webhook")
+    }
+    assert set(refs["operator"]) == {"GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_TOKEN"}
+    assert set(refs["webhook"]) == {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN"}
+    for ref in [*refs["operator"].values(), *refs["webhook"].values()]:
+        assert ref["name"] == "incident-integrations" and ref["optional"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"operator": {"replicas": 2}}, "pauses every replica"),
+        ({"webhook": {"ingestTokens": {"existingSecret": ""}}}, "ingestTokens.existingSecret"),
+        ({"watchNamespaces": ["payments"]}, "watchNamespaces must include ops"),
+        ({"config": {"JIRA_TOKEN": "hunter2"}}, "JIRA_TOKEN"),
+    ],
+)
+def test_misconfiguration_is_refused_saying_why(
+    helm: Path, tmp_path: Path, values: dict[str, Any], complaint: str
+) -> None:
+    result = run_helm(
+        helm, "template", "io", str(CHART), "-n", "ops", "-f", str(values_file(tmp_path, values)),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+# --- installed into the real API server ---------------------------------------
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    manifests: Manifests
+    operator_kubeconfig: Path
+    webhook_kubeconfig: Path
+    ports: dict[str, int]
+
+
+def fresh_namespace(api: client.ApiClient, prefix: str) -> str:
+    name = f"{prefix}-{os.urandom(4).hex()}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def kubeconfig_for(
+    plane: ControlPlane, api: client.ApiClient, namespace: str, account: str, directory: Path
+) -> Path:
+    """A kubeconfig for a ServiceAccount: what the kubelet would mount, via TokenRequest."""
+    request = {"spec": {"expirationSeconds": 3600}}
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        account, namespace, request
+    )
+    kubeconfig = json.loads(plane.kubeconfig.read_text())
+    kubeconfig["users"] = [{"name": account, "user": {"token": token.status.token}}]
+    kubeconfig["contexts"][0]["context"]["user"] = account
+    path = directory / f"{account}.kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    return path
+
+
+def install(helm: Path, plane: ControlPlane, namespace: str, values_path: Path) -> None:
+    run_helm(
+        helm, "install", namespace, str(CHART), "-n", namespace, "-f", str(values_path),
+        "--kubeconfig", str(plane.kubeconfig),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def release(
+    helm: Path,
+    control_plane: ControlPlane,
+    api: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Release:
+    """The chart installed for one watched namespace, with peering, as a cautious user would."""
+    namespace = fresh_namespace(api, "chart")
+    directory = tmp_path_factory.mktemp("release")
+    ports = {"webhook": free_port(), "liveness": free_port()}
+    values = {
+        "watchNamespaces": [namespace],
+        "operator": {"peering": {"enabled": True}, "livenessPort": ports["liveness"]},
+        "webhook": {"port": ports["webhook"], "ingress": {"enabled": True}},
+        "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "demo"},
+    }
+    # The Secret exists before the chart, as its values ask: two tokens, one per line.
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "incident-ingest-tokens"},
+         "stringData": {"tokens": f"{new_token()}\n{new_token()}\n"}},
+    )  # fmt: skip
+    values_path = values_file(directory, values)
+    install(helm, control_plane, namespace, values_path)
+    fullname = f"{namespace}-incident-operator"
+    return Release(
+        name=fullname,
+        namespace=namespace,
+        manifests=render(helm, values_path, release=namespace, namespace=namespace),
+        operator_kubeconfig=kubeconfig_for(
+            control_plane, api, namespace, f"{fullname}-operator", directory
+        ),
+        webhook_kubeconfig=kubeconfig_for(
+            control_plane, api, namespace, f"{fullname}-webhook", directory
+        ),
+        ports=ports,
+    )
+
+
+def test_default_install_is_accepted(
+    helm: Path, control_plane: ControlPlane, api: client.ApiClient, tmp_path: Path
+) -> None:
+    namespace = fresh_namespace(api, "chart-defaults")
+    install(helm, control_plane, namespace, values_file(tmp_path, {}))
+    apps = client.AppsV1Api(api)
+    names = {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
+    assert names == {
+        f"{namespace}-incident-operator-operator",
+        f"{namespace}-incident-operator-webhook",
+    }
+    rbac = client.RbacAuthorizationV1Api(api)
+    assert rbac.read_cluster_role(f"{namespace}-incident-operator-operator").rules
+
+
+def test_install_created_every_object(release: Release, api: client.ApiClient) -> None:
+    custom = client.CustomObjectsApi(api)
+    peering = custom.get_namespaced_custom_object(
+        "kopf.dev", "v1", release.namespace, "kopfpeerings", release.name
+    )
+    assert peering["metadata"]["name"] == release.name
+    ingress = client.NetworkingV1Api(api).read_namespaced_ingress(
+        f"{release.name}-webhook", release.namespace
+    )
+    assert ingress.spec.rules[0].host == "incidents.example.com"
+
+
+class LocalPod:
+    """One container of the chart, run as a local process: its args, its env,
+    its Secret volumes written to disk, and the ServiceAccount's credentials."""
+
+    def __init__(
+        self, *, release: Release, component: str, kubeconfig: Path, api: client.ApiClient,
+        directory: Path, extra_env: dict[str, str],
+    ) -> None:  # fmt: skip
+        pod = pod_spec(release.manifests, component, release.name)
+        spec = container(release.manifests, component, release.name)
+        mounts = _materialize_secret_volumes(pod, spec, release.namespace, api, directory)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INGEST_"))}
+        for entry in spec["env"]:
+            value = entry.get("value")
+            if value is None:
+                value = _secret_value(api, release.namespace, entry["valueFrom"]["secretKeyRef"])
+            if value is None:
+                continue  # an optional key that is absent: the kubelet leaves it unset
+            for mount_path, local in mounts.items():
+                value = value.replace(mount_path, str(local))
+            env[entry["name"]] = value
+        # Only the listen address differs from the chart: loopback, not every interface.
+        args = [a.replace("0.0.0.0", "127.0.0.1") for a in spec["args"]]
+        if component == "webhook":
+            args += ["--host", "127.0.0.1"]
+        self.log = directory / f"{component}.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "incident_operator.cli", *args],
+                env={**env, "KUBECONFIG": str(kubeconfig), **extra_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ok(self, url: str) -> None:
+        def answers() -> bool:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                return httpx.get(url).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(url, answers, timeout=45)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _secret_value(api: client.ApiClient, namespace: str, ref: dict[str, Any]) -> str | None:
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(ref["name"], namespace)
+    except client.ApiException as error:
+        if error.status == 404 and ref.get("optional"):
+            return None
+        raise
+    data = secret.data or {}
+    if ref["key"] not in data:
+        assert ref.get("optional"), f"Secret {ref['name']} has no key {ref['key']}"
+        return None
+    return base64.b64decode(data[ref["key"]]).decode()
+
+
+def _materialize_secret_volumes(
+    pod: dict[str, Any], spec: dict[str, Any], namespace: str, api: client.ApiClient,
+    directory: Path,
+) -> dict[str, Path]:  # fmt: skip
+    """Write each Secret volume's items where the container mounts them; return
+    {mountPath: local directory}."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounted: dict[str, Path] = {}
+    for mount in spec.get("volumeMounts", []):
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        local = directory / mount["name"]
+        local.mkdir(exist_ok=True)
+        for item in source["items"]:
+            ref = {"name": source["secretName"], "key": item["key"]}
+            value = _secret_value(api, namespace, ref)
+            assert value is not None
+            (local / item["path"]).write_text(value)
+        mounted[mount["mountPath"]] = local
+    return mounted
+
+
+@pytest.fixture
+def pods(
+    release: Release, api: client.ApiClient, aws: Aws, tmp_path: Path
+) -> Iterator[dict[str, LocalPod]]:
+    aws.timeline_table()
+    aws.ecs_service(cluster="demo", service="checkout", running=2)
+    # What IRSA or Pod Identity would provide in a cluster: AWS credentials.
+    aws_env = {
+        "AWS_ENDPOINT_URL": aws.endpoint_url,
+        "AWS_ACCESS_KEY_ID": aws.access_key,
+        "AWS_SECRET_ACCESS_KEY": aws.secret_key,
+    }
+    started: dict[str, LocalPod] = {}
+    try:
+        for component, kubeconfig in [("operator", release.operator_kubeconfig),
+                                      ("webhook", release.webhook_kubeconfig)]:  # fmt: skip
+            started[component] = LocalPod(
+                release=release, component=component, kubeconfig=kubeconfig, api=api,
+                directory=tmp_path, extra_env=aws_env,
+            )  # fmt: skip
+        started["operator"].wait_ok(f"http://127.0.0.1:{release.ports['liveness']}/healthz")
+        started["webhook"].wait_ok(f"http://127.0.0.1:{release.ports['webhook']}/readyz")
+        yield started
+    finally:
+        for pod in started.values():
+            pod.stop()
+
+
+def test_an_alarm_goes_through_the_pipeline_with_the_charts_rights(
+    release: Release, pods: dict[str, LocalPod], api: client.ApiClient, aws: Aws
+) -> None:
+    namespace = release.namespace
+    token = _secret_value(api, namespace, {"name": "incident-ingest-tokens", "key": "tokens"})
+    assert token is not None
+    before = aws.primary()["id"]
+    answer = httpx.post(
+        f"http://127.0.0.1:{release.ports['webhook']}/alerts/cloudwatch",
+        json=eventbridge_alarm("checkout-cpu-sev2", cluster="demo", region="us-east-1"),
+        # The second token of the Secret: the file holds several, all valid.
+        headers={"Authorization": f"Bearer {token.split()[1]}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    name = answer.json()["incidents"][0]["name"]
+    _wait_phase(api, namespace, name, "AwaitingApproval", pods)
+    # Approve as the webhook (a Slack button click is a status patch by the webhook).
+    as_webhook = config.new_client_from_config(config_file=str(release.webhook_kubeconfig))
+    with as_webhook:
+        client.CustomObjectsApi(as_webhook).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "incidents", name,
+            {"status": {"approval": {"state": "Approved", "by": "alice", "via": "slack"}}},
+        )  # fmt: skip
+    incident = _wait_phase(api, namespace, name, "Resolved", pods)
+    assert incident["status"]["remediation"]["result"] == "Succeeded"
+    assert aws.primary()["id"] != before
+    reasons = {e.reason for e in events_for(api, namespace, name)}
+    assert {"Triggered", "Assessed", "RestartSucceeded"} <= reasons
+    # Nothing the operator does was refused.
+    for pod in pods.values():
+        assert "Forbidden" not in pod.log.read_text()
+
+
+def _wait_phase(
+    api: client.ApiClient, namespace: str, name: str, phase: str, pods: dict[str, LocalPod]
+) -> dict[str, Any]:
+    try:
+        wait_for(f"{name} to reach {phase}", lambda: phase_of(api, namespace, name) == phase,
+                 timeout=45)  # fmt: skip
+    except AssertionError as error:
+        log = pods["operator"].log.read_text()[-4000:]
+        raise AssertionError(f"{error}\noperator log:\n{log}") from None
+    return get_incident(api, namespace, name)
+
+
+# --- least privilege ------------------------------------------------------------
+
+
+def allowed(kubeconfig: Path, **attributes: str) -> bool:
+    """What the API server says this identity may do (SelfSubjectAccessReview)."""
+    with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        review = client.AuthorizationV1Api(api).create_self_subject_access_review(
+            {"spec": {"resourceAttributes": attributes}}
+        )
+    return bool(review.status.allowed)
+
+
+def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
+    def on(resource: str, verb: str, **more: str) -> dict[str, str]:
+        return {"group": GROUP, "resource": resource, "verb": verb, "namespace": namespace, **more}
+
+    return {
+        "create incidents": on("incidents", "create"),
+        "get incidents": on("incidents", "get"),
+        "patch incidents": on("incidents", "patch"),
+        "patch incidents/status": on("incidents", "patch", subresource="status"),
+        "list incidents": on("incidents", "list"),
+        "watch incidents": on("incidents", "watch"),
+        "delete incidents": on("incidents", "delete"),
+        "update incidents": on("incidents", "update"),
+        "list responsepolicies": on("responsepolicies", "list"),
+        "create responsepolicies": on("responsepolicies", "create"),
+        "create events": {"resource": "events", "verb": "create", "namespace": namespace},
+        "patch events": {"resource": "events", "verb": "patch", "namespace": namespace},
+        "get secrets": {"resource": "secrets", "verb": "get", "namespace": namespace},
+        "list secrets": {"resource": "secrets", "verb": "list", "namespace": namespace},
+        "list pods": {"resource": "pods", "verb": "list", "namespace": namespace},
+        "list incidents in default": {**on("incidents", "list"), "namespace": "default"},
+    }
+
+
+WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents", "patch incidents/status"}
+OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
+                "list responsepolicies", "create events"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("component", "may"), [("webhook", WEBHOOK_MAY), ("operator", OPERATOR_MAY)]
+)
+def test_each_account_may_do_what_it_needs_and_nothing_more(
+    release: Release, component: str, may: set[str]
+) -> None:
+    kubeconfig = getattr(release, f"{component}_kubeconfig")
+    rights = incident_rights(release.namespace)
+    granted = {what for what, attributes in rights.items() if allowed(kubeconfig, **attributes)}
+    assert granted == may
+
+
+def test_neither_account_can_read_secrets_and_the_webhook_cannot_delete(
+    release: Release, api: client.ApiClient
+) -> None:
+    # Not only what the authorizer says: what the API server does.
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "incidents",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident", "metadata": {"name": "victim"},
+         "spec": {"source": "generic", "fingerprint": "victim", "title": "victim",
+                  "service": {"name": "victim"}, "alarm": {"name": "victim"}}},
+    )  # fmt: skip
+    for kubeconfig in (release.webhook_kubeconfig, release.operator_kubeconfig):
+        with config.new_client_from_config(config_file=str(kubeconfig)) as identity:
+            with pytest.raises(client.ApiException) as denied:
+                client.CoreV1Api(identity).read_namespaced_secret(
+                    "incident-ingest-tokens", release.namespace
+                )
+            assert denied.value.status == 403
+            with pytest.raises(client.ApiException) as denied:
+                client.CustomObjectsApi(identity).delete_namespaced_custom_object(
+                    GROUP, VERSION, release.namespace, "incidents", "victim"
+                )
+            assert denied.value.status == 403
+    assert custom.get_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "incidents", "victim"
+    )
+
+
+# --- the IAM policy the docs ship -----------------------------------------------
+
+# Creating the table is the administrator's job (the dev stack does it for itself).
+SET_UP_ONLY = {"dynamodb:CreateTable", "dynamodb:DescribeTimeToLive", "dynamodb:UpdateTimeToLive"}
+
+
+def aws_operations_in_the_code() -> set[str]:
+    """IAM actions for every ECS, DynamoDB and SES operation the package calls."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    actions: dict[str, str] = {}
+    for service in ("ecs", "dynamodb", "ses"):
+        for operation in session.get_service_model(service).operation_names:
+            snake = re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+            actions[snake] = f"{service}:{operation}"
+    called: set[str] = set()
+    package = REPO / "operator" / "incident_operator"
+    for source in package.rglob("*.py"):
+        if "devstack" in source.parts:
+            continue
+        text = source.read_text()
+        names = re.findall(r"\.(\w+)\s*[(,]", text) + re.findall(r'get_paginator\("(\w+)"\)', text)
+        called |= {actions[name] for name in names if name in actions}
+    return called - SET_UP_ONLY
+
+
+def test_the_iam_policy_allows_exactly_what_the_code_calls() -> None:
+    policy = json.loads((REPO / "docs" / "iam-policy.json").read_text())
+    granted = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and statement["Resource"] != "*"
+        actions = statement["Action"]
+        granted |= {actions} if isinstance(actions, str) else set(actions)
+    assert granted == aws_operations_in_the_code()
