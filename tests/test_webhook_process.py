@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -72,6 +73,69 @@ def test_served_webhook_creates_incidents_and_logs_json(
     recorded = [line for line in lines if line["message"] == "alarm recorded"]
     assert recorded and recorded[0]["incident"] == response.json()["incidents"][0]["name"]
     assert recorded[0]["level"] == "info" and recorded[0]["source"] == "generic"
+
+
+def _serve(kubeconfig: Path, namespace: str, **env: str) -> tuple[str, subprocess.Popen[str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "webhook", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return url, process
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "webhook did not start"
+        time.sleep(0.1)
+
+
+async def test_200_concurrent_deliveries_over_two_replicas_count_exactly(
+    kubeconfig: Path, api: client.ApiClient, namespace: str
+) -> None:
+    token = new_token()
+    replicas = [_serve(kubeconfig, namespace, INGEST_TOKENS=token) for _ in range(2)]
+    try:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{replicas[i % 2][0]}/alert",
+                        json=generic_alert("storm", incident_id="INC-200"),
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    for i in range(200)
+                )
+            )
+    finally:
+        for _, process in replicas:
+            process.terminate()
+            process.wait(timeout=10)
+    assert [a.status_code for a in answers] == [200] * 200
+    results = [a.json()["incidents"][0]["result"] for a in answers]
+    assert results.count("created") == 1 and results.count("counted") == 199
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["occurrences"] == 200
+
+
+def test_auth_can_be_turned_off_explicitly(
+    kubeconfig: Path, api: client.ApiClient, namespace: str
+) -> None:
+    url, process = _serve(kubeconfig, namespace, INGEST_AUTH_DISABLED="true", INGEST_TOKENS="")
+    try:
+        answer = httpx.post(f"{url}/alert", json=generic_alert("open"))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert [i["spec"]["service"]["name"] for i in incidents(api, namespace)] == ["open"]
 
 
 def test_webhook_refuses_to_start_without_a_token(kubeconfig: Path) -> None:
