@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client, config
+
+from .models import GROUP, VERSION
 
 
 def api_client(*, pool_size: int = 32) -> client.ApiClient:
@@ -15,3 +19,28 @@ def api_client(*, pool_size: int = 32) -> client.ApiClient:
     # would queue concurrent deliveries behind each other.
     configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
+
+
+def patch_status_if_unchanged(
+    objects: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    resource_version: str,
+    status: dict[str, Any],
+    **request: Any,
+) -> dict[str, Any] | None:
+    """Merge-patch an Incident's status, only if it is still at `resource_version`.
+
+    The resourceVersion in a merge patch is a precondition: the API server
+    refuses the write (409) if anyone wrote the object since it was read.
+    Returns the new object, or None when it changed meanwhile.
+    """
+    patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    try:
+        return objects.patch_namespaced_custom_object_status(  # type: ignore[no-any-return]
+            GROUP, VERSION, namespace, "incidents", name, patch, **request
+        )
+    except client.ApiException as error:
+        if error.status == 409:
+            return None
+        raise

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import urllib3
 from kubernetes import client
 
+from ..kube import patch_status_if_unchanged
 from ..models import API_VERSION, CLOSED_PHASES, GROUP, VERSION, IncidentStatus
 from .alarm import InvalidAlarm, ReceivedAlarm
 from .names import fingerprint_hash, incident_name, label_value
@@ -240,24 +241,15 @@ class AlarmRecorder:
             raise
 
     def _patch_status(self, name: str, resource_version: str, patch: dict[str, Any]) -> bool:
-        # The resourceVersion in a merge patch is a precondition: the write
-        # fails with 409 unless the object is still the one we read.
-        patch = {**patch, "metadata": {"resourceVersion": resource_version}}
-        try:
-            self._call(
-                self._objects.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                self._namespace,
-                "incidents",
-                name,
-                patch,
-            )
-        except client.ApiException as error:
-            if error.status == 409:
-                return False
-            raise
-        return True
+        written = self._call(
+            patch_status_if_unchanged,
+            self._objects,
+            self._namespace,
+            name,
+            resource_version,
+            patch["status"],
+        )
+        return written is not None
 
     def _call(self, method: Any, *args: Any) -> Any:
         try:

@@ -49,6 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..config import Settings
+from ..kube import patch_status_if_unchanged
 from ..models import GROUP, TERMINAL_PHASES, VERSION, Incident
 from ..notify.channel import ChannelFailed
 from ..notify.slack import slack_call, slack_client
@@ -312,32 +313,16 @@ async def _write(
     user: str,
 ) -> bool:
     """Write the decision if the Incident is as judged; False if it changed meanwhile."""
-    patch = {
-        "metadata": {"resourceVersion": incident.metadata["resourceVersion"]},
-        "status": {
-            "approval": {
-                "state": state,
-                "by": user,
-                "via": "slack",
-                "at": datetime.now(UTC).isoformat(),
-            }
-        },
-    }
-    try:
-        await asyncio.to_thread(
-            objects.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            incident.metadata["namespace"],
-            "incidents",
-            incident.metadata["name"],
-            patch,
-        )
-    except client.ApiException as error:
-        if error.status == 409:
-            return False
-        raise
-    return True
+    approval = {"state": state, "by": user, "via": "slack", "at": datetime.now(UTC).isoformat()}
+    written = await asyncio.to_thread(
+        patch_status_if_unchanged,
+        objects,
+        incident.metadata["namespace"],
+        incident.metadata["name"],
+        incident.metadata["resourceVersion"],
+        {"approval": approval},
+    )
+    return written is not None
 
 
 async def _show_timeline(reply: _Replier, incident: Incident, timeline: Timeline | None) -> None:

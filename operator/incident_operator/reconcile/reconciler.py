@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes import client
 
 from ..crashpoints import crash_point
+from ..kube import patch_status_if_unchanged
 from ..models import (
     API_VERSION,
     GROUP,
@@ -222,24 +223,16 @@ class Reconciler:
             "lastTransition": last.to_api(),
             "observedGeneration": incident.metadata.get("generation"),
         }
-        patch = {
-            "metadata": {"resourceVersion": incident.metadata["resourceVersion"]},
-            "status": status,
-        }
-        try:
-            body = await asyncio.to_thread(
-                self._objects.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                incident.metadata["namespace"],
-                "incidents",
-                incident.metadata["name"],
-                patch,
-            )
-        except client.ApiException as error:
-            if error.status == 409:
-                return None
-            raise
+        body = await asyncio.to_thread(
+            patch_status_if_unchanged,
+            self._objects,
+            incident.metadata["namespace"],
+            incident.metadata["name"],
+            incident.metadata["resourceVersion"],
+            status,
+        )
+        if body is None:
+            return None
         return Incident.model_validate(body)
 
     async def _get(self, incident: Incident) -> Incident | None:
