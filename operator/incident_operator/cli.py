@@ -44,7 +44,17 @@ def _webhook(args: argparse.Namespace) -> int:
     api = api_client()
     recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace)
     app = create_app(settings=settings, recorder=recorder, api=api)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    # Keep idle connections longer than the load balancers in front usually
+    # do (60 s), so the balancer, not us, closes them: a request it sends
+    # on a connection we just closed would fail.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=75,
+    )
     return 0
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,8 @@ DELIVERY_IDS_KEPT = 64
 # The delivery that created an Incident (status cannot be set on create).
 FIRST_DELIVERY = f"{GROUP}/first-delivery"
 MAX_ATTEMPTS = 30
+# Incidents whose latest version this process keeps, to patch without a read.
+OBJECTS_KEPT = 10_000
 
 
 class ApiUnavailable(Exception):
@@ -82,6 +86,8 @@ class AlarmRecorder:
         # Which generation of an alarm's incident was open last time: saves
         # walking past closed incidents on every delivery.
         self._generation: dict[str, int] = {}
+        self._last: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._last_lock = threading.Lock()
 
     async def record(self, alarm: ReceivedAlarm) -> Outcome:
         """Count one alarm delivery; return once it is durably recorded."""
@@ -145,14 +151,24 @@ class AlarmRecorder:
         counted_by_create: ReceivedAlarm | None = None
         for attempt in range(MAX_ATTEMPTS):
             name = incident_name(service=first.service.name, fingerprint=key, generation=generation)
-            current = None
-            if attempt == 0 and key not in self._generation and first.alarm.state == "ALARM":
+            # The object as this process last wrote or read it: if nobody else
+            # wrote since, the patch below needs no read first; if somebody
+            # did, its resourceVersion makes the patch fail and we read.
+            current = self._recall(name) if attempt == 0 else None
+            if (
+                current is None
+                and attempt == 0
+                and key not in self._generation
+                and (first.alarm.state == "ALARM")
+            ):
                 # An alarm this process has not seen is most likely new: create
                 # first and save a read; a 409 sends us to the read.
                 current = self._create(name, first)
                 counted_by_create = first if current is not None else None
             if current is None:
                 current = self._get(name)
+            if current is not None:
+                self._remember(name, current)
             if current is None:
                 if first.alarm.state != "ALARM":
                     # A recovery (or no data) with nothing open: nothing to do.
@@ -174,10 +190,14 @@ class AlarmRecorder:
                 continue
             if fresh:
                 patch = _status_patch(current, fresh, seen)
-                if not self._patch_status(name, current["metadata"]["resourceVersion"], patch):
-                    # Someone counted in between; back off a little and recompute.
-                    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                written = self._patch_status(name, current["metadata"]["resourceVersion"], patch)
+                if written is None:
+                    # Someone wrote in between; back off a little and recompute.
+                    self._forget(name)
+                    if attempt:
+                        time.sleep(random.uniform(0, 0.005 * attempt))
                     continue
+                self._remember(name, written)
                 occurrences = patch["status"].get("occurrences", _count(status))
             else:
                 occurrences = _count(status)
@@ -240,8 +260,26 @@ class AlarmRecorder:
                 raise InvalidAlarm(f"the API server refused the incident: {error.body}") from error
             raise
 
-    def _patch_status(self, name: str, resource_version: str, patch: dict[str, Any]) -> bool:
-        written = self._call(
+    # The cache is shared by the writer threads (one per fingerprint at a time).
+    def _recall(self, name: str) -> dict[str, Any] | None:
+        with self._last_lock:
+            return self._last.get(name)
+
+    def _remember(self, name: str, incident: dict[str, Any]) -> None:
+        with self._last_lock:
+            self._last[name] = incident
+            self._last.move_to_end(name)
+            if len(self._last) > OBJECTS_KEPT:
+                self._last.popitem(last=False)
+
+    def _forget(self, name: str) -> None:
+        with self._last_lock:
+            self._last.pop(name, None)
+
+    def _patch_status(
+        self, name: str, resource_version: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        return self._call(  # type: ignore[no-any-return]
             patch_status_if_unchanged,
             self._objects,
             self._namespace,
@@ -249,7 +287,6 @@ class AlarmRecorder:
             resource_version,
             patch["status"],
         )
-        return written is not None
 
     def _call(self, method: Any, *args: Any) -> Any:
         try:
