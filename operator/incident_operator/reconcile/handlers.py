@@ -30,6 +30,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Our own Events tell the story; kopf's would add a write per handler run.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    # Workers of Incidents with nothing more to do leave soon (default 5 s):
+    # at startup there is one per Incident.
+    settings.queueing.idle_timeout = 1.0
     config = Settings()
     memo.reconciler, memo.policies, api = build_reconciler(config)
     # Load every ResponsePolicy before the first Incident is looked at, so

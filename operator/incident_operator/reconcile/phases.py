@@ -185,6 +185,7 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
         )
     if assessment.action in policy.spec.approval.required_for:
         deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
+        by = f"{deadline:%Y-%m-%dT%H:%M:%SZ}"
         rules = policy.spec.approval
         approval = Approval(
             required=True,
@@ -195,11 +196,16 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
         )
         return (
             step.set(approval=approval.to_api())
-            .condition("Approved", "Unknown", "Pending", f"waiting for approval until {deadline}")
+            .condition(
+                "Approved",
+                "Unknown",
+                "Pending",
+                f"waiting for approval until {by}",
+            )
             .record(
                 "approval_requested",
                 "ApprovalRequested",
-                f"restart of {target} needs approval (policy {policy.name}) by {deadline}",
+                f"restart of {target} needs approval (policy {policy.name}) by {by}",
             )
             .to("AwaitingApproval", wake_after=policy.spec.approval.timeout_seconds)
         )

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "incident-operator"
 MAX_REWRITES = 5
+CONCURRENT_PASSES = 64
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 
@@ -100,6 +101,7 @@ class Reconciler:
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
+        self._slots = asyncio.Semaphore(CONCURRENT_PASSES)
         # What this process already published, to skip idempotent re-writes.
         self._published: set[str] = set()
         self._occurrences_published: dict[str, int] = {}
@@ -110,7 +112,10 @@ class Reconciler:
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
         lock = self._locks.setdefault(uid, asyncio.Lock())
-        async with lock:
+        # A bounded number of Incidents in flight: at startup every Incident
+        # arrives at once, and thousands of passes holding their objects,
+        # requests and responses would set the process's memory high for good.
+        async with self._slots, lock:
             try:
                 await self._reconcile(body)
             except Exception:
