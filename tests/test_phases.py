@@ -15,6 +15,7 @@ import pytest
 from builders import incident as incident_body
 from incident_operator.models import (
     Assessment,
+    Condition,
     Incident,
     RemediationPolicy,
     ResponsePolicySpec,
@@ -23,6 +24,7 @@ from incident_operator.policy import DEFAULT, Policy
 from incident_operator.reconcile.phases import Ports, Transition, Wait, advance
 from incident_operator.remediate import (
     RemediationFailed,
+    RestartOutcomeUnknown,
     RestartReceipt,
     RestartRefused,
     Rollout,
@@ -33,7 +35,10 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 class ScriptedRemediator:
-    def __init__(self, *, refuse: RestartRefused | None = None, rollout: Rollout = "Succeeded"):
+    def __init__(
+        self, *, refuse: RemediationFailed | RestartRefused | None = None,
+        rollout: Rollout = "Succeeded",
+    ):  # fmt: skip
         self.restarts: list[tuple[str, Target]] = []
         self.refuse = refuse
         self.fail: str | None = None
@@ -264,6 +269,22 @@ async def test_refused_restart_escalates_with_the_reason() -> None:
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.status["remediation"]["result"] == "Refused"
     assert conditions(result)["Remediated"] == ("False", "Cooldown")
+
+
+async def test_unknown_restart_outcome_is_asked_again_not_escalated() -> None:
+    remediator = ScriptedRemediator()
+    remediator.refuse = RestartOutcomeUnknown("UpdateService timed out")
+    incident = remediating()
+    incident.status.conditions = []
+    assert await step(incident, ports=ports(remediator=remediator)) == Wait(10.0)
+    late = NOW + timedelta(seconds=601)
+    intent = Condition(
+        type="Remediated", status="Unknown", reason="Pending", last_transition_time=NOW
+    )
+    incident.status.conditions = [intent]
+    result = await step(incident, ports=ports(remediator=remediator), now=late)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert conditions(result)["Remediated"] == ("False", "OutcomeUnknown")
 
 
 async def test_failed_restart_escalates() -> None:

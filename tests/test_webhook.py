@@ -290,3 +290,18 @@ async def test_service_endpoints(api: client.ApiClient, namespace: str) -> None:
     paths = set(spec["paths"])
     assert {"/alert", "/alerts/cloudwatch", "/alerts/sns", "/alerts/alertmanager"} <= paths
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+async def test_an_incident_deleted_by_hand_is_recreated_not_a_500(
+    api: client.ApiClient, namespace: str
+) -> None:
+    async with webhook(api, namespace, token=new_token()) as http:
+        first = (await http.post("/alert", json=generic_alert("gone"))).json()
+        name = first["incidents"][0]["name"]
+        await http.post("/alert", json=generic_alert("gone"))  # the webhook now knows it
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "incidents", name
+        )
+        again = await http.post("/alert", json=generic_alert("gone"))
+    assert again.status_code == 200, again.text
+    assert again.json()["incidents"][0] == {"name": name, "result": "created", "occurrences": 1}

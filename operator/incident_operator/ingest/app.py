@@ -76,7 +76,8 @@ class RequestGate:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        # latin-1, as HTTP defines header bytes: any byte decodes.
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         allowed = CONTENT_TYPES.get(scope["path"])
         if allowed is not None:
             media = headers.get("content-type", "").split(";")[0].strip().lower()

@@ -190,7 +190,19 @@ class AlarmRecorder:
                 continue
             if fresh:
                 patch = _status_patch(current, fresh, seen)
-                written = self._patch_status(name, current["metadata"]["resourceVersion"], patch)
+                try:
+                    written = self._patch_status(
+                        name, current["metadata"]["resourceVersion"], patch
+                    )
+                except client.ApiException as error:
+                    if error.status == 404:  # deleted since we last saw it
+                        self._forget(name)
+                        continue
+                    if error.status == 422:
+                        raise InvalidAlarm(
+                            f"the API server refused the count: {error.body}"
+                        ) from error
+                    raise
                 if written is None:
                     # Someone wrote in between; back off a little and recompute.
                     self._forget(name)

@@ -36,11 +36,19 @@ from ..models import (
     Remediation,
 )
 from ..policy import Policy
-from ..remediate import RemediationFailed, Remediator, RestartRefused, Target
-from .conditions import set_condition
+from ..remediate import (
+    RemediationFailed,
+    Remediator,
+    RestartOutcomeUnknown,
+    RestartRefused,
+    Target,
+)
+from .conditions import get_condition, set_condition
 
 # How often to look at a rollout in progress.
 ROLLOUT_POLL_SECONDS = 5.0
+# How soon to ask again when a restart's outcome was unknown (a timeout).
+UNKNOWN_OUTCOME_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +282,16 @@ async def _remediate(
             receipt = await ports.remediator.restart(
                 incident_id=_incident_id(incident), target=target, limits=limits
             )
+        except RestartOutcomeUnknown as unknown:
+            # Not a failure yet: the claim is kept and the next call settles
+            # it (adopts the restart, or makes it). Give up only past the
+            # rollout timeout, counted from the recorded intent.
+            pending = get_condition(incident.status.conditions, "Remediated")
+            since = pending.last_transition_time if pending else step.now
+            if step.now - since < timedelta(seconds=limits.rollout_timeout_seconds):
+                return Wait(UNKNOWN_OUTCOME_RETRY_SECONDS)
+            step.condition("Remediated", "False", "OutcomeUnknown", str(unknown))
+            return _escalate(step, "OutcomeUnknown", f"restart outcome unknown: {unknown}")
         except RestartRefused as refused:
             failed = remediation.model_copy(update={"result": "Refused", "message": str(refused)})
             step.set(remediation=failed.to_api())

@@ -16,6 +16,7 @@ between the two is repaired on the next pass: publishing is idempotent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
@@ -103,7 +104,7 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         self._slots = asyncio.Semaphore(CONCURRENT_PASSES)
         # What this process already published, to skip idempotent re-writes.
-        self._published: set[str] = set()
+        self._published: dict[str, str] = {}  # uid -> the latest transition published
         self._occurrences_published: dict[str, int] = {}
         self._instance = socket.gethostname()
 
@@ -128,7 +129,8 @@ class Reconciler:
                     "reconcile failed; retrying",
                     extra={"incident": body["metadata"].get("name"), "retry_in": delay},
                 )
-                self._wake_later(Incident.model_validate(body), delay)
+                with contextlib.suppress(ValueError):  # an invalid body cannot be retried
+                    self._wake_later(Incident.model_validate(body), delay)
             else:
                 self._failures.pop(uid, None)
 
@@ -139,6 +141,7 @@ class Reconciler:
         if handle:
             handle.cancel()
         self._occurrences_published.pop(uid, None)
+        self._published.pop(uid, None)
         self._failures.pop(uid, None)
 
     # --- one pass -------------------------------------------------------------
@@ -262,7 +265,8 @@ class Reconciler:
         entries = self._occurrence_entries(incident)
         last = incident.status.last_transition
         key = f"{incident.metadata['uid']}/{last.at.isoformat()}" if last else None
-        if last is not None and key not in self._published:
+        uid = incident.metadata["uid"]
+        if last is not None and self._published.get(uid) != key:
             entries += [
                 Entry(
                     incident_id=incident_id(incident),
@@ -280,8 +284,7 @@ class Reconciler:
         if entries:
             await self._timeline.record(entries)
         if key is not None:
-            self._published.add(key)
-        uid = incident.metadata["uid"]
+            self._published[uid] = key
         self._occurrences_published[uid] = incident.status.occurrences
 
     def _occurrence_entries(self, incident: Incident) -> list[Entry]:

@@ -48,6 +48,12 @@ class RemediationFailed(Exception):
     """The action could not be carried out (AWS error, unknown service...)."""
 
 
+class RestartOutcomeUnknown(RemediationFailed):
+    """Whether ECS restarted the service is not known yet (a timeout, a
+    concurrent attempt). The claim is kept; calling `restart` again later
+    settles it, adopting the restart or performing it, never twice."""
+
+
 class Remediator(Protocol):
     async def restart(
         self, *, incident_id: str, target: Target, limits: RemediationPolicy

@@ -66,7 +66,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedErro
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
 from ..timeline.dynamodb import CLIENT_CONFIG
-from . import RemediationFailed, RestartReceipt, Rollout, Target
+from . import RemediationFailed, RestartOutcomeUnknown, RestartReceipt, Rollout, Target
 from .guard import (
     Claim,
     DynamoGuard,
@@ -203,7 +203,7 @@ class EcsRemediator:
         current = await self._guard.read(claim.incident_id)
         if current is not None and current.deployment_id:
             return current
-        raise RemediationFailed(
+        raise RestartOutcomeUnknown(
             f"Another process is restarting {claim.target} for this Incident right now."
         )
 
@@ -228,7 +228,7 @@ class EcsRemediator:
             return await self._settle(ecs, claim, cluster=cluster, service=service, error=error)
         except (ReadTimeoutError, ConnectionClosedError) as error:
             # ECS may have acted on it: keep the claim for the next attempt to settle.
-            raise RemediationFailed(
+            raise RestartOutcomeUnknown(
                 explain(error, doing=doing) + "; whether ECS restarted it is unknown. "
                 "The next attempt for this Incident checks, and does not restart twice."
             ) from error
@@ -278,7 +278,7 @@ class EcsRemediator:
         try:
             primary = _primary(await self._describe(ecs, cluster, service))
         except RemediationFailed as unknown:
-            raise RemediationFailed(
+            raise RestartOutcomeUnknown(
                 f"{explain(error, doing=doing)}; and then: {unknown}. The claim is kept "
                 "until a later attempt for this Incident can see the service."
             ) from error
