@@ -305,3 +305,21 @@ async def test_an_incident_deleted_by_hand_is_recreated_not_a_500(
         again = await http.post("/alert", json=generic_alert("gone"))
     assert again.status_code == 200, again.text
     assert again.json()["incidents"][0] == {"name": name, "result": "created", "occurrences": 1}
+
+
+async def test_alertmanager_repeat_of_one_firing_counts_once(
+    api: client.ApiClient, namespace: str
+) -> None:
+    # Alertmanager re-sends a firing alert every repeat_interval, and senders
+    # retry whole requests: the same firing (same startsAt) is counted once.
+    body = alertmanager(am_alert("ccc333"))
+    async with webhook(api, namespace, token=new_token()) as http:
+        first = await http.post("/alerts/alertmanager", json=body)
+        again = await http.post("/alerts/alertmanager", json=body)
+        refired = alertmanager({**am_alert("ccc333"), "startsAt": "2026-11-29T11:00:00Z"})
+        third = await http.post("/alerts/alertmanager", json=refired)
+    assert first.json()["incidents"][0]["result"] == "created"
+    assert again.json()["incidents"][0]["result"] == "redelivery"
+    assert third.json()["incidents"][0] == {
+        "name": first.json()["incidents"][0]["name"], "result": "counted", "occurrences": 2,
+    }  # fmt: skip

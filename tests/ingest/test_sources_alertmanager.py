@@ -35,7 +35,10 @@ def test_one_alarm_per_alert(payload: Load) -> None:
     assert firing.source == resolved.source == "alertmanager"
     assert firing.fingerprint == "alertmanager:4b1c2a9d0e3f5a67"
     assert resolved.fingerprint == "alertmanager:9f8e7d6c5b4a3210"
-    assert firing.delivery_id is None
+    # One firing, whatever how often it is sent: fingerprint, status, startsAt.
+    assert firing.delivery_id is not None
+    assert firing.delivery_id.startswith("4b1c2a9d0e3f5a67/firing/")
+    assert resolved.delivery_id is not None and "/resolved/" in resolved.delivery_id
     assert firing.alarm.state == "ALARM"
     assert resolved.alarm.state == "OK"
 

@@ -117,9 +117,15 @@ class AlertmanagerSource:
         summary = first(notes.get("summary"))
         description = first(notes.get("description"), notes.get("message"))
         state = STATES[alert.status]
+        starts_at = _known(alert.starts_at)
+        # Alertmanager re-sends a firing alert every repeat_interval, and a
+        # sender retries a whole request after a failure: either way it is the
+        # same firing (same startsAt), counted once. A new firing counts again.
+        delivery = f"{fingerprint}/{alert.status}/{starts_at.isoformat()}" if starts_at else None
         return ReceivedAlarm(
             source=self.name,
             fingerprint=fit_fingerprint(f"{self.name}:{fingerprint}"),
+            delivery_id=clip_optional(delivery, 256),
             title=clip(f"{alertname}: {summary}" if summary else alertname, MAX_NAME),
             summary=clip("\n".join(text for text in (summary, description) if text), MAX_TEXT),
             severity=severity.normalize(labels.get("severity")),
@@ -133,7 +139,7 @@ class AlertmanagerSource:
                 state=state,
                 reason=clip_optional(description or summary, MAX_TEXT),
                 dimensions=bounded(labels, max_items=MAX_DIMENSIONS),
-                starts_at=_known(alert.starts_at),
+                starts_at=starts_at,
                 raw=raw,
             ),
             labels=bounded(labels, max_items=MAX_LABELS),
