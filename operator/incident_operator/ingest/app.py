@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from kubernetes import client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -204,7 +205,7 @@ def create_app(
         return JSONResponse(answer.model_dump(mode="json"))
 
     def parse(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]:
-        return source.parse(payload)
+        return parse_alarms(source, payload)
 
     for source in SOURCES:
         if source is sns_source.source:
@@ -262,7 +263,7 @@ def create_app(
         if message.type != "Notification":
             return JSONResponse({"received": 0, "incidents": []})
         try:
-            alarms = sns_source.source.parse(message)
+            alarms = parse_alarms(sns_source.source, message)
         except InvalidAlarm as exc:
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))
@@ -290,6 +291,24 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def parse_alarms(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]:
+    """The source's alarms, refusing text that is not Unicode.
+
+    JSON may carry a lone surrogate escape ("\\ud800"): valid JSON, not valid
+    text. It would fail later, in a hash or on the wire; refuse it here, as a
+    422, before anything is written.
+    """
+    try:
+        alarms = source.parse(payload)
+        for alarm in alarms:
+            alarm.model_dump_json()
+    except (UnicodeError, PydanticSerializationError) as error:
+        raise InvalidAlarm(
+            "the payload holds text that is not valid Unicode (a lone surrogate?)"
+        ) from error
+    return alarms
 
 
 def build_sns_verifier(settings: Settings) -> sns_source.SnsVerifier:
