@@ -92,6 +92,21 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def operator_env(kubeconfig: Path, aws: Any, **extra: str) -> dict[str, str]:
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "AWS_ENDPOINT_URL": aws.endpoint_url,
+        "AWS_ACCESS_KEY_ID": aws.access_key,
+        "AWS_SECRET_ACCESS_KEY": aws.secret_key,
+        "AWS_REGION": aws.region,
+        "AWS_DEFAULT_REGION": aws.region,
+        "TIMELINE_TABLE": "incident-timeline",
+        "ECS_CLUSTER_NAME": "demo",
+        "GEMINI_API_KEY": "",
+        **extra,
+    }
+
+
 def get_incident(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     return dict(
         client.CustomObjectsApi(api).get_namespaced_custom_object(

@@ -22,6 +22,7 @@ from operator_support import (
     create_policy,
     events_for,
     get_incident,
+    operator_env,
     phase_of,
     wait_for,
 )
@@ -42,21 +43,6 @@ def world(aws: Aws) -> Aws:
     aws.timeline_table()
     aws.ecs_service(cluster="demo", service="checkout", running=2)
     return aws
-
-
-def operator_env(kubeconfig: Path, aws: Aws, **extra: str) -> dict[str, str]:
-    return {
-        "KUBECONFIG": str(kubeconfig),
-        "AWS_ENDPOINT_URL": aws.endpoint_url,
-        "AWS_ACCESS_KEY_ID": aws.access_key,
-        "AWS_SECRET_ACCESS_KEY": aws.secret_key,
-        "AWS_REGION": aws.region,
-        "AWS_DEFAULT_REGION": aws.region,
-        "TIMELINE_TABLE": "incident-timeline",
-        "ECS_CLUSTER_NAME": "demo",
-        "GEMINI_API_KEY": "",
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -16,9 +16,16 @@ from aws_fixtures import Aws
 from fakes.jira import FakeJira
 from fakes.slack import FakeSlack, Message
 from incident_operator.models import GROUP, VERSION
-from operator_support import OperatorProcess, create_policy, get_incident, phase_of, wait_for
+from operator_support import (
+    OperatorProcess,
+    create_policy,
+    get_incident,
+    operator_env,
+    phase_of,
+    wait_for,
+)
 from slack_signing import click, sign
-from test_operator import AUTO_RESTART, operator_env, raise_alarm, wait_phase
+from test_operator import AUTO_RESTART, raise_alarm, wait_phase
 from webhook_support import new_token, webhook
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
