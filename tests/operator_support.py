@@ -74,6 +74,17 @@ class OperatorProcess:
         except httpx.TransportError:
             return False
 
+    def supervise_until(self, what: str, check: Callable[[], bool], *, timeout: float) -> None:
+        """Wait for `check`, restarting the operator whenever it dies, as a
+        Deployment would in a cluster (crash points kill it on purpose)."""
+
+        def restarted_or_done() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                self.start(wait=False)
+            return check()
+
+        wait_for(what, restarted_or_done, timeout=timeout)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a crash or an OOM kill."""
         if self.process and self.process.poll() is None:

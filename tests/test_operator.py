@@ -260,13 +260,11 @@ async def test_killed_operator_resumes_without_repeating_side_effects(
     try:
         name = await raise_alarm(api, namespace)
 
-        def resolved_or_restarted() -> bool:
-            # A supervisor's job (the Deployment's, in a cluster): restart it.
-            if process.process is not None and process.process.poll() is not None:
-                process.start(wait=False)
-            return phase_of(api, namespace, name) == "Resolved"
-
-        wait_for(f"{name} to be resolved across crashes", resolved_or_restarted, timeout=60)
+        process.supervise_until(
+            f"{name} to be resolved across crashes",
+            lambda: phase_of(api, namespace, name) == "Resolved",
+            timeout=60,
+        )
     finally:
         process.stop()
     point, _, times = crash_at.partition(":")

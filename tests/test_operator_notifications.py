@@ -22,7 +22,6 @@ from operator_support import (
     get_incident,
     operator_env,
     phase_of,
-    wait_for,
 )
 from slack_signing import click, sign
 from test_operator import AUTO_RESTART, raise_alarm, wait_phase
@@ -209,13 +208,11 @@ async def test_one_message_one_issue_one_mail_across_crashes(
     # The Incident is there already: it may crash before it is ever live.
     process = OperatorProcess(namespace=namespace, env=env, log_dir=tmp_path).start(wait=False)
     try:
-
-        def escalated_or_restarted() -> bool:
-            if process.process is not None and process.process.poll() is not None:
-                process.start(wait=False)
-            return phase_of(api, namespace, name) == "Escalated"
-
-        wait_for(f"{name} to escalate across crashes", escalated_or_restarted, timeout=60)
+        process.supervise_until(
+            f"{name} to escalate across crashes",
+            lambda: phase_of(api, namespace, name) == "Escalated",
+            timeout=60,
+        )
     finally:
         process.stop()
     point, _, times = crash_at.partition(":")

@@ -25,27 +25,9 @@ CLI = [sys.executable, "-m", "incident_operator.cli"]
 
 @pytest.fixture
 def served(kubeconfig: Path, namespace: str) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
-    token, port = new_token(), free_port()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "INGEST_TOKENS": token}
-    process = subprocess.Popen(
-        [*CLI, "webhook", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    token = new_token()
+    url, process = _serve(kubeconfig, namespace, capture=True, INGEST_TOKENS=token)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "webhook never became ready"
-            time.sleep(0.1)
         yield url, token, process
     finally:
         if process.poll() is None:
@@ -75,13 +57,16 @@ def test_served_webhook_creates_incidents_and_logs_json(
     assert recorded[0]["level"] == "info" and recorded[0]["source"] == "generic"
 
 
-def _serve(kubeconfig: Path, namespace: str, **env: str) -> tuple[str, subprocess.Popen[str]]:
+def _serve(
+    kubeconfig: Path, namespace: str, *, capture: bool = False, **env: str
+) -> tuple[str, subprocess.Popen[str]]:
+    """`incident-operator webhook` on a free port, once it is ready."""
     port = free_port()
     process = subprocess.Popen(
         [*CLI, "webhook", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
         env={**os.environ, "KUBECONFIG": str(kubeconfig), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
         text=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -62,8 +62,8 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
     return convert(schema)
 
 
-def _schema(model: type, mode: str = "validation") -> dict[str, Any]:
-    return structural(model.model_json_schema(by_alias=True, mode=mode))  # type: ignore[attr-defined]
+def _schema(model: type) -> dict[str, Any]:
+    return structural(model.model_json_schema(by_alias=True))  # type: ignore[attr-defined]
 
 
 def _conditions_as_map(status: dict[str, Any]) -> None:

@@ -29,7 +29,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -279,18 +278,9 @@ class _PortTaken(Exception):
     pass
 
 
-@contextlib.contextmanager
-def running() -> Iterator[ControlPlane]:
-    plane = ControlPlane.start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
-
-
 def main() -> None:
     """Start a control plane and keep it until Ctrl-C: `python -m ...controlplane`."""
-    with running() as plane:
+    with ControlPlane.start() as plane:
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -204,13 +204,10 @@ def create_app(
         answer = IngestAnswer(received=len(alarms), incidents=refs)
         return JSONResponse(answer.model_dump(mode="json"))
 
-    def parse(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]:
-        return parse_alarms(source, payload)
-
     for source in SOURCES:
         if source is sns_source.source:
             continue
-        _add_source_route(app, source, authenticated, ingest, parse, metrics)
+        _add_source_route(app, source, authenticated, ingest, metrics)
 
     @app.post(
         sns_source.source.path,
@@ -341,12 +338,11 @@ def _add_source_route(
     source: AlarmSource,
     dependencies: list[Any],
     ingest: Callable[[AlarmSource, list[ReceivedAlarm]], Awaitable[Response]],
-    parse: Callable[[AlarmSource, BaseModel], list[ReceivedAlarm]],
     metrics: IngestMetrics,
 ) -> None:
     async def receive(payload: BaseModel) -> Response:
         try:
-            alarms = parse(source, payload)
+            alarms = parse_alarms(source, payload)
         except InvalidAlarm as exc:
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))

@@ -24,15 +24,15 @@ class TokenCheck:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._static = settings.ingest_token_set_static()
         self._file_tokens: frozenset[str] = frozenset()
         self._file_stamp: tuple[float, int] | None = None
 
     def tokens(self) -> frozenset[str]:
-        static = self._settings.ingest_token_set_static()
         path = self._settings.ingest_tokens_file
         if path is None:
-            return static
-        return static | self._read_file(path)
+            return self._static
+        return self._static | self._read_file(path)
 
     def _read_file(self, path: Path) -> frozenset[str]:
         try:
