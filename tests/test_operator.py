@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,9 +296,6 @@ def test_timeline_command_prints_the_story(
             },
         )
     env = operator_env(kubeconfig, world)
-    import os
-    import sys
-
     result = subprocess.run(
         [sys.executable, "-m", "incident_operator.cli", "timeline", "inc-1", "-n", namespace],
         env={**os.environ, **env},
@@ -308,3 +307,27 @@ def test_timeline_command_prints_the_story(
     lines = result.stdout.splitlines()
     assert lines[0].startswith("2026-11-29T10:00:00") and "received happened" in lines[0]
     assert "assessment" in lines[1]
+
+
+def test_unconfigured_integrations_are_not_imported() -> None:
+    """The SDKs of integrations that are off stay out of the operator's memory
+    (google-genai alone is about 20 MB): they are imported when configured."""
+    script = (
+        "import sys\n"
+        "from incident_operator.reconcile import handlers\n"
+        "from incident_operator.assess.factory import build_assessor\n"
+        "from incident_operator.config import Settings\n"
+        "from incident_operator.models import ResponsePolicySpec\n"
+        "from incident_operator.notify.factory import build_notifier\n"
+        "from incident_operator.policy import Policy\n"
+        "build_notifier(Settings())\n"
+        "build_assessor(policy=Policy('p', ResponsePolicySpec()), gemini_api_key=None)\n"
+        "print(sorted(m for m in ('google.genai', 'slack_sdk', 'jira') if m in sys.modules))\n"
+    )
+    unset = ("GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_URL", "SES_SENDER")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from ..models import Assessment, IncidentSpec
 from ..policy import Policy
 from . import Assessor
-from .gemini import DEFAULT_MODEL, GeminiAssessor
 from .guardrails import enforce, escalation
 from .rules import RulesAssessor
 
@@ -23,8 +22,14 @@ def build_assessor(
     gemini_base_url: str | None = None,
 ) -> Assessor:
     """Gemini when the policy asks for it and a key is set; otherwise the
-    rules, which need nothing and cannot be unavailable."""
+    rules, which need nothing and cannot be unavailable.
+
+    The Gemini SDK is imported here, when first needed: it weighs about
+    20 MB in every process that imports it, and the rules need none of it.
+    """
     if policy.spec.assessor.type == "gemini" and gemini_api_key:
+        from .gemini import DEFAULT_MODEL, GeminiAssessor
+
         return GeminiAssessor(
             gemini_api_key, model=gemini_model or DEFAULT_MODEL, base_url=gemini_base_url
         )

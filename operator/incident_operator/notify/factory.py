@@ -2,6 +2,9 @@
 
 Slack needs SLACK_BOT_TOKEN; Jira needs JIRA_URL, JIRA_USER and JIRA_TOKEN;
 email needs SES_SENDER. With none of them the log is the only channel.
+
+Each channel's client library is imported only when that channel is
+configured: an operator without Slack or Jira does not carry their SDKs.
 """
 
 from __future__ import annotations
@@ -14,11 +17,7 @@ from botocore.config import Config
 from ..config import Settings
 from . import Notifier
 from .channel import Channel
-from .email import DynamoEmailClaims, EmailChannel, EmailClaims, MemoryEmailClaims
-from .fanout import FanOutNotifier
-from .jira import JiraChannel
 from .log import LogNotifier
-from .slack import SlackChannel, slack_client
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,15 @@ AWS_CONFIG = Config(
 def build_channels(settings: Settings) -> list[Channel]:
     channels: list[Channel] = []
     if settings.slack_bot_token:
+        from .slack import SlackChannel, slack_client
+
         client = slack_client(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
         channels.append(SlackChannel(client=client, default_channel=settings.slack_channel))
     if settings.jira_url and settings.jira_user and settings.jira_token:
+        from .jira import JiraChannel
+
         channels.append(
             JiraChannel(
                 server=settings.jira_url,
@@ -47,6 +50,8 @@ def build_channels(settings: Settings) -> list[Channel]:
             )
         )
     if settings.ses_sender:
+        from .email import DynamoEmailClaims, EmailChannel, EmailClaims, MemoryEmailClaims
+
         claims: EmailClaims = MemoryEmailClaims()
         if settings.timeline_table:
             dynamodb = boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
@@ -68,6 +73,8 @@ def build_notifier(settings: Settings) -> Notifier:
     channels = build_channels(settings)
     if not channels:
         return LogNotifier()
+    from .fanout import FanOutNotifier
+
     log.info("notification channels", extra={"channels": [c.name for c in channels]})
     return FanOutNotifier(
         channels,
