@@ -324,6 +324,8 @@ async def _remediate(
             rollout = await ports.remediator.rollout(
                 target=target, deployment_id=remediation.deployment_id
             )
+        except RestartOutcomeUnknown:
+            rollout = "InProgress"  # cannot look now (AWS throttled, say): look again
         except RemediationFailed as error:
             failed = remediation.model_copy(
                 update={"result": "Failed", "finished_at": step.now, "message": str(error)}

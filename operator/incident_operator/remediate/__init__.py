@@ -49,9 +49,10 @@ class RemediationFailed(Exception):
 
 
 class RestartOutcomeUnknown(RemediationFailed):
-    """Whether ECS restarted the service is not known yet (a timeout, a
-    concurrent attempt). The claim is kept; calling `restart` again later
-    settles it, adopting the restart or performing it, never twice."""
+    """Not settled yet: no answer from ECS, a concurrent attempt, or AWS
+    failing for now (throttled, a 5xx). The claim is kept; calling `restart`
+    (or `rollout`) again later settles it, adopting the restart or performing
+    it, never twice."""
 
 
 class Remediator(Protocol):

@@ -20,12 +20,15 @@ clock skew between this host and AWS out of the decision. A deployment
 someone else started in that window is adopted too: the service got fresh
 tasks, which is all a restart asks for.
 
-UpdateService has no idempotency token, and boto3 retries a call whose
-answer timed out: in that rare case ECS may see two requests. Failures after
-the call are settled the same way: if the PRIMARY deployment moved, the
-restart happened; if the service is unchanged, the claim is released so that
-the cooldown and cap do not hold back the next Incident; if neither can be
-known (a read timeout), the claim stays for the next attempt to settle.
+UpdateService has no idempotency token, so boto3 never retries it (a client
+without retries makes that call; reads and DynamoDB writes keep boto3's
+retries, they are safe to repeat). A retry is always a new `restart`, which
+looks at the service first. A failure that may pass (throttling, a 5xx, no
+answer) keeps the claim and raises RestartOutcomeUnknown: the next attempt
+adopts the restart if the PRIMARY deployment moved, and restarts otherwise.
+Any other failure is settled at once: if the PRIMARY deployment moved, the
+restart happened; if not, the claim is released so that the cooldown and cap
+do not hold back the next Incident.
 
 Rollout, and what moto does not do
 ----------------------------------
@@ -61,7 +64,8 @@ from typing import TYPE_CHECKING
 from weakref import WeakValueDictionary
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
@@ -72,9 +76,11 @@ from .guard import (
     DynamoGuard,
     MemoryGuard,
     RestartGuard,
+    aws_failure,
     explain,
     new_claim,
     taken_over,
+    transient,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +89,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ecs.type_defs import ServiceTypeDef
 
 log = logging.getLogger(__name__)
+
+# For UpdateService only: no retries by boto3 (see the module's docstring).
+RESTART_CONFIG = CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
 
 # The service is not there: nothing was restarted, and nothing will be.
 _GONE = frozenset(
@@ -115,11 +124,12 @@ class EcsRemediator:
     ) -> None:
         # `region`: for the clients made here (boto3 reads AWS_DEFAULT_REGION,
         # not the agent's AWS_REGION). A client handed in serves its own
-        # region only; ours are made per target region on demand.
+        # region only, and makes every call, UpdateService included; ours
+        # are made per target region on demand, two per region.
         self._own_clients = ecs is None
-        default = ecs or boto3.client("ecs", region_name=region, config=CLIENT_CONFIG)
-        self._ecs: dict[str, ECSClient] = {default.meta.region_name: default}
-        self._default_region = default.meta.region_name
+        default = _clients(region) if ecs is None else (ecs, ecs)
+        self._default_region = default[0].meta.region_name
+        self._ecs: dict[str, tuple[ECSClient, ECSClient]] = {self._default_region: default}
         self._guard: RestartGuard
         if guard_table is None:
             log.warning("No TIMELINE_TABLE: ECS restarts are guarded within this process only.")
@@ -137,7 +147,7 @@ class EcsRemediator:
         self, *, incident_id: str, target: Target, limits: RemediationPolicy
     ) -> RestartReceipt:
         cluster = self._cluster(target)
-        ecs = self._client(target)
+        ecs, restarts = self._clients(target)
         lock = self._locks.setdefault(incident_id, asyncio.Lock())
         async with lock:
             claim = await self._guard.read(incident_id)
@@ -158,11 +168,13 @@ class EcsRemediator:
                 claim = await self._resume(claim, primary=primary, owner=owner, limits=limits)
                 if claim.deployment_id:
                     return _receipt(claim, reused=True)
-            return await self._restart(ecs, claim, cluster=cluster, service=target.service)
+            return await self._restart(
+                ecs, restarts, claim, cluster=cluster, service=target.service
+            )
 
     async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
         cluster = self._cluster(target)
-        service = await self._describe(self._client(target), cluster, target.service)
+        service = await self._describe(self._clients(target)[0], cluster, target.service)
         return judge_rollout(service, deployment_id)
 
     async def _resume(
@@ -208,7 +220,7 @@ class EcsRemediator:
         )
 
     async def _restart(
-        self, ecs: ECSClient, claim: Claim, *, cluster: str, service: str
+        self, ecs: ECSClient, restarts: ECSClient, claim: Claim, *, cluster: str, service: str
     ) -> RestartReceipt:
         doing = f"restart ECS service {claim.target}"
         crash_point("after-claim")
@@ -219,20 +231,25 @@ class EcsRemediator:
         )
         try:
             response = await asyncio.to_thread(
-                ecs.update_service, cluster=cluster, service=service, forceNewDeployment=True
+                restarts.update_service, cluster=cluster, service=service, forceNewDeployment=True
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _GONE:
+        except (ClientError, BotoCoreError) as error:
+            code = (
+                error.response.get("Error", {}).get("Code")
+                if isinstance(error, ClientError)
+                else None
+            )
+            if code in _GONE:
                 await self._release(claim)
                 raise RemediationFailed(explain(error, doing=doing)) from error
-            return await self._settle(ecs, claim, cluster=cluster, service=service, error=error)
-        except (ReadTimeoutError, ConnectionClosedError) as error:
-            # ECS may have acted on it: keep the claim for the next attempt to settle.
-            raise RestartOutcomeUnknown(
-                explain(error, doing=doing) + "; whether ECS restarted it is unknown. "
-                "The next attempt for this Incident checks, and does not restart twice."
-            ) from error
-        except BotoCoreError as error:
+            if transient(error):
+                # ECS may have acted on it (a 5xx, no answer) or may act on
+                # the next one (throttled): keep the claim for the next
+                # attempt, which looks before it restarts.
+                raise RestartOutcomeUnknown(
+                    explain(error, doing=doing) + "; whether ECS restarted it is not known yet. "
+                    "The next attempt for this Incident checks, and does not restart twice."
+                ) from error
             return await self._settle(ecs, claim, cluster=cluster, service=service, error=error)
         crash_point("after-restart")
         deployment = _primary(response["service"])
@@ -274,7 +291,7 @@ class EcsRemediator:
     ) -> RestartReceipt:
         """After a failed UpdateService: adopt the restart if it happened, else release."""
         doing = f"restart ECS service {claim.target}"
-        # boto3 retried; an earlier attempt may have reached ECS. Look first.
+        # Refused, but look: someone may have restarted it meanwhile.
         try:
             primary = _primary(await self._describe(ecs, cluster, service))
         except RemediationFailed as unknown:
@@ -312,9 +329,7 @@ class EcsRemediator:
                 ecs.describe_services, cluster=cluster, services=[service]
             )
         except (ClientError, BotoCoreError) as error:
-            raise RemediationFailed(
-                explain(error, doing=f"describe ECS service {cluster}/{service}")
-            ) from error
+            raise aws_failure(error, doing=f"describe ECS service {cluster}/{service}") from error
         for found in response.get("services", []):
             if found.get("status") == "ACTIVE":
                 return found
@@ -334,19 +349,25 @@ class EcsRemediator:
             )
         return cluster
 
-    def _client(self, target: Target) -> ECSClient:
+    def _clients(self, target: Target) -> tuple[ECSClient, ECSClient]:
+        """ECS clients for the target's region: (with retries, without)."""
         region = target.region or self._default_region
-        client = self._ecs.get(region)
-        if client is None:
+        clients = self._ecs.get(region)
+        if clients is None:
             if not self._own_clients:
                 raise RemediationFailed(
                     f"{target} is in region {region}, "
                     f"but this remediator's ECS client is for {self._default_region}."
                 )
-            client = self._ecs[region] = boto3.client(
-                "ecs", region_name=region, config=CLIENT_CONFIG
-            )
-        return client
+            clients = self._ecs[region] = _clients(region)
+        return clients
+
+
+def _clients(region: str | None) -> tuple[ECSClient, ECSClient]:
+    return (
+        boto3.client("ecs", region_name=region, config=CLIENT_CONFIG),
+        boto3.client("ecs", region_name=region, config=RESTART_CONFIG),
+    )
 
 
 def judge_rollout(service: ServiceTypeDef, deployment_id: str) -> Rollout:

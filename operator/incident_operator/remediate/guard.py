@@ -42,12 +42,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.retries.standard import (  # type: ignore[attr-defined]  # stubs lack one
+    RetryContext,
+    ThrottledRetryableChecker,
+    ThrottlingStatusCodeChecker,
+    TransientRetryableChecker,
+)
 
 from ..models import RemediationPolicy
-from . import RemediationFailed, RestartRefused
+from . import RemediationFailed, RestartOutcomeUnknown, RestartRefused
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -341,12 +348,12 @@ class DynamoGuard:
             )
         except ClientError as error:
             if _code(error) != "ConditionalCheckFailedException":
-                raise RemediationFailed(explain(error, doing="record the restart")) from error
+                raise aws_failure(error, doing="record the restart") from error
             stored = self._read(claim.incident_id)
             if stored is not None:
                 return stored
         except BotoCoreError as error:
-            raise RemediationFailed(explain(error, doing="record the restart")) from error
+            raise aws_failure(error, doing="record the restart") from error
         return replace(claim, deployment_id=deployment_id, restarted_at=restarted_at)
 
     def _release(self, claim: Claim) -> None:
@@ -363,7 +370,9 @@ class DynamoGuard:
         except ClientError as error:
             if _code(error) == "ConditionalCheckFailedException":
                 return
-            raise RemediationFailed(explain(error, doing="release the restart claim")) from error
+            raise aws_failure(error, doing="release the restart claim") from error
+        except BotoCoreError as error:
+            raise aws_failure(error, doing="release the restart claim") from error
         self._unless_changed(
             # A later restart (cooldown 0) keeps its own stamp.
             "clear the cooldown stamp",
@@ -390,7 +399,9 @@ class DynamoGuard:
             if _code(error) != "ConditionalCheckFailedException":
                 # The claim is gone already; a stale stamp or count only delays
                 # other restarts until it expires, so report, do not undo.
-                raise RemediationFailed(explain(error, doing=doing)) from error
+                raise aws_failure(error, doing=doing) from error
+        except BotoCoreError as error:
+            raise aws_failure(error, doing=doing) from error
 
     def _claim_item(self, claim: Claim) -> dict[str, UniversalAttributeValueTypeDef]:
         item: dict[str, UniversalAttributeValueTypeDef] = {
@@ -443,7 +454,7 @@ class DynamoGuard:
                 return None
             except ClientError as error:
                 if _code(error) != "TransactionCanceledException":
-                    raise RemediationFailed(explain(error, doing=doing)) from error
+                    raise aws_failure(error, doing=doing) from error
                 reasons = [
                     cast(dict[str, Any], reason)
                     for reason in error.response.get("CancellationReasons", [])
@@ -452,9 +463,9 @@ class DynamoGuard:
                 if "ConditionalCheckFailed" in codes:
                     return reasons
                 if codes != {"TransactionConflict"} or attempt == CONFLICT_ATTEMPTS:
-                    raise RemediationFailed(explain(error, doing=doing)) from error
+                    raise aws_failure(error, doing=doing) from error
             except BotoCoreError as error:
-                raise RemediationFailed(explain(error, doing=doing)) from error
+                raise aws_failure(error, doing=doing) from error
             # Jittered, so that two losers do not collide again in step.
             time.sleep(random.uniform(0.05, 0.2) * attempt)
         raise AssertionError("unreachable")
@@ -463,7 +474,7 @@ class DynamoGuard:
         try:
             return call()
         except (ClientError, BotoCoreError) as error:
-            raise RemediationFailed(explain(error, doing=doing)) from error
+            raise aws_failure(error, doing=doing) from error
 
 
 # --- one process ----------------------------------------------------------
@@ -569,6 +580,40 @@ class MemoryGuard:
 # --- helpers --------------------------------------------------------------
 
 
+# botocore's own classification, the one its standard retry mode uses.
+_TRANSIENT_CHECKS = (
+    TransientRetryableChecker(),
+    ThrottledRetryableChecker(),
+    ThrottlingStatusCodeChecker(),
+)
+
+
+def transient(error: ClientError | BotoCoreError) -> bool:
+    """Whether an AWS failure may pass by itself: throttling, a 5xx, no answer.
+
+    Asked after boto3's own retries gave up, or for a call made without
+    them: such a failure means "not now", not "no".
+    """
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        context = RetryContext(
+            attempt_number=1,
+            parsed_response=cast(dict[str, Any], error.response),
+            http_response=SimpleNamespace(status_code=status) if status else None,
+        )
+    else:
+        context = RetryContext(attempt_number=1, caught_exception=error)
+    return any(check.is_retryable(context) for check in _TRANSIENT_CHECKS)
+
+
+def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> RemediationFailed:
+    """The exception for a failed AWS call: a transient one is asked again
+    later (RestartOutcomeUnknown: every step can be), any other is final."""
+    if transient(error):
+        return RestartOutcomeUnknown(explain(error, doing=doing) + " (will try again)")
+    return RemediationFailed(explain(error, doing=doing))
+
+
 def explain(error: ClientError | BotoCoreError, *, doing: str) -> str:
     """One line an on-call engineer can act on."""
     if isinstance(error, ClientError):
@@ -587,8 +632,8 @@ _HINTS = {
     "AccessDeniedException": " (check the operator's IAM role)",
     "AccessDenied": " (check the operator's IAM role)",
     "UnrecognizedClientException": " (check the operator's AWS credentials)",
-    "ThrottlingException": " (still throttled after boto3's retries)",
-    "ProvisionedThroughputExceededException": " (still throttled after boto3's retries)",
+    "ThrottlingException": " (throttled)",
+    "ProvisionedThroughputExceededException": " (throttled)",
     "ResourceNotFoundException": " (does the table exist in this region?)",
     "ClusterNotFoundException": " (check spec.service.cluster or ECS_CLUSTER_NAME)",
     "ServiceNotFoundException": " (check spec.service.name and its cluster)",

@@ -37,8 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # boto3's own retries (throttling, 5xx, dropped connections) with jittered
-# backoff; we add none of our own on top.
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+# backoff; we add none of our own on top. No call of ours takes seconds, so
+# a short read timeout (botocore's default is 60 s) turns a hung connection
+# into a retry instead of a stalled Incident.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=10
+)
 
 TTL_ATTRIBUTE = "expires_at"
 # Attributes an entry maps to directly; anything else on an item (written by
