@@ -8,9 +8,12 @@ timeline table. Whoever wins the claim sends and writes the MessageId into
 it; a later attempt finds the claim and does not send again. A claim
 without a MessageId means its sender stopped between claiming and
 recording: the mail may or may not have gone out, and it is not sent again
-(at most once, said in the Notified condition). A send that certainly
-failed (SES answered with an error) releases the claim for the next try.
-Without a table the claims live in memory: once per process only.
+(at most once, said in the Notified condition). The same holds when SES
+does not answer (a read timeout, a dropped connection): it may have sent.
+A send that certainly failed (SES answered with an error, or was never
+reached) releases the claim for the next try. The SES client must not retry
+on its own (`total_max_attempts` 1): its retry after a lost answer would send
+again. Without a table the claims live in memory: once per process only.
 
 The sender identity must be verified in SES, or SES answers MessageRejected.
 """
@@ -25,11 +28,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
 from ..models import Incident
 from ..policy import Policy
-from ..remediate.guard import explain
+from ..remediate.guard import explain, transient
 from .channel import ChannelFailed, Told
 from .story import describe, reference
 
@@ -39,10 +43,11 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-# SES errors worth another attempt; the rest (MessageRejected: an unverified
-# sender; a bad address) need a human.
-TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "ServiceUnavailable"})
 CLAIM_TTL_SECONDS = 90 * 24 * 3600
+# For the SES client: no retries of its own (see the module's docstring).
+SES_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=3, read_timeout=5
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,11 @@ class DynamoEmailClaims:
                 TableName=self._table, Key=_key(key), ConsistentRead=True
             ),
         )
-        message_id = found.get("Item", {}).get("message_id", {}).get("S")
-        return Claimed(ours=False, message_id=message_id)
+        item = found.get("Item", {})
+        if item.get("claimed_by", {}).get("S") == key.owner:
+            # Our own put, whose answer was lost and retried by boto3.
+            return Claimed(ours=True)
+        return Claimed(ours=False, message_id=item.get("message_id", {}).get("S"))
 
 
 class MemoryEmailClaims:
@@ -199,8 +207,17 @@ class EmailChannel:
             )
         try:
             message_id = await asyncio.to_thread(self._send, incident, recipients)
-        except ChannelFailed as failure:
-            # SES answered with an error: nothing went out, another try may send.
+        except HTTPClientError as error:
+            # Sent, and no answer came back? It may have gone out: keep the claim.
+            raise ChannelFailed(
+                explain(error, doing="send the email")
+                + "; SES may have sent it, so it is not sent again",
+                retryable=False,
+            ) from error
+        except (ClientError, BotoCoreError) as error:
+            # SES answered with an error, or was never reached: nothing went
+            # out, another try may send.
+            failure = _failed(error, doing="send the email")
             try:
                 await self._claims.release(key)
             except ChannelFailed as stuck:
@@ -208,7 +225,7 @@ class EmailChannel:
                     f"{failure}; and {stuck}, so the claim stays and it is not sent again",
                     retryable=False,
                 ) from failure
-            raise
+            raise failure from error
         note = f"sent to {len(recipients)} recipient{'s' if len(recipients) > 1 else ''}"
         try:
             await self._claims.sent(key, message_id)
@@ -219,18 +236,13 @@ class EmailChannel:
 
     def _send(self, incident: Incident, recipients: list[str]) -> str:
         spec = incident.spec
-        answer = _aws(
-            "send the email",
-            lambda: self._client.send_email(
-                Source=self._sender,
-                Destination={"ToAddresses": recipients},
-                Message={
-                    "Subject": {"Data": f"[{spec.severity}] Escalated: {spec.title}"[:200]},
-                    "Body": {
-                        "Text": {"Data": describe(incident, link_template=self._link_template)}
-                    },
-                },
-            ),
+        answer = self._client.send_email(
+            Source=self._sender,
+            Destination={"ToAddresses": recipients},
+            Message={
+                "Subject": {"Data": f"[{spec.severity}] Escalated: {spec.title}"[:200]},
+                "Body": {"Text": {"Data": describe(incident, link_template=self._link_template)}},
+            },
         )
         return answer["MessageId"]
 
@@ -243,9 +255,9 @@ def _key(key: EmailKey) -> dict[str, dict[str, str]]:
 
 
 def _failed(error: ClientError | BotoCoreError, *, doing: str) -> ChannelFailed:
-    code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
-    retryable = isinstance(error, BotoCoreError) or code in TRANSIENT_CODES
-    return ChannelFailed(explain(error, doing=doing), retryable=retryable)
+    # Throttled or failing for now: worth another attempt. The rest
+    # (MessageRejected: an unverified sender; a bad address) need a human.
+    return ChannelFailed(explain(error, doing=doing), retryable=transient(error))
 
 
 def _aws(doing: str, call: Callable[[], _T]) -> _T:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Few attempts and short timeouts: the fan-out bounds the whole, and retries.
 AWS_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=5
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=3, read_timeout=5
 )
 
 
@@ -50,7 +50,13 @@ def build_channels(settings: Settings) -> list[Channel]:
             )
         )
     if settings.ses_sender:
-        from .email import DynamoEmailClaims, EmailChannel, EmailClaims, MemoryEmailClaims
+        from .email import (
+            SES_CONFIG,
+            DynamoEmailClaims,
+            EmailChannel,
+            EmailClaims,
+            MemoryEmailClaims,
+        )
 
         claims: EmailClaims = MemoryEmailClaims()
         if settings.timeline_table:
@@ -59,7 +65,7 @@ def build_channels(settings: Settings) -> list[Channel]:
         recipients = [r.strip() for r in (settings.email_recipient or "").split(",") if r.strip()]
         channels.append(
             EmailChannel(
-                client=boto3.client("ses", region_name=settings.aws_region, config=AWS_CONFIG),
+                client=boto3.client("ses", region_name=settings.aws_region, config=SES_CONFIG),
                 claims=claims,
                 sender=settings.ses_sender,
                 recipients=recipients,

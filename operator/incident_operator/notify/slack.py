@@ -20,10 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..models import Incident, SlackRef
@@ -46,15 +43,17 @@ TRANSIENT_ERRORS = frozenset(
 
 
 def slack_client(*, token: str, base_url: str | None = None, timeout: int = 5) -> AsyncWebClient:
-    """The Web API client: retries dropped connections and 429s (after Retry-After)."""
+    """The Web API client: retries 429s (after Retry-After), nothing else.
+
+    A 429 was not acted on. A dropped connection may have been: the post went
+    through and its answer was lost. slack_sdk would post again; the fan-out
+    retries instead, through `tell`, which looks for the message first.
+    """
     return AsyncWebClient(
         token=token,
         base_url=base_url or AsyncWebClient.BASE_URL,
         timeout=timeout,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
     )
 
 
