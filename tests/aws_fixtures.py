@@ -14,17 +14,22 @@ here; the environment's AWS settings are neither read nor changed.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -34,7 +39,6 @@ from incident_operator.timeline.dynamodb import CLIENT_CONFIG, create_table
 
 REGION = "us-east-1"
 TIMELINE_TABLE = "incident-timeline"
-ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
 
 
 @dataclass(frozen=True)
@@ -75,20 +79,21 @@ class Aws:
     # "ecs.UpdateService", ... for every API call (not every HTTP retry) made
     # by a client from `client()`, in order.
     calls: list[str] = field(default_factory=list)
-    _proxies: list[_DenyingProxy] = field(default_factory=list)
+    _proxies: list[AwsFaults] = field(default_factory=list)
     _session: boto3.session.Session | None = None
     _session_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, name: str, *, deny: Iterable[str] = (), record: bool = True) -> Any:
         """A boto3 client for moto.
 
-        `deny`: ECS operations answered with AccessDeniedException.
+        `deny`: operations of this service answered with AccessDeniedException.
         `record`: whether its calls count in `calls`.
         """
         endpoint = self.endpoint_url
         if deny:
-            proxy = _DenyingProxy(upstream=self.endpoint_url, deny=frozenset(deny))
-            self._proxies.append(proxy)
+            proxy = self.faults()
+            for operation in deny:
+                proxy.inject(f"{name}.{operation}", "denied", forever=True)
             endpoint = proxy.url
         with self._session_lock:
             # One session: it loads each service's model once. Sessions are
@@ -103,6 +108,12 @@ class Aws:
         if record:
             client.meta.events.register("before-call", self._record)
         return client
+
+    def faults(self, **options: Any) -> AwsFaults:
+        """A new fault-injecting proxy to moto (see AwsFaults), closed after the test."""
+        proxy = AwsFaults(upstream=self.endpoint_url, **options)
+        self._proxies.append(proxy)
+        return proxy
 
     def count(self, call: str) -> int:
         return self.calls.count(call)
@@ -184,39 +195,92 @@ def aws(moto_server: MotoServer) -> Iterator[Aws]:
         handle.close()
 
 
-class _DenyingProxy:
-    """An HTTP proxy to moto that refuses some ECS operations, as IAM would.
+FaultKind = Literal["throttle", "unavailable", "denied", "lost", "slow"]
 
-    moto does not enforce IAM by default; this is the smallest faithful way
-    to get AWS's own AccessDeniedException answer through the real client.
+# What AWS answers, per service and kind: (HTTP status, error code, message).
+_ERRORS: dict[str, dict[str, tuple[int, str, str]]] = {
+    "dynamodb": {
+        "throttle": (400, "ProvisionedThroughputExceededException", "Rate of requests exceeds"),
+        "unavailable": (500, "InternalServerError", "Internal server error"),
+        "denied": (400, "AccessDeniedException", "User is not authorized"),
+    },
+    "ecs": {
+        "throttle": (400, "ThrottlingException", "Rate exceeded"),
+        "unavailable": (500, "ServerException", "Service unavailable. Try again later."),
+        "denied": (400, "AccessDeniedException", "User is not authorized"),
+    },
+    "ses": {
+        "throttle": (400, "Throttling", "Maximum sending rate exceeded."),
+        "unavailable": (503, "ServiceUnavailable", "Service is unavailable"),
+        "denied": (403, "AccessDenied", "User is not authorized"),
+    },
+}
+
+
+class AwsFaults:
+    """An HTTP proxy to moto that makes chosen AWS calls fail, as AWS can.
+
+    Point a client (or the operator's AWS_ENDPOINT_URL) at `url`, then
+    `inject("ecs.UpdateService", "throttle", "lost")`: the next calls of that
+    operation meet those faults, in order, then calls pass again.
+
+    - throttle, unavailable, denied: AWS's own error answer (in the
+      service's protocol); moto never sees the call.
+    - lost: moto carries the call out, and the connection is closed before
+      the answer: the client cannot know whether it happened.
+    - slow: moto carries it out, and the answer comes after `slow_seconds`,
+      past the client's read timeout.
+
+    `served` counts the faults that happened, by (operation, kind).
     """
 
-    def __init__(self, *, upstream: str, deny: frozenset[str]) -> None:
-        denied = {f"{ECS_TARGET}.{operation}" for operation in deny}
+    def __init__(self, *, upstream: str, slow_seconds: float = 12.0) -> None:
+        self._queues: dict[str, deque[FaultKind]] = {}
+        self._forever: dict[str, FaultKind] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.served: Counter[tuple[str, str]] = Counter()
+        faults = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("X-Amz-Target") in denied:
-                    self._answer(
-                        400,
-                        {"Content-Type": "application/x-amz-json-1.1"},
-                        json.dumps(
-                            {
-                                "__type": "AccessDeniedException",
-                                "message": "User is not authorized to perform this action",
-                            }
-                        ).encode(),
-                    )
+                service, operation = _operation(self.headers, body)
+                fault = faults._next(f"{service}.{operation}")
+                if fault in ("throttle", "unavailable", "denied"):
+                    self._error(service, *_ERRORS[service][fault])
                     return
+                answer = self._forward(body)
+                if fault == "lost":
+                    self.close_connection = True
+                    return
+                if fault == "slow":
+                    faults._closing.wait(slow_seconds)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer(*answer)
+
+            def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
                 forwarded = urllib.request.Request(
                     upstream + self.path, data=body, method="POST", headers=dict(self.headers)
                 )
                 try:
-                    with urllib.request.urlopen(forwarded, timeout=30) as answer:
-                        self._answer(answer.status, dict(answer.headers), answer.read())
+                    with urllib.request.urlopen(forwarded, timeout=60) as answer:
+                        return answer.status, dict(answer.headers), answer.read()
                 except urllib.error.HTTPError as error:
-                    self._answer(error.code, dict(error.headers), error.read())
+                    return error.code, dict(error.headers), error.read()
+
+            def _error(self, service: str, status: int, code: str, message: str) -> None:
+                if service == "ses":  # the query protocol answers in XML
+                    body = (
+                        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+                        f"<Message>{message}</Message></Error>"
+                        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+                    ).encode()
+                    self._answer(status, {"Content-Type": "text/xml"}, body)
+                    return
+                kind = self.headers.get("Content-Type", "application/x-amz-json-1.0")
+                body = json.dumps({"__type": code, "message": message}).encode()
+                self._answer(status, {"Content-Type": kind}, body)
 
             def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
                 self.send_response(status)
@@ -231,12 +295,52 @@ class _DenyingProxy:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
 
+    def inject(self, operation: str, *kinds: FaultKind, forever: bool = False) -> None:
+        """The next calls of `operation` ("ecs.UpdateService") meet `kinds`;
+        with `forever`, every call meets the one kind given."""
+        service = operation.split(".", 1)[0]
+        for kind in kinds:
+            assert kind in ("lost", "slow") or kind in _ERRORS[service], (service, kind)
+        with self._lock:
+            if forever:
+                (self._forever[operation],) = kinds
+            else:
+                self._queues.setdefault(operation, deque()).extend(kinds)
+
+    def pending(self) -> int:
+        """Faults injected that no call met yet."""
+        with self._lock:
+            return sum(len(queue) for queue in self._queues.values())
+
+    def _next(self, operation: str) -> FaultKind | None:
+        with self._lock:
+            queue = self._queues.get(operation)
+            fault = queue.popleft() if queue else self._forever.get(operation)
+            if fault is not None:
+                self.served[(operation, fault)] += 1
+            return fault
+
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def _operation(headers: Any, body: bytes) -> tuple[str, str]:
+    """(service, operation) of a signed AWS request: the service from the
+    signature's credential scope, the operation from X-Amz-Target (JSON
+    protocols) or the form's Action (the query protocol)."""
+    scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", headers.get("Authorization", ""))
+    service = scope.group(1) if scope else "?"
+    target = headers.get("X-Amz-Target")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", ["?"])
+    return service, action[0]

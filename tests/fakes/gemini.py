@@ -183,6 +183,7 @@ class FakeGemini:
         prompt_tokens: int = 120,
         output_tokens: int = 30,
         delay: float = 0.0,
+        times: int = 1,
     ) -> None:
         """Queue a 200 whose candidate says `text` (a mapping is sent as JSON)."""
         body = text if isinstance(text, str) else json.dumps(text)
@@ -190,7 +191,7 @@ class FakeGemini:
             text=body, prompt_tokens=prompt_tokens, output_tokens=output_tokens, delay=delay
         )
         with self._lock:
-            self._replies.append(reply)
+            self._replies.extend([reply] * times)
 
     def block(self, finish_reason: str = "SAFETY") -> None:
         """Queue a 200 whose candidate has no content, as for a safety block."""
@@ -198,11 +199,16 @@ class FakeGemini:
             self._replies.append(Reply(text=None, finish_reason=finish_reason))
 
     def fail(
-        self, status: int, message: str = "The model is overloaded.", *, delay: float = 0
+        self,
+        status: int,
+        message: str = "The model is overloaded.",
+        *,
+        delay: float = 0,
+        times: int = 1,
     ) -> None:
         """Queue an error in Google's format, e.g. 503 UNAVAILABLE."""
         with self._lock:
-            self._replies.append(Reply(status=status, error=message, delay=delay))
+            self._replies.extend([Reply(status=status, error=message, delay=delay)] * times)
 
     # --- lifecycle ---------------------------------------------------------
 

@@ -7,7 +7,9 @@
 (which `search_issues` reads once). It wants basic auth, refuses an
 unknown project or issue type with Jira's 400, stores issues and comments,
 and fails on demand: `outage(503)` answers every request with that status
-until `recover()`, `fail(500, times=1)` only the next ones.
+until `recover()`, `fail(500, times=1)` only the next ones; `slow("create",
+6)` and `lose("comment")` act on the next such request and then answer late,
+or not at all.
 
 Register with `pytest_plugins = ["fakes.jira"]` for the `jira_server` fixture.
 """
@@ -102,7 +104,7 @@ class FakeJira(Served):
                 for name in ("summary", "description", "labels", "issuetype", "project")
             ])  # fmt: skip
         if path == f"{BASE}/issue" and method == "POST":
-            return self._create(call.json() or {})
+            return self._late("create", self._create(call.json() or {}))
         if path in (f"{BASE}/search", f"{BASE}/search/jql"):
             return self._search(call.params(), cloud=path.endswith("/jql"))
         if found := COMMENTS.match(path):
@@ -116,7 +118,7 @@ class FakeJira(Served):
                            "self": f"{self.url}{path}/{len(comments['comments'])}"}  # fmt: skip
                 comments["comments"].append(comment)
                 comments["total"] = comments["maxResults"] = len(comments["comments"])
-                return Answer(201, comment)
+                return self._late("comment", Answer(201, comment))
             return Answer(200, {"startAt": 0, **comments})
         if (found := ISSUE.match(path)) and method == "GET":
             issue = self.issues.get(found["key"])

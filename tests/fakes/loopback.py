@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +44,10 @@ class Answer:
     status: int = 200
     body: Any = None  # JSON, or bytes as they are
     headers: dict[str, str] = field(default_factory=dict)
+    # Faults after the request was acted on: answer late, or close the
+    # connection without answering (the client cannot tell what happened).
+    delay: float = 0.0
+    drop: bool = False
 
 
 Serve = Callable[[Call], Answer]
@@ -52,6 +57,8 @@ class Loopback:
     """Serve `serve` on 127.0.0.1 on a free port until `stop()`."""
 
     def __init__(self, serve: Serve) -> None:
+        closing = self._closing = threading.Event()
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 self._answer("GET")
@@ -72,6 +79,11 @@ class Loopback:
                     body=self.rfile.read(int(self.headers.get("Content-Length") or 0)),
                 )
                 answer = serve(call)
+                if answer.drop:
+                    self.close_connection = True
+                    return
+                if answer.delay and closing.wait(answer.delay):
+                    return  # stopping; the client has long given up
                 data = (
                     answer.body
                     if isinstance(answer.body, bytes)
@@ -101,14 +113,37 @@ class Loopback:
         self.url = f"http://{host!s}:{port}"
 
     def stop(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
 
+@dataclass
 class Served:
-    """Base of a fake served on loopback: it answers in `_serve`; `start`, `url`, `stop`."""
+    """Base of a fake served on loopback: it answers in `_serve`; `start`, `url`, `stop`.
+
+    `slow` and `lose` script faults that strike after the fake acted on a
+    request; the fake's `_serve` passes its answers through `_late(what, ...)`.
+    """
 
     _loopback: Loopback | None = None
+    # Deques: appended and popped from handler threads, atomically.
+    _after: dict[str, deque[Answer]] = field(default_factory=dict)
+
+    def slow(self, what: str, seconds: float, *, times: int = 1) -> None:
+        """The next `times` requests for `what` are acted on, answered after `seconds`."""
+        self._after.setdefault(what, deque()).extend([Answer(delay=seconds)] * times)
+
+    def lose(self, what: str, *, times: int = 1) -> None:
+        """The next `times` requests for `what` are acted on, and never answered."""
+        self._after.setdefault(what, deque()).extend([Answer(drop=True)] * times)
+
+    def _late(self, what: str, answer: Answer) -> Answer:
+        queue = self._after.get(what)
+        if not queue:
+            return answer
+        fault = queue.popleft()
+        return replace(answer, delay=fault.delay, drop=fault.drop)
 
     def _serve(self, call: Call) -> Answer:
         raise NotImplementedError

@@ -165,7 +165,8 @@ class FakeSlack(Served):
         if handler is None:
             return Answer(200, {"ok": False, "error": "unknown_method"})
         with self._lock:
-            return Answer(200, handler(params))
+            answer = Answer(200, handler(params))
+        return self._late(method, answer)
 
     def _ts(self) -> str:
         return f"{int(time.time())}.{next(self._counter):06d}"
