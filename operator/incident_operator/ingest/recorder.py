@@ -240,22 +240,7 @@ class AlarmRecorder:
             raise
 
     def _create(self, name: str, alarm: ReceivedAlarm) -> dict[str, Any] | None:
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": "Incident",
-            "metadata": {
-                "name": name,
-                "annotations": ({FIRST_DELIVERY: alarm.delivery_id} if alarm.delivery_id else {}),
-                "labels": {
-                    "app.kubernetes.io/managed-by": "incident-operator",
-                    f"{GROUP}/source": alarm.source,
-                    f"{GROUP}/severity": alarm.severity,
-                    f"{GROUP}/service": label_value(alarm.service.name),
-                    f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
-                },
-            },
-            "spec": alarm.incident_spec().to_api(),
-        }
+        body = incident_object(name, alarm)
         try:
             return self._call(  # type: ignore[no-any-return]
                 self._objects.create_namespaced_custom_object,
@@ -311,6 +296,26 @@ class AlarmRecorder:
             raise
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ApiUnavailable(f"API server unreachable: {error}") from error
+
+
+def incident_object(name: str, alarm: ReceivedAlarm) -> dict[str, Any]:
+    """The Incident that a first delivery of `alarm` creates."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Incident",
+        "metadata": {
+            "name": name,
+            "annotations": ({FIRST_DELIVERY: alarm.delivery_id} if alarm.delivery_id else {}),
+            "labels": {
+                "app.kubernetes.io/managed-by": "incident-operator",
+                f"{GROUP}/source": alarm.source,
+                f"{GROUP}/severity": alarm.severity,
+                f"{GROUP}/service": label_value(alarm.service.name),
+                f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
+            },
+        },
+        "spec": alarm.incident_spec().to_api(),
+    }
 
 
 def _not_seen_before(alarms: list[ReceivedAlarm], seen: list[str]) -> list[ReceivedAlarm]:
