@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = Field(
         None, description="Gemini API endpoint override (proxies, tests)."
     )
+    gemini_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=300,
+        description="Per Gemini attempt (the SDK makes 3); past the last, the Incident escalates.",
+    )
     jira_project: str = Field("SCRUM", description="Default Jira project key.")
     timeline_ttl_days: int = Field(90, ge=1, description="Timeline entries expire after this.")
     watch_namespaces: str = Field(

@@ -20,6 +20,7 @@ def build_assessor(
     gemini_api_key: str | None,
     gemini_model: str | None = None,
     gemini_base_url: str | None = None,
+    gemini_timeout_s: float = 20,
 ) -> Assessor:
     """Gemini when the policy asks for it and a key is set; otherwise the
     rules, which need nothing and cannot be unavailable.
@@ -31,7 +32,10 @@ def build_assessor(
         from .gemini import DEFAULT_MODEL, GeminiAssessor
 
         return GeminiAssessor(
-            gemini_api_key, model=gemini_model or DEFAULT_MODEL, base_url=gemini_base_url
+            gemini_api_key,
+            model=gemini_model or DEFAULT_MODEL,
+            base_url=gemini_base_url,
+            timeout_s=gemini_timeout_s,
         )
     return RulesAssessor()
 

@@ -41,6 +41,7 @@ def build_ports(settings: Settings) -> Ports:
                 gemini_api_key=key,
                 gemini_model=model,
                 gemini_base_url=settings.gemini_base_url,
+                gemini_timeout_s=settings.gemini_timeout_seconds,
             )
         return await assess(incident=incident.spec, policy=policy, assessor=assessor)
 
