@@ -284,6 +284,7 @@ async def test_slack_rate_limited_failing_and_losing_answers(rig: Rig) -> None:
     rig.slack.fail("conversations.history", "service_unavailable", status=503, times=1)
     rig.start()
     incidents = settle(rig, await rig.raise_alarms())
+    assert rig.slack.pending() == 0, "some scripted faults never struck"
     assert_each_once(rig, incidents)
     # Every Incident got its message in the end: the faults passed.
     assert len(rig.slack.top_level(CHANNEL)) == len(ALARMS)
@@ -295,6 +296,7 @@ async def test_jira_failing_and_losing_answers(rig: Rig) -> None:
     rig.jira.slow("create", 7, times=1)  # the client gives up after 5 s
     rig.start()
     incidents = settle(rig, await rig.raise_alarms())
+    assert rig.jira.pending() == 0, "some scripted faults never struck"
     assert_each_once(rig, incidents)
     escalated = [i for i in incidents.values() if i["status"]["phase"] == "Escalated"]
     assert len(rig.jira.issues) == len(escalated), "an escalation got no issue"
@@ -308,8 +310,29 @@ async def test_gemini_throttled_and_failing_then_answering(rig: Rig) -> None:
     rig.gemini.answer(SAFE_RESTART, times=len(ALARMS))
     rig.start(assessor="gemini")
     incidents = settle(rig, await rig.raise_alarms())
+    assert rig.gemini.pending() == 0, "some scripted replies were never asked for"
     assert_each_once(rig, incidents, ends=lambda _: "Resolved")
     assert all(i["status"]["assessment"]["assessor"] == "gemini" for i in incidents.values())
+
+
+async def test_gemini_timing_out(rig: Rig) -> None:
+    # Each attempt may take 2 s; the first two answers come after 4 s. The
+    # SDK does not retry a timeout: those two Incidents escalate, the others
+    # are restarted on Gemini's answer.
+    rig.operator.env["GEMINI_TIMEOUT_SECONDS"] = "2"
+    rig.gemini.answer(SAFE_RESTART, delay=4, times=2)
+    rig.gemini.answer(SAFE_RESTART, times=len(ALARMS))
+    rig.start(assessor="gemini")
+    incidents = settle(rig, await rig.raise_alarms())
+    timed_out = {
+        service
+        for service, incident in incidents.items()
+        if "no answer within 2 s" in incident["status"]["assessment"]["rationale"]
+    }
+    assert len(timed_out) == 2 and len(rig.gemini.requests) == len(ALARMS)
+    assert_each_once(
+        rig, incidents, ends=lambda service: "Escalated" if service in timed_out else "Resolved"
+    )
 
 
 async def test_gemini_down_escalates_everything_and_acts_on_nothing(rig: Rig) -> None:
@@ -319,3 +342,4 @@ async def test_gemini_down_escalates_everything_and_acts_on_nothing(rig: Rig) ->
     assert_each_once(rig, incidents, ends=lambda _: "Escalated")
     for incident in incidents.values():
         assert "gemini call failed" in incident["status"]["assessment"]["rationale"]
+    print(f"gemini-outage: {100 - rig.gemini.pending()} requests answered 503")

@@ -193,6 +193,11 @@ class FakeGemini:
         with self._lock:
             self._replies.extend([reply] * times)
 
+    def pending(self) -> int:
+        """Scripted replies that no request met yet."""
+        with self._lock:
+            return len(self._replies)
+
     def block(self, finish_reason: str = "SAFETY") -> None:
         """Queue a 200 whose candidate has no content, as for a safety block."""
         with self._lock:

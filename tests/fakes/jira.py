@@ -66,6 +66,10 @@ class FakeJira(Served):
         with self._lock:
             self._failures.extend([status] * times)
 
+    def pending(self) -> int:
+        with self._lock:
+            return super().pending() + len(self._failures)
+
     # --- reading -----------------------------------------------------------
 
     def comments(self, key: str) -> list[str]:

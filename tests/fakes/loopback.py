@@ -138,6 +138,10 @@ class Served:
         """The next `times` requests for `what` are acted on, and never answered."""
         self._after.setdefault(what, deque()).extend([Answer(drop=True)] * times)
 
+    def pending(self) -> int:
+        """Scripted faults that no request met yet."""
+        return sum(len(queue) for queue in self._after.values())
+
     def _late(self, what: str, answer: Answer) -> Answer:
         queue = self._after.get(what)
         if not queue:

@@ -108,6 +108,10 @@ class FakeSlack(Served):
         with self._lock:
             self._failures.setdefault(method, deque()).extend([answer] * times)
 
+    def pending(self) -> int:
+        with self._lock:
+            return super().pending() + sum(len(q) for q in self._failures.values())
+
     def response_url(self) -> str:
         key = secrets.token_hex(8)
         self.responses[key] = []
