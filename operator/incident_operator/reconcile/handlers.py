@@ -50,7 +50,9 @@ async def incident_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     if event["type"] == "DELETED":
         memo.reconciler.forget(body["metadata"]["uid"])
         return
-    await memo.reconciler.reconcile(dict(body))
+    # Queued, not awaited: the pass runs in the reconciler's own bounded
+    # pool, so kopf's per-object worker for this event ends at once.
+    memo.reconciler.submit(event["object"])
 
 
 @kopf.on.event(GROUP, VERSION, "responsepolicies")

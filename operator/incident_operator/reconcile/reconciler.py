@@ -7,6 +7,12 @@ the machine, like the webhook counting another occurrence, do not cost the
 decision: we re-read, and if the machine's inputs are the same we write the
 same transition again.
 
+Passes run in the background, at most CONCURRENT_PASSES at a time, never
+two for one Incident at once. What waits for a turn is the newest body of
+each Incident, packed small (see `submit`): at startup every Incident
+arrives at once, and holding thousands of handler calls, or thousands of
+bodies as parsed JSON, would set the process's memory high for good.
+
 Publishing (Kubernetes Events and timeline entries) happens after the write,
 and the records travel inside the write (`status.lastTransition`), so a crash
 between the two is repaired on the next pass: publishing is idempotent
@@ -18,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -90,6 +98,7 @@ class Reconciler:
         policies: Policies,
         notifier: Notifier,
         clock: Callable[[], datetime] = utcnow,
+        concurrency: int = CONCURRENT_PASSES,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
@@ -98,11 +107,16 @@ class Reconciler:
         self._policies = policies
         self._notifier = notifier
         self._clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
-        self._slots = asyncio.Semaphore(CONCURRENT_PASSES)
+        # Passes to run: the newest body of each Incident waiting (packed),
+        # the order they became due, the Incidents in a pass now, the workers.
+        self._concurrency = concurrency
+        self._waiting: dict[str, bytes] = {}
+        self._due: deque[str] = deque()
+        self._running: set[str] = set()
+        self._workers: set[asyncio.Task[None]] = set()
         # What this process already published, to skip idempotent re-writes.
         self._published: dict[str, str] = {}  # uid -> the latest transition published
         self._occurrences_published: dict[str, int] = {}
@@ -110,33 +124,67 @@ class Reconciler:
 
     # --- entry points ---------------------------------------------------------
 
-    async def reconcile(self, body: Mapping[str, Any]) -> None:
+    def submit(self, body: Mapping[str, Any], *, replace: bool = True) -> None:
+        """Reconcile the Incident from this body soon; returns at once.
+
+        A body waiting for its turn is replaced by a newer one (watch events
+        arrive in order), so an Incident waits at most once, with its latest
+        state. `replace=False` (a wake-up's read) leaves a waiting body be:
+        a pass is due anyway, and a read may be older than the watch.
+        """
         uid = body["metadata"]["uid"]
-        lock = self._locks.setdefault(uid, asyncio.Lock())
-        # A bounded number of Incidents in flight: at startup every Incident
-        # arrives at once, and thousands of passes holding their objects,
-        # requests and responses would set the process's memory high for good.
-        async with self._slots, lock:
+        if uid in self._waiting and not replace:
+            return
+        if uid not in self._waiting and uid not in self._running:
+            self._due.append(uid)
+        self._waiting[uid] = _pack(body)
+        if len(self._workers) < self._concurrency:
+            worker = asyncio.get_running_loop().create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    @property
+    def idle(self) -> bool:
+        """No pass running and none waiting."""
+        return not self._waiting and not self._running
+
+    async def _work(self) -> None:
+        """Run due passes one after the other until none is due."""
+        while self._due:
+            uid = self._due.popleft()
+            packed = self._waiting.pop(uid, None)
+            if packed is None:
+                continue  # forgotten meanwhile
+            self._running.add(uid)
             try:
-                await self._reconcile(body)
-            except Exception:
-                # kopf does not retry event handlers: we do, with backoff, from
-                # a fresh read (the failure may have been a stale object).
-                failures = self._failures.get(uid, 0) + 1
-                self._failures[uid] = failures
-                delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
-                log.exception(
-                    "reconcile failed; retrying",
-                    extra={"incident": body["metadata"].get("name"), "retry_in": delay},
-                )
-                with contextlib.suppress(ValueError):  # an invalid body cannot be retried
-                    self._wake_later(Incident.model_validate(body), delay)
-            else:
-                self._failures.pop(uid, None)
+                await self._pass(_unpack(packed))
+            finally:
+                self._running.discard(uid)
+                if uid in self._waiting:  # changed during the pass: again
+                    self._due.append(uid)
+
+    async def _pass(self, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        try:
+            await self._reconcile(body)
+        except Exception:
+            # kopf does not retry event handlers: we do, with backoff, from
+            # a fresh read (the failure may have been a stale object).
+            failures = self._failures.get(uid, 0) + 1
+            self._failures[uid] = failures
+            delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+            log.exception(
+                "reconcile failed; retrying",
+                extra={"incident": body["metadata"].get("name"), "retry_in": delay},
+            )
+            with contextlib.suppress(ValueError):  # an invalid body cannot be retried
+                self._wake_later(Incident.model_validate(body), delay)
+        else:
+            self._failures.pop(uid, None)
 
     def forget(self, uid: str) -> None:
         """The Incident is gone: drop everything kept about it."""
-        self._locks.pop(uid, None)
+        self._waiting.pop(uid, None)
         handle = self._wakeups.pop(uid, None)
         if handle:
             handle.cancel()
@@ -374,12 +422,25 @@ class Reconciler:
                 "incidents",
                 name,
             )
-            await self.reconcile(body)
+            self.submit(body, replace=False)
         except client.ApiException as error:
             if error.status != 404:
                 log.warning("wake-up failed", extra={"incident": name, "status": error.status})
         except Exception:
             log.exception("wake-up failed", extra={"incident": name})
+
+
+def _pack(body: Mapping[str, Any]) -> bytes:
+    """A body as compact JSON, without managedFields (the API server's field
+    bookkeeping, which the operator never reads): a waiting body costs a
+    fraction of its parsed form."""
+    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return json.dumps({**body, "metadata": metadata}, separators=(",", ":")).encode()
+
+
+def _unpack(packed: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(packed)
+    return body
 
 
 def _first_count(incident: Incident) -> dict[str, Any]:

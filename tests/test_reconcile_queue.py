@@ -1,0 +1,145 @@
+"""How the reconciler schedules passes (no cluster needed).
+
+kopf's handler only submits a body; the passes run in the reconciler's own
+pool: at most N at a time, one at a time per Incident, each on the newest
+body. The pass itself is replaced by a recording double here; the operator
+tests run the real one against the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+
+from incident_operator.models import Assessment, Incident
+from incident_operator.notify.log import LogNotifier
+from incident_operator.policy import Policy
+from incident_operator.reconcile.phases import Ports
+from incident_operator.reconcile.reconciler import Policies, Reconciler
+from incident_operator.timeline.dynamodb import LogTimeline
+
+
+async def _no_assessment(incident: Incident, policy: Policy) -> Assessment:
+    raise AssertionError("the recording reconciler never assesses")
+
+
+class Recording(Reconciler):
+    """Records each pass (uid, resourceVersion, body); a pass ends when released."""
+
+    def __init__(self, *, concurrency: int) -> None:
+        super().__init__(
+            api=client.ApiClient(),
+            ports=Ports(assess=_no_assessment, remediator=None),  # type: ignore[arg-type]
+            timeline=LogTimeline(),
+            policies=Policies(),
+            notifier=LogNotifier(),
+            concurrency=concurrency,
+        )
+        self.passes: list[tuple[str, str]] = []
+        self.bodies: list[Mapping[str, Any]] = []
+        self.in_pass: set[str] = set()
+        self.most_at_once = 0
+        self.release = asyncio.Event()
+
+    async def _reconcile(self, body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        assert uid not in self.in_pass, f"two passes at once for {uid}"
+        self.in_pass.add(uid)
+        self.most_at_once = max(self.most_at_once, len(self.in_pass))
+        self.passes.append((uid, body["metadata"]["resourceVersion"]))
+        self.bodies.append(body)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_pass.discard(uid)
+
+
+def body(uid: str, version: str = "1", **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "incident-response.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"uid": uid, "name": uid, "namespace": "ns", "resourceVersion": version,
+                     **metadata},
+        "spec": {"title": "t"},
+    }  # fmt: skip
+
+
+async def settle(reconciler: Recording) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def finish(reconciler: Recording) -> None:
+    reconciler.release.set()
+    async with asyncio.timeout(5):
+        while not reconciler.idle:
+            await asyncio.sleep(0.01)
+
+
+async def test_submit_returns_at_once_and_at_most_n_passes_run() -> None:
+    reconciler = Recording(concurrency=3)
+    for index in range(10):
+        reconciler.submit(body(f"u{index}"))
+    assert reconciler.passes == []  # nothing ran inside submit
+    await settle(reconciler)
+    assert len(reconciler.in_pass) == 3
+    await finish(reconciler)
+    assert sorted(reconciler.passes) == sorted((f"u{i}", "1") for i in range(10))
+    assert reconciler.most_at_once == 3
+
+
+async def test_a_waiting_incident_gets_one_pass_on_its_newest_body() -> None:
+    reconciler = Recording(concurrency=1)
+    reconciler.submit(body("busy"))
+    await settle(reconciler)
+    for version in ("1", "2", "3"):
+        reconciler.submit(body("a", version))
+    await finish(reconciler)
+    assert reconciler.passes == [("busy", "1"), ("a", "3")]
+
+
+async def test_an_event_during_a_pass_is_passed_after_it_never_alongside() -> None:
+    reconciler = Recording(concurrency=4)
+    reconciler.submit(body("a", "1"))
+    await settle(reconciler)
+    reconciler.submit(body("a", "2"))
+    await settle(reconciler)
+    assert reconciler.passes == [("a", "1")]  # the second waits for the first
+    await finish(reconciler)
+    assert reconciler.passes == [("a", "1"), ("a", "2")]
+
+
+async def test_a_wake_up_read_does_not_replace_a_waiting_body() -> None:
+    reconciler = Recording(concurrency=1)
+    reconciler.submit(body("busy"))
+    await settle(reconciler)
+    reconciler.submit(body("a", "2"))  # from the watch
+    reconciler.submit(body("a", "1"), replace=False)  # a wake-up's (older) read
+    reconciler.submit(body("b", "5"), replace=False)  # nothing waiting: due
+    await finish(reconciler)
+    assert reconciler.passes == [("busy", "1"), ("a", "2"), ("b", "5")]
+
+
+async def test_a_forgotten_incident_is_not_passed() -> None:
+    reconciler = Recording(concurrency=1)
+    reconciler.submit(body("busy"))
+    await settle(reconciler)
+    reconciler.submit(body("gone"))
+    reconciler.forget("gone")
+    await finish(reconciler)
+    assert reconciler.passes == [("busy", "1")]
+
+
+async def test_a_waiting_body_drops_managed_fields_and_keeps_the_rest() -> None:
+    reconciler = Recording(concurrency=1)
+    sent = body("a", labels={"team": "x"}, managedFields=[{"manager": "kubectl"}])
+    reconciler.submit(sent)
+    await finish(reconciler)
+    received = reconciler.bodies[0]
+    assert "managedFields" not in received["metadata"]
+    assert received["metadata"]["labels"] == {"team": "x"}
+    assert {**received, "metadata": {}} == {**sent, "metadata": {}}
+    assert "managedFields" in sent["metadata"]  # the caller's body is untouched
