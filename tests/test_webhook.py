@@ -76,6 +76,25 @@ async def test_redelivered_event_counts_once(api: client.ApiClient, namespace: s
     assert occurrences(incident) == 1
 
 
+async def test_a_request_retried_with_its_idempotency_key_counts_once(
+    api: client.ApiClient, namespace: str
+) -> None:
+    # The generic format has no delivery id of its own: a sender that retries
+    # (its first answer timed out) names the request instead.
+    body = generic_alert("checkout")
+    async with webhook(api, namespace, token=new_token()) as http:
+        first = await http.post("/alert", json=body, headers={"Idempotency-Key": "req-1"})
+        retried = await http.post("/alert", json=body, headers={"Idempotency-Key": "req-1"})
+        again = await http.post("/alert", json=body, headers={"Idempotency-Key": "req-2"})
+        unnamed = await http.post("/alert", json=body)
+        refused = await http.post("/alert", json=body, headers={"Idempotency-Key": "a b"})
+    results = [r.json()["incidents"][0]["result"] for r in (first, retried, again, unnamed)]
+    assert results == ["created", "redelivery", "counted", "counted"]
+    assert refused.status_code == 422, refused.text
+    [incident] = incidents(api, namespace)
+    assert occurrences(incident) == 3
+
+
 async def test_concurrent_deliveries_across_replicas_count_exactly(
     api: client.ApiClient, namespace: str
 ) -> None:

@@ -13,9 +13,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from kubernetes import client
@@ -333,6 +333,31 @@ def _topic_allowed(topic: str | None, allowed: str) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(topic or "", p) for p in patterns)
 
 
+# A sender that may send the same request twice (a retry after a timeout)
+# names it; the alarms in it then count once, as SNS and EventBridge
+# redeliveries do by their own ids. Printable ASCII, no spaces.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,128}$",
+        description="Names this request: sent again (a retry), its alarms count once.",
+    ),
+]
+
+
+def with_idempotency_key(alarms: list[ReceivedAlarm], key: str | None) -> list[ReceivedAlarm]:
+    """Give alarms without a delivery id of their own one made from the key."""
+    if key is None:
+        return alarms
+    return [
+        alarm
+        if alarm.delivery_id
+        else alarm.model_copy(update={"delivery_id": f"key:{key}#{index}"})
+        for index, alarm in enumerate(alarms)
+    ]
+
+
 def _add_source_route(
     app: FastAPI,
     source: AlarmSource,
@@ -340,13 +365,13 @@ def _add_source_route(
     ingest: Callable[[AlarmSource, list[ReceivedAlarm]], Awaitable[Response]],
     metrics: IngestMetrics,
 ) -> None:
-    async def receive(payload: BaseModel) -> Response:
+    async def receive(payload: BaseModel, idempotency_key: IdempotencyKey = None) -> Response:
         try:
             alarms = parse_alarms(source, payload)
         except InvalidAlarm as exc:
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))
-        return await ingest(source, alarms)
+        return await ingest(source, with_idempotency_key(alarms, idempotency_key))
 
     # FastAPI reads the body's model off the annotation: give each route its own.
     receive.__annotations__["payload"] = source.payload
