@@ -331,3 +331,26 @@ def test_unconfigured_integrations_are_not_imported() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_startup_lists_in_chunks_and_kopf_workers_leave_soon(kubeconfig: Path, world: Aws) -> None:
+    """At startup every Incident arrives at once: an unchunked list of 5,000
+    and kopf's default 5 s per-object workers held about 60 MB more."""
+    script = (
+        "import asyncio, kopf\n"
+        "from incident_operator.reconcile.handlers import LIST_CHUNK, configure\n"
+        "settings, memo = kopf.OperatorSettings(), kopf.Memo()\n"
+        "asyncio.run(configure(settings=settings, memo=memo))\n"
+        "print(LIST_CHUNK, settings.watching.chunk_size, settings.queueing.idle_timeout)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **operator_env(kubeconfig, world)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    chunk, chunk_size, idle_timeout = result.stdout.split()
+    assert chunk_size == chunk and int(chunk) <= 1000
+    assert float(idle_timeout) <= 1.0

@@ -57,14 +57,21 @@ class Recording(Reconciler):
             self.in_pass.discard(uid)
 
 
-def body(uid: str, version: str = "1", **metadata: Any) -> dict[str, Any]:
+def body(
+    uid: str, version: str = "1", *, status: dict[str, Any] | None = None, **metadata: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "incident-response.dev/v1alpha1",
         "kind": "Incident",
         "metadata": {"uid": uid, "name": uid, "namespace": "ns", "resourceVersion": version,
                      **metadata},
         "spec": {"title": "t"},
+        "status": status or {},
     }  # fmt: skip
+
+
+def finished(uid: str, phase: str = "Resolved", version: str = "1") -> dict[str, Any]:
+    return body(uid, version, status={"phase": phase, "alarmState": "ALARM"})
 
 
 async def settle(reconciler: Recording) -> None:
@@ -143,3 +150,33 @@ async def test_a_waiting_body_drops_managed_fields_and_keeps_the_rest() -> None:
     assert received["metadata"]["labels"] == {"team": "x"}
     assert {**received, "metadata": {}} == {**sent, "metadata": {}}
     assert "managedFields" in sent["metadata"]  # the caller's body is untouched
+
+
+async def test_incidents_needing_a_decision_go_before_finished_ones() -> None:
+    # At a restart most Incidents are finished: their passes only repair
+    # publishing, and must not hold up one that is waiting for a decision.
+    reconciler = Recording(concurrency=1)
+    reconciler.submit(body("busy"))
+    await settle(reconciler)
+    reconciler.submit(finished("resolved"))
+    reconciler.submit(finished("ignored", "Ignored"))
+    reconciler.submit(body("new"))
+    reconciler.submit(
+        body("escalated-recovered", status={"phase": "Escalated", "alarmState": "OK"})
+    )
+    reconciler.submit(body("awaiting", status={"phase": "AwaitingApproval"}))
+    await finish(reconciler)
+    assert [uid for uid, _ in reconciler.passes] == [
+        "busy", "new", "escalated-recovered", "awaiting", "resolved", "ignored",
+    ]  # fmt: skip
+
+
+async def test_a_finished_incident_that_reopens_while_waiting_is_due_at_once() -> None:
+    reconciler = Recording(concurrency=1)
+    reconciler.submit(body("busy"))
+    await settle(reconciler)
+    reconciler.submit(finished("a", "Escalated", version="1"))
+    reconciler.submit(finished("b", version="1"))
+    reconciler.submit(body("a", "2", status={"phase": "Escalated", "alarmState": "OK"}))
+    await finish(reconciler)
+    assert reconciler.passes == [("busy", "1"), ("a", "2"), ("b", "1")]

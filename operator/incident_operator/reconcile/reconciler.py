@@ -12,6 +12,8 @@ two for one Incident at once. What waits for a turn is the newest body of
 each Incident, packed small (see `submit`): at startup every Incident
 arrives at once, and holding thousands of handler calls, or thousands of
 bodies as parsed JSON, would set the process's memory high for good.
+Incidents that still need a decision go first; finished ones (whose pass
+only repairs publishing) wait behind them.
 
 Publishing (Kubernetes Events and timeline entries) happens after the write,
 and the records travel inside the write (`status.lastTransition`), so a crash
@@ -39,7 +41,9 @@ from ..crashpoints import crash_point
 from ..kube import patch_status_if_unchanged
 from ..models import (
     API_VERSION,
+    CLOSED_PHASES,
     GROUP,
+    HANDED_OFF_PHASES,
     TERMINAL_PHASES,
     VERSION,
     Incident,
@@ -113,8 +117,9 @@ class Reconciler:
         # Passes to run: the newest body of each Incident waiting (packed),
         # the order they became due, the Incidents in a pass now, the workers.
         self._concurrency = concurrency
-        self._waiting: dict[str, bytes] = {}
+        self._waiting: dict[str, tuple[bool, bytes]] = {}  # uid -> (open, packed body)
         self._due: deque[str] = deque()
+        self._due_finished: deque[str] = deque()  # after every one in _due
         self._running: set[str] = set()
         self._workers: set[asyncio.Task[None]] = set()
         # What this process already published, to skip idempotent re-writes.
@@ -135,9 +140,12 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         if uid in self._waiting and not replace:
             return
-        if uid not in self._waiting and uid not in self._running:
-            self._due.append(uid)
-        self._waiting[uid] = _pack(body)
+        is_open = _open(body)
+        waiting = self._waiting.get(uid)
+        # Due once; an Incident that reopens while waiting as finished is due now.
+        if uid not in self._running and (waiting is None or (is_open and not waiting[0])):
+            (self._due if is_open else self._due_finished).append(uid)
+        self._waiting[uid] = (is_open, _pack(body))
         if len(self._workers) < self._concurrency:
             worker = asyncio.get_running_loop().create_task(self._work())
             self._workers.add(worker)
@@ -150,18 +158,19 @@ class Reconciler:
 
     async def _work(self) -> None:
         """Run due passes one after the other until none is due."""
-        while self._due:
-            uid = self._due.popleft()
-            packed = self._waiting.pop(uid, None)
-            if packed is None:
-                continue  # forgotten meanwhile
+        while self._due or self._due_finished:
+            uid = (self._due or self._due_finished).popleft()
+            if uid in self._running or uid not in self._waiting:
+                continue  # in a pass (due again after it), done, or forgotten
+            body = _unpack(self._waiting.pop(uid)[1])
             self._running.add(uid)
             try:
-                await self._pass(_unpack(packed))
+                await self._pass(body)
             finally:
                 self._running.discard(uid)
                 if uid in self._waiting:  # changed during the pass: again
-                    self._due.append(uid)
+                    is_open = self._waiting[uid][0]
+                    (self._due if is_open else self._due_finished).append(uid)
 
     async def _pass(self, body: Mapping[str, Any]) -> None:
         uid = body["metadata"]["uid"]
@@ -428,6 +437,17 @@ class Reconciler:
                 log.warning("wake-up failed", extra={"incident": name, "status": error.status})
         except Exception:
             log.exception("wake-up failed", extra={"incident": name})
+
+
+def _open(body: Mapping[str, Any]) -> bool:
+    """Whether the phase machine may still decide something for this body."""
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase in CLOSED_PHASES:
+        return False
+    if phase in HANDED_OFF_PHASES:
+        return bool(status.get("alarmState") == "OK")  # recovered: to be resolved
+    return True
 
 
 def _pack(body: Mapping[str, Any]) -> bytes:
