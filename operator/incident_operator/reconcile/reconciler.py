@@ -31,7 +31,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +53,7 @@ from ..models import (
 from ..notify import Notifier
 from ..policy import Policy, select
 from ..timeline import Entry, Timeline
-from .conditions import set_condition
+from .conditions import get_condition, set_condition
 from .phases import Ports, Transition, Wait, advance
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ MAX_REWRITES = 5
 CONCURRENT_PASSES = 64
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
+# A transition no channel could be told of is told again this many times,
+# after the retell delay, doubling each time.
+RETELL_ATTEMPTS = 5
 
 
 def utcnow() -> datetime:
@@ -103,6 +106,7 @@ class Reconciler:
         notifier: Notifier,
         clock: Callable[[], datetime] = utcnow,
         concurrency: int = CONCURRENT_PASSES,
+        retell_after: float = 60.0,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
@@ -114,6 +118,8 @@ class Reconciler:
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
+        self._retell_after = max(retell_after, 1.0)
+        self._retells: dict[str, _Retell] = {}
         # Passes to run: the newest body of each Incident waiting (packed),
         # the order they became due, the Incidents in a pass now, the workers.
         self._concurrency = concurrency
@@ -200,6 +206,7 @@ class Reconciler:
         self._occurrences_published.pop(uid, None)
         self._published.pop(uid, None)
         self._failures.pop(uid, None)
+        self._retells.pop(uid, None)
 
     # --- one pass -------------------------------------------------------------
 
@@ -209,12 +216,16 @@ class Reconciler:
         await self._publish_pending(incident)
         policy = self._policies.for_incident(incident)
         outcome = await advance(incident, policy=policy, ports=self._ports, now=self._clock())
-        if outcome is None:
-            if incident.status.phase in TERMINAL_PHASES:
+        if outcome is None or isinstance(outcome, Wait):
+            # Nothing to decide now: a good time to retry a failed announcement.
+            delays = [await self._retell(incident, policy)]
+            if isinstance(outcome, Wait):
+                delays.append(outcome.seconds)
+            due = [delay for delay in delays if delay is not None]
+            if due:
+                self._wake_later(incident, min(due))
+            elif incident.status.phase in TERMINAL_PHASES:
                 self._cancel_wakeup(incident)
-            return
-        if isinstance(outcome, Wait):
-            self._wake_later(incident, outcome.seconds)
             return
         outcome = await self._announce(incident, outcome, policy)
         crash_point("before-write")
@@ -275,6 +286,68 @@ class Reconciler:
             now=self._clock(),
         )
         return replace(transition, status=fields, conditions=conditions)
+
+    async def _retell(self, incident: Incident, policy: Policy) -> float | None:
+        """Tell the channels again of a transition none could be told of.
+
+        The Notified condition says a channel failed (down, throttled, its
+        breaker open) for the current transition. After `retell_after`
+        seconds, then twice that and so on, RETELL_ATTEMPTS times, the
+        notifier is asked again: channels find what they already did (a
+        Slack message by its metadata, a Jira issue by its label, an email
+        by its claim), so the ones that had succeeded do nothing twice.
+        Returns the seconds until the next retell, or None if none is due.
+        """
+        uid = incident.metadata["uid"]
+        notified = get_condition(incident.status.conditions, "Notified")
+        last = incident.status.last_transition
+        if notified is None or notified.status != "False" or last is None:
+            self._retells.pop(uid, None)
+            return None
+        now = asyncio.get_running_loop().time()
+        state = self._retells.get(uid)
+        if state is None or state.transition != last.at:
+            state = self._retells[uid] = _Retell(last.at, 0, now + self._retell_after)
+        if state.made >= RETELL_ATTEMPTS:
+            return None  # the condition keeps saying what failed
+        if now < state.next_at:
+            return state.next_at - now
+        state.made += 1
+        state.next_at = now + self._retell_after * 2**state.made
+        announced = await self._notifier.announce(incident, policy=policy)
+        notifications = incident.status.notifications
+        fields = {
+            "notifications": {
+                **(notifications.to_api() if notifications else {}),
+                **announced.notifications,
+            },
+            "conditions": [
+                c.to_api()
+                for c in set_condition(
+                    incident.status.conditions,
+                    type="Notified",
+                    status=announced.status,
+                    reason=announced.reason,
+                    message=announced.message,
+                    now=self._clock(),
+                )
+            ],
+        }
+        log.info(
+            "notifications retold",
+            extra={"incident": incident.metadata["name"], "attempt": state.made,
+                   "notified": announced.status, "reason": announced.reason},
+        )  # fmt: skip
+        # On a conflict the next pass looks again; what was told is found then.
+        await asyncio.to_thread(
+            patch_status_if_unchanged,
+            self._objects,
+            incident.metadata["namespace"],
+            incident.metadata["name"],
+            incident.metadata["resourceVersion"],
+            fields,
+        )
+        return state.next_at - now if announced.status == "False" else None
 
     async def _write(self, incident: Incident, transition: Transition) -> Incident | None:
         """Write the transition if the Incident is unchanged; None on conflict."""
@@ -437,6 +510,15 @@ class Reconciler:
                 log.warning("wake-up failed", extra={"incident": name, "status": error.status})
         except Exception:
             log.exception("wake-up failed", extra={"incident": name})
+
+
+@dataclass
+class _Retell:
+    """Retells of one transition's failed announcement (see `_retell`)."""
+
+    transition: datetime  # its lastTransition.at
+    made: int
+    next_at: float  # event loop time
 
 
 def _open(body: Mapping[str, Any]) -> bool:

@@ -64,5 +64,7 @@ def build_reconciler(settings: Settings) -> tuple[Reconciler, Policies, client.A
         timeline=build_timeline(settings),
         policies=policies,
         notifier=build_notifier(settings),
+        # A channel that failed is told again once its breaker would let it.
+        retell_after=settings.notify_breaker_cooloff_seconds,
     )
     return reconciler, policies, api
