@@ -276,6 +276,45 @@ async def test_ses_throttled_failing_and_losing_answers(rig: Rig) -> None:
 # --- Slack, Jira, Gemini ----------------------------------------------------
 
 
+async def test_a_channel_down_for_a_whole_escalation_is_told_once_it_recovers(
+    rig: Rig,
+) -> None:
+    # Slack refuses every post while the Incident escalates: every attempt
+    # of every transition fails, and it ends Escalated, Notified False.
+    rig.operator.env["NOTIFY_BREAKER_COOLOFF_SECONDS"] = "2"
+    rig.slack.fail("chat.postMessage", "service_unavailable", status=503, times=1000)
+    rig.start()
+    service, (alarm, _) = "payments", ALARMS["payments"]
+    name = await raise_alarm(rig.api, rig.namespace, service=service, alarm=alarm)
+
+    def notified() -> tuple[str, str, str]:
+        incident = get_incident(rig.api, rig.namespace, name)
+        conditions = {c["type"]: c for c in incident.get("status", {}).get("conditions", [])}
+        found = conditions.get("Notified", {})
+        phase = incident.get("status", {}).get("phase")
+        return phase, found.get("status"), found.get("reason")
+
+    wait_for("the escalation, untold", lambda: notified() == ("Escalated", "False", "SlackFailed"),
+             timeout=60)  # fmt: skip
+    assert rig.slack.top_level(CHANNEL) == []
+    print(f"slack-outage: {rig.slack.count('chat.postMessage')} posts refused")
+    rig.slack.recover()
+    # Told again after the cool-off, doubling: the message, once, and the
+    # escalation's records in its thread.
+    wait_for("the escalation, told", lambda: notified() == ("Escalated", "True", "Notified"),
+             timeout=60)  # fmt: skip
+    [message] = rig.slack.top_level(CHANNEL)
+    assert "Escalated" in message.text
+    keys = [m.metadata["event_payload"]["record"] for m in rig.slack.thread(message) if m.metadata]
+    assert keys and len(keys) == len(set(keys))
+    # The channels that had been told were not told twice.
+    assert len(rig.jira.issues) == 1
+    assert rig.aws.client("ses", record=False).get_send_quota()["SentLast24Hours"] == 1
+    incident = get_incident(rig.api, rig.namespace, name)
+    assert incident["status"]["notifications"]["slack"]["ts"] == message.ts
+    assert_story(rig, incident)
+
+
 async def test_slack_rate_limited_failing_and_losing_answers(rig: Rig) -> None:
     rig.slack.rate_limit("chat.postMessage", retry_after=1, times=2)
     rig.slack.fail("chat.postMessage", "internal_error", times=1)

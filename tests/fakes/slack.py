@@ -108,6 +108,12 @@ class FakeSlack(Served):
         with self._lock:
             self._failures.setdefault(method, deque()).extend([answer] * times)
 
+    def recover(self) -> None:
+        """Drop every scripted failure not met yet."""
+        with self._lock:
+            self._failures.clear()
+        self._after.clear()
+
     def pending(self) -> int:
         with self._lock:
             return super().pending() + sum(len(q) for q in self._failures.values())
