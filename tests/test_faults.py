@@ -211,10 +211,16 @@ def assert_story(rig: Rig, incident: dict[str, Any]) -> None:
     assert max(events.values()) == 1
 
 
-def report(rig: Rig, case: str) -> None:
-    """The faults that struck, for docs/reliability.md (shown with -rA)."""
+async def run_aws_case(rig: Rig, case: str) -> dict[str, dict[str, Any]]:
+    """Run the four alarms through the faults injected into AWS, and check."""
+    rig.start()
+    incidents = settle(rig, await rig.raise_alarms())
+    assert rig.faults.pending() == 0, "some injected faults never struck"
+    assert_each_once(rig, incidents)
+    # The faults that struck, for docs/reliability.md (shown with -rA).
     served = {f"{op} {kind}": n for (op, kind), n in sorted(rig.faults.served.items())}
     print(f"{case}: AWS faults served: {served}")
+    return incidents
 
 
 # --- AWS ------------------------------------------------------------------
@@ -226,11 +232,7 @@ async def test_ecs_throttled_failing_and_losing_answers(rig: Rig) -> None:
     # after "slow" would restart a second time.
     rig.faults.inject("ecs.UpdateService", "throttle", "unavailable", "slow", "lost")
     rig.faults.inject("ecs.DescribeServices", "throttle", "unavailable", "lost", "throttle")
-    rig.start()
-    incidents = settle(rig, await rig.raise_alarms())
-    assert rig.faults.pending() == 0, "some injected faults never struck"
-    assert_each_once(rig, incidents)
-    report(rig, "ecs")
+    await run_aws_case(rig, "ecs")
 
 
 async def test_dynamodb_throttled_failing_and_losing_answers(rig: Rig) -> None:
@@ -239,11 +241,7 @@ async def test_dynamodb_throttled_failing_and_losing_answers(rig: Rig) -> None:
     rig.faults.inject("dynamodb.TransactWriteItems", "lost", "throttle", "unavailable", "slow")
     rig.faults.inject("dynamodb.PutItem", "lost", "throttle", "unavailable", "lost", "slow")
     rig.faults.inject("dynamodb.GetItem", "throttle", "unavailable")
-    rig.start()
-    incidents = settle(rig, await rig.raise_alarms())
-    assert rig.faults.pending() == 0, "some injected faults never struck"
-    assert_each_once(rig, incidents)
-    report(rig, "dynamodb")
+    await run_aws_case(rig, "dynamodb")
 
 
 async def test_dynamodb_outage_longer_than_boto3_retries(rig: Rig) -> None:
@@ -251,26 +249,18 @@ async def test_dynamodb_outage_longer_than_boto3_retries(rig: Rig) -> None:
     # the operator retries it later, and nothing is lost or repeated.
     rig.faults.inject("dynamodb.PutItem", *["throttle"] * 6)
     rig.faults.inject("dynamodb.TransactWriteItems", *["unavailable"] * 6)
-    rig.start()
-    incidents = settle(rig, await rig.raise_alarms())
-    assert rig.faults.pending() == 0, "some injected faults never struck"
-    assert_each_once(rig, incidents)
-    report(rig, "dynamodb-outage")
+    await run_aws_case(rig, "dynamodb-outage")
 
 
 async def test_ses_throttled_failing_and_losing_answers(rig: Rig) -> None:
     # An error answer means not sent: the channel tries again. A lost or
     # late answer may mean a sent email: it is not sent again.
     rig.faults.inject("ses.SendEmail", "throttle", "unavailable", "lost", "slow")
-    rig.start()
-    incidents = settle(rig, await rig.raise_alarms())
-    assert rig.faults.pending() == 0, "some injected faults never struck"
-    assert_each_once(rig, incidents)
+    incidents = await run_aws_case(rig, "ses")
     for service in ("search", "payments"):
         notified = {c["type"]: c for c in incidents[service]["status"]["conditions"]}["Notified"]
         if notified["status"] == "False":
             assert "may have sent it, so it is not sent again" in notified["message"]
-    report(rig, "ses")
 
 
 # --- Slack, Jira, Gemini ----------------------------------------------------

@@ -63,7 +63,7 @@ MAX_REWRITES = 5
 CONCURRENT_PASSES = 64
 RETRY_BASE_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
-# A transition no channel could be told of is told again this many times,
+# A transition a channel could not be told of is told again this many times,
 # after the retell delay, doubling each time.
 RETELL_ATTEMPTS = 5
 
@@ -288,7 +288,7 @@ class Reconciler:
         return replace(transition, status=fields, conditions=conditions)
 
     async def _retell(self, incident: Incident, policy: Policy) -> float | None:
-        """Tell the channels again of a transition none could be told of.
+        """Tell the channels again of a transition some could not be told of.
 
         The Notified condition says a channel failed (down, throttled, its
         breaker open) for the current transition. After `retell_after`
