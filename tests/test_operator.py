@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,29 @@ async def test_killed_operator_resumes_without_repeating_side_effects(
     assert timeline_kinds(world, namespace, name, expected) == expected
     reasons = [e.reason for e in events_for(api, namespace, name)]
     assert len(reasons) == len(set(reasons)) == 5
+
+
+async def test_a_restarted_operator_does_not_publish_again(
+    api: client.ApiClient,
+    namespace: str,
+    world: Aws,
+    operator: OperatorProcess,
+) -> None:
+    create_policy(api, namespace, "checkout-auto", AUTO_RESTART)
+    name = await raise_alarm(api, namespace)
+    wait_phase(api, namespace, name, "Resolved")
+    expected = ["received", "assessment", "action_started", "action_finished", "resolved"]
+    assert timeline_kinds(world, namespace, name, expected) == expected
+    operator.stop()
+    puts, reads = world.server.served_count("PutItem"), world.server.served_count("GetItem")
+    operator.start()
+    # It looks whether the last transition's last entry is stored, finds
+    # it, and writes neither the entries nor the Events again.
+    wait_for("the restarted operator to look", lambda: world.server.served_count("GetItem") > reads)
+    time.sleep(1.0)
+    assert world.server.served_count("PutItem") == puts
+    assert timeline_kinds(world, namespace, name, expected) == expected
+    assert "could not post event" not in operator.logs()
 
 
 def test_timeline_command_prints_the_story(

@@ -57,6 +57,16 @@ async def test_recording_the_same_entries_twice_stores_them_once(
     assert await timeline.read(INCIDENT) == entries
 
 
+@pytest.mark.parametrize("kind", ["dynamodb", "log"])
+async def test_has_tells_whether_an_entry_is_stored(timeline: DynamoTimeline, kind: str) -> None:
+    store = timeline if kind == "dynamodb" else LogTimeline()
+    stored, other = entry("2026-11-29T11:00:00.000Z#a"), entry("2026-11-29T11:00:01.000Z#b")
+    await store.record([stored])
+    assert await store.has(stored)
+    assert not await store.has(other)
+    assert not await store.has(entry(stored.ts, incident="default/other"))
+
+
 async def test_a_retry_never_overwrites_the_first_copy(timeline: DynamoTimeline) -> None:
     first = entry("2026-11-29T11:00:00.000Z#a", kind="assessment")
     await timeline.record([first])

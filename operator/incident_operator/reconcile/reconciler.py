@@ -397,7 +397,7 @@ class Reconciler:
         key = f"{incident.metadata['uid']}/{last.at.isoformat()}" if last else None
         uid = incident.metadata["uid"]
         if last is not None and self._published.get(uid) != key:
-            entries += [
+            records = [
                 Entry(
                     incident_id=incident_id(incident),
                     ts=f"{last.at.isoformat()}#{index:02d}#{record.kind}",
@@ -408,9 +408,15 @@ class Reconciler:
                 )
                 for index, record in enumerate(last.records)
             ]
-            for index, record in enumerate(last.records):
-                await self._post_event(incident, last.at, index, record.reason, record.message,
-                                       warning=record.warning)  # fmt: skip
+            # Not published by this process: by an earlier one, or cut short
+            # by a crash? The last entry is written last, after every Event,
+            # so if it is stored, all is: one read instead of rewriting all
+            # (on a restart among thousands of finished Incidents).
+            if records and not await self._timeline.has(records[-1]):
+                for index, record in enumerate(last.records):
+                    await self._post_event(incident, last.at, index, record.reason,
+                                           record.message, warning=record.warning)  # fmt: skip
+                entries += records
         if entries:
             await self._timeline.record(entries)
         if key is not None:

@@ -30,3 +30,7 @@ class Timeline(Protocol):
     async def read(self, incident_id: str) -> list[Entry]:
         """All entries of one Incident, oldest first."""
         ...
+
+    async def has(self, entry: Entry) -> bool:
+        """Whether an entry with this entry's key (incident_id, ts) is stored."""
+        ...

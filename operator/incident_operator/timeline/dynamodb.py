@@ -79,6 +79,16 @@ class DynamoTimeline:
     async def read(self, incident_id: str) -> list[Entry]:
         return await asyncio.to_thread(self._query, incident_id)
 
+    async def has(self, entry: Entry) -> bool:
+        found = await asyncio.to_thread(
+            self._client.get_item,
+            TableName=self._table,
+            Key={"incident_id": {"S": entry.incident_id}, "ts": {"S": entry.ts}},
+            ProjectionExpression="ts",
+            ConsistentRead=True,
+        )
+        return "Item" in found
+
     def _put_all(self, entries: list[Entry]) -> None:
         # One put per entry, not BatchWriteItem: batches cannot be conditional,
         # and the condition is what makes a retry harmless.
@@ -149,6 +159,9 @@ class LogTimeline:
     async def read(self, incident_id: str) -> list[Entry]:
         kept = self._entries.get(incident_id, {})
         return [kept[ts] for ts in sorted(kept)]
+
+    async def has(self, entry: Entry) -> bool:
+        return entry.ts in self._entries.get(entry.incident_id, {})
 
 
 def create_table(client: DynamoDBClient, name: str) -> None:
