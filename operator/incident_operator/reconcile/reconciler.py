@@ -243,7 +243,7 @@ class Reconciler:
                         "reasons": [r.reason for r in outcome.records],
                     },
                 )
-                await self._publish_pending(written)
+                await self._publish_pending(written, ours=True)
                 if outcome.wake_after is not None:
                     self._wake_later(written, outcome.wake_after)
                 return
@@ -391,7 +391,9 @@ class Reconciler:
 
     # --- publishing: Events and the timeline ----------------------------------
 
-    async def _publish_pending(self, incident: Incident) -> None:
+    async def _publish_pending(self, incident: Incident, *, ours: bool = False) -> None:
+        """Publish the last transition unless this process did; `ours`: it
+        was just written by this process, so nobody published it yet."""
         entries = self._occurrence_entries(incident)
         last = incident.status.last_transition
         key = f"{incident.metadata['uid']}/{last.at.isoformat()}" if last else None
@@ -408,11 +410,11 @@ class Reconciler:
                 )
                 for index, record in enumerate(last.records)
             ]
-            # Not published by this process: by an earlier one, or cut short
-            # by a crash? The last entry is written last, after every Event,
-            # so if it is stored, all is: one read instead of rewriting all
-            # (on a restart among thousands of finished Incidents).
-            if records and not await self._timeline.has(records[-1]):
+            # Written by an earlier process: published, or cut short by a
+            # crash? The last entry is written last, after every Event, so
+            # if it is stored, all is: one read instead of rewriting all (on
+            # a restart among thousands of finished Incidents).
+            if records and (ours or not await self._timeline.has(records[-1])):
                 for index, record in enumerate(last.records):
                     await self._post_event(incident, last.at, index, record.reason,
                                            record.message, warning=record.warning)  # fmt: skip
