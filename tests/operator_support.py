@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import httpx
 from kubernetes import client
 
+from fakes.jira import FakeJira
+from fakes.slack import FakeSlack
 from incident_operator.devstack.controlplane import free_port
 from incident_operator.models import GROUP, VERSION
 
@@ -115,6 +117,20 @@ def operator_env(kubeconfig: Path, aws: Any, **extra: str) -> dict[str, str]:
         "ECS_CLUSTER_NAME": "demo",
         "GEMINI_API_KEY": "",
         **extra,
+    }
+
+
+def channels_env(slack: FakeSlack, jira: FakeJira, *, channel: str, sender: str) -> dict[str, str]:
+    """Settings for every notification channel: the fakes' Slack and Jira, SES in moto."""
+    return {
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_CHANNEL": channel,
+        "JIRA_URL": jira.url,
+        "JIRA_USER": jira.user,
+        "JIRA_TOKEN": jira.token,
+        "SES_SENDER": sender,
+        "EMAIL_RECIPIENT": "oncall@example.com",
     }
 
 

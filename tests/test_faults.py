@@ -37,6 +37,7 @@ from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
 from operator_support import (
     OperatorProcess,
+    channels_env,
     create_policy,
     events_for,
     get_incident,
@@ -122,14 +123,7 @@ def rig(
         kubeconfig,
         aws,
         AWS_ENDPOINT_URL=faults.url,
-        SLACK_BOT_TOKEN=slack.token,
-        SLACK_API_URL=slack.api_url,
-        SLACK_CHANNEL=CHANNEL,
-        JIRA_URL=jira_server.url,
-        JIRA_USER=jira_server.user,
-        JIRA_TOKEN=jira_server.token,
-        SES_SENDER=SENDER,
-        EMAIL_RECIPIENT="oncall@example.com",
+        **channels_env(slack, jira_server, channel=CHANNEL, sender=SENDER),
         GEMINI_API_KEY=new_token(),
         GEMINI_BASE_URL=gemini.base_url,
     )

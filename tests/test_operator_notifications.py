@@ -18,6 +18,7 @@ from fakes.slack import FakeSlack, Message
 from incident_operator.models import GROUP, VERSION
 from operator_support import (
     OperatorProcess,
+    channels_env,
     create_policy,
     get_incident,
     operator_env,
@@ -46,14 +47,7 @@ def env(kubeconfig: Path, world: Aws, slack: FakeSlack, jira_server: FakeJira) -
     return operator_env(
         kubeconfig,
         world,
-        SLACK_BOT_TOKEN=slack.token,
-        SLACK_API_URL=slack.api_url,
-        SLACK_CHANNEL=CHANNEL,
-        JIRA_URL=jira_server.url,
-        JIRA_USER=jira_server.user,
-        JIRA_TOKEN=jira_server.token,
-        SES_SENDER=SENDER,
-        EMAIL_RECIPIENT="oncall@example.com",
+        **channels_env(slack, jira_server, channel=CHANNEL, sender=SENDER),
         NOTIFY_RETRY_ATTEMPTS="2",
     )
 
