@@ -159,13 +159,7 @@ class DevStack:
     def child_env(self) -> dict[str, str]:
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_ACCESS_KEY_ID": "dev",
-            "AWS_SECRET_ACCESS_KEY": "dev",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "TIMELINE_TABLE": TIMELINE_TABLE,
+            **self.exports(),
             "ECS_CLUSTER_NAME": CLUSTER,
             "INCIDENT_NAMESPACE": self.namespace,
             "INGEST_TOKENS": self.token,
