@@ -81,6 +81,20 @@ async def test_a_crash_before_the_status_write_does_not_post_twice(slack: FakeSl
     assert history and history[-1].query["include_all_metadata"] == "1"
 
 
+async def test_the_message_is_found_past_the_first_page_of_history(slack: FakeSlack) -> None:
+    tell = notifier(channel(slack))
+    first = incident(**transition("Assessing", ("received", "Triggered", "high alarm")))
+    await tell.announce(first, policy=policy())
+    # 250 newer messages: history lists 200 a page, newest first.
+    for index in range(250):
+        await channel(slack)._client.chat_postMessage(channel=CHANNEL, text=f"noise {index}")
+    await tell.announce(first, policy=policy())
+    mine = [m for m in slack.top_level(CHANNEL) if m.metadata]
+    assert len(mine) == 1, "posted again: the second page was not read"
+    pages = [c for c in slack.calls if c.path == "/api/conversations.history"]
+    assert [c.query.get("cursor") for c in pages][-2:] == [None, "200"]
+
+
 async def test_another_incidents_message_is_not_taken_for_ours(slack: FakeSlack) -> None:
     tell = notifier(channel(slack))
     await tell.announce(incident(name="checkout-aaaaaaaaaaaa"), policy=policy())

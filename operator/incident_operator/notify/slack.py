@@ -14,7 +14,7 @@ private channel); the channel must be given by ID, since history is read by ID.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from ..models import Incident, SlackRef
 from ..policy import Policy
@@ -139,24 +140,20 @@ class SlackChannel:
         """The Incident's message, if an earlier attempt posted it but its ts was not recorded."""
         uid = incident.metadata.get("uid")
         oldest = _epoch(incident.metadata.get("creationTimestamp")) - HISTORY_SLACK_SECONDS
-        cursor: str | None = None
-        for _ in range(HISTORY_PAGES):
-            page = await slack_call(
-                "read the channel's history",
-                self._client.conversations_history(
-                    channel=channel,
-                    oldest=f"{max(oldest, 0):.6f}",
-                    limit=200,
-                    include_all_metadata=True,
-                    cursor=cursor,
-                ),
-            )
+        pages = _pages(
+            "read the channel's history",
+            lambda cursor: self._client.conversations_history(
+                channel=channel,
+                oldest=f"{max(oldest, 0):.6f}",
+                limit=200,
+                include_all_metadata=True,
+                cursor=cursor,
+            ),
+        )
+        async for page in pages:
             for message in page.get("messages") or []:
                 if _payload(message, MESSAGE_EVENT).get("uid") == uid:
                     return SlackRef(channel=str(page.get("channel") or channel), ts=message["ts"])
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                return None
         return None
 
     async def _reply(self, ref: SlackRef, incident: Incident, *, fresh: bool) -> int:
@@ -188,26 +185,31 @@ class SlackChannel:
     async def _replied(self, ref: SlackRef, incident: Incident) -> set[str]:
         uid = incident.metadata.get("uid")
         keys: set[str] = set()
-        cursor: str | None = None
-        for _ in range(HISTORY_PAGES):
-            page = await slack_call(
-                "read the thread",
-                self._client.conversations_replies(
-                    channel=ref.channel,
-                    ts=ref.ts,
-                    limit=200,
-                    include_all_metadata=True,
-                    cursor=cursor,
-                ),
-            )
+        pages = _pages(
+            "read the thread",
+            lambda cursor: self._client.conversations_replies(
+                channel=ref.channel, ts=ref.ts, limit=200, include_all_metadata=True, cursor=cursor
+            ),
+        )
+        async for page in pages:
             for message in page.get("messages") or []:
                 payload = _payload(message, RECORD_EVENT)
                 if payload.get("uid") == uid and payload.get("record"):
                     keys.add(str(payload["record"]))
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
         return keys
+
+
+async def _pages(
+    doing: str, call: Callable[[str | None], Awaitable[AsyncSlackResponse]]
+) -> AsyncIterator[AsyncSlackResponse]:
+    """The pages of a cursor-paginated call, HISTORY_PAGES at most."""
+    cursor: str | None = None
+    for _ in range(HISTORY_PAGES):
+        page = await slack_call(doing, call(cursor))
+        yield page
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return
 
 
 def _metadata(event: str, incident: Incident, **extra: str) -> dict[str, Any]:
