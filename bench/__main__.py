@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,10 @@ from incident_operator.timeline.dynamodb import create_table
 
 REGION = "us-east-1"
 TOKEN = uuid.uuid4().hex
+# Requests sent before a measurement starts: connections open, caches warm.
+WARM_UP = 200
+# Leaves the webhook's warm-up alarms out of what a benchmark counts.
+MEASURED_ONLY = f"{GROUP}/service!=warm-up"
 
 
 def say(message: str) -> None:
@@ -68,6 +73,8 @@ class Rig:
         )
         create_table(self.session.client("dynamodb", endpoint_url=self.aws), "timeline")
         self.processes: list[subprocess.Popen[bytes]] = []
+        # Whose CPU time a measurement reports (the webhook joins when started).
+        self.measured = {Path(p.args[0]).name: p.pid for p in self.plane.processes}
 
     def env(self, namespace: str) -> dict[str, str]:
         return {
@@ -102,7 +109,15 @@ class Rig:
         self.spawn("webhook", namespace, "webhook", "--host", "127.0.0.1", "--port", str(port))
         url = f"http://127.0.0.1:{port}"
         wait_for("the webhook", lambda: _ok(f"{url}/readyz"), timeout=60)
+        self.measured["webhook"] = self.processes[-1].pid
         return url
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each measured process and by this one
+        (the bench client; moto runs here too, idle while alarms are posted)."""
+        used = {name: _cpu_seconds(pid) for name, pid in self.measured.items()}
+        mine = resource.getrusage(resource.RUSAGE_SELF)
+        return {**used, "client": mine.ru_utime + mine.ru_stime}
 
     def operator(self, namespace: str) -> subprocess.Popen[bytes]:
         port = free_port()
@@ -149,6 +164,37 @@ class Rig:
                 process.wait(timeout=15)
         self.moto.stop()
         self.plane.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    # Fields 14 and 15 of /proc/PID/stat: user and system time, in ticks.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Measured:
+    """Items per second, and CPU milliseconds per item by process, of a block."""
+
+    def __init__(self, rig: Rig, items: int) -> None:
+        self.rig, self.items = rig, items
+        self.rate = 0.0
+        self.cpu_ms: dict[str, float] = {}
+
+    def __enter__(self) -> Measured:
+        self._cpu = self.rig.cpu_seconds()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self._started
+        after = self.rig.cpu_seconds()
+        self.rate = self.items / elapsed
+        used = {name: after[name] - self._cpu.get(name, after[name]) for name in after}
+        # A process that did nothing here (the webhook during raw creates) is left out.
+        self.cpu_ms = {
+            name: round(seconds / self.items * 1000, 2) for name, seconds in used.items() if seconds
+        }
+        self.cpu_ms["total"] = round(sum(self.cpu_ms.values()), 2)
 
 
 def _ok(url: str) -> bool:
@@ -208,8 +254,8 @@ def raw_creates(
     count: int,
     concurrency: int,
     objects: list[dict[str, Any]] | None = None,
-) -> float:
-    """Creates/s with the Kubernetes client itself: small Incidents, or `objects`."""
+) -> Measured:
+    """Creates with the Kubernetes client itself: small Incidents, or `objects`."""
     body = {
         "apiVersion": API_VERSION,
         "kind": "Incident",
@@ -227,10 +273,9 @@ def raw_creates(
         made = objects[index] if objects else {**body, "metadata": {"name": f"raw-{index}"}}
         rig.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "incidents", made)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
+    with ThreadPoolExecutor(concurrency) as pool, Measured(rig, count) as measured:
         list(pool.map(create, range(count)))
-    return count / (time.perf_counter() - started)
+    return measured
 
 
 def webhook_objects(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,28 +289,35 @@ def webhook_objects(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return made
 
 
-def list_incidents(rig: Rig, namespace: str) -> list[dict[str, Any]]:
-    return list(
-        rig.objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "incidents")["items"]
+def list_incidents(rig: Rig, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    found = rig.objects.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "incidents", label_selector=selector
     )
+    return list(found["items"])
 
 
 def post_timed(
     rig: Rig, prefix: str, bodies: list[dict[str, Any]], concurrency: int
-) -> tuple[str, float, list[float]]:
-    """Post `bodies` to a fresh webhook and namespace: (namespace, alarms/s, latencies)."""
+) -> tuple[str, Measured, list[float]]:
+    """Post `bodies` to a fresh webhook and namespace: (namespace, measured, latencies).
+
+    The webhook first gets a few alarms of its own, so that connections are
+    open and code paths warm when the clock starts, as for the raw creates.
+    """
     namespace = rig.namespace(prefix)
     url = rig.webhook(namespace)
-    started = time.perf_counter()
-    latencies = asyncio.run(post_all(url, bodies, concurrency))
-    return namespace, len(bodies) / (time.perf_counter() - started), latencies
+    warm = [alert("warm-up", f"{prefix}-warm-up-{i}") for i in range(WARM_UP)]
+    asyncio.run(post_all(url, warm, concurrency))
+    with Measured(rig, len(bodies)) as measured:
+        latencies = asyncio.run(post_all(url, bodies, concurrency))
+    return namespace, measured, latencies
 
 
-def bench_ingest(rig: Rig, *, count: int, concurrency: int, raw: float) -> dict[str, Any]:
-    say(f"ingest: {count} new alarms through the webhook (vs {raw:.0f} raw creates/s)")
+def bench_ingest(rig: Rig, *, count: int, concurrency: int, raw: Measured) -> dict[str, Any]:
+    say(f"ingest: {count} new alarms through the webhook (vs {raw.rate:.0f} raw creates/s)")
     bodies = [alert(f"svc-{i % 50}", f"ingest-{i}") for i in range(count)]
-    namespace, rate, latencies = post_timed(rig, "bench-ingest", bodies, concurrency)
-    assert len(list_incidents(rig, namespace)) == count
+    namespace, hook, latencies = post_timed(rig, "bench-ingest", bodies, concurrency)
+    assert len(list_incidents(rig, namespace, MEASURED_ONLY)) == count
     # The same Incidents the webhook created, created directly: the raw
     # baseline above writes smaller objects (no labels, no alarm text), and
     # the API server's cost grows with the object.
@@ -275,24 +327,31 @@ def bench_ingest(rig: Rig, *, count: int, concurrency: int, raw: float) -> dict[
     return {
         "alarms": count,
         "concurrency": concurrency,
-        "webhook_alarms_per_s": round(rate, 1),
-        "raw_creates_per_s": round(raw, 1),
-        "ratio": round(rate / raw, 2),
-        "raw_creates_same_objects_per_s": round(same, 1),
-        "ratio_same_objects": round(rate / same, 2),
+        "webhook_alarms_per_s": round(hook.rate, 1),
+        "raw_creates_per_s": round(raw.rate, 1),
+        "ratio": round(hook.rate / raw.rate, 2),
+        "raw_creates_same_objects_per_s": round(same.rate, 1),
+        "ratio_same_objects": round(hook.rate / same.rate, 2),
         "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "latency_p99_ms": round(_quantile(latencies, 0.99) * 1000, 1),
+        # Where the CPU goes: all of these share the machine's cores.
+        "cpu_ms_per_alarm": hook.cpu_ms,
+        "cpu_ms_per_raw_create": raw.cpu_ms,
+        "cpu_ms_per_raw_create_same_objects": same.cpu_ms,
     }
 
 
 def bench_storm(
-    rig: Rig, *, count: int, fingerprints: int, concurrency: int, raw: float
+    rig: Rig, *, count: int, fingerprints: int, concurrency: int, raw: Measured
 ) -> dict[str, Any]:
     say(f"storm: {count} alarms over {fingerprints} fingerprints at concurrency {concurrency}")
     bodies = [alert(f"storm-{i % fingerprints}", f"storm-{i % fingerprints}") for i in range(count)]
-    namespace, rate, latencies = post_timed(rig, "bench-storm", bodies, concurrency)
-    items = list_incidents(rig, namespace)
+    before = rig.requests()
+    namespace, storm, latencies = post_timed(rig, "bench-storm", bodies, concurrency)
+    writes = rig.requests() - before
+    items = list_incidents(rig, namespace, MEASURED_ONLY)
     total = sum(item["status"]["occurrences"] for item in items)
+    patches = writes[("PATCH", "incidents", "status")]
     return {
         "alarms": count,
         "fingerprints": fingerprints,
@@ -300,10 +359,14 @@ def bench_storm(
         "incidents": len(items),
         "total_occurrences": total,
         "exact": len(items) == fingerprints and total == count,
-        "alarms_per_s": round(rate, 1),
-        "vs_raw_creates": round(rate / raw, 2),
+        "alarms_per_s": round(storm.rate, 1),
+        "vs_raw_creates": round(storm.rate / raw.rate, 2),
         "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "latency_p99_ms": round(_quantile(latencies, 0.99) * 1000, 1),
+        # Each patch adds a batch of alarms to one Incident's count.
+        "status_patches": patches,
+        "alarms_per_patch": round((count - fingerprints) / patches, 2) if patches else None,
+        "cpu_ms_per_alarm": storm.cpu_ms,
     }
 
 
@@ -496,11 +559,12 @@ def main() -> int:
     rig = Rig(workdir)
     results: dict[str, Any] = {"machine": machine(), "started": datetime.now().isoformat()}
     try:
-        raw = raw_creates(rig, rig.namespace("bench-raw"), int(400 * scale) or 20, 16)
+        # Warm the API server up (first requests, empty caches) before any
+        # figure is taken, then measure the baseline.
+        raw_creates(rig, rig.namespace("bench-warm-up"), WARM_UP, 16)
+        raw = raw_creates(rig, rig.namespace("bench-raw"), int(2000 * scale), 16)
         if "ingest" in wanted:
-            results["ingest"] = bench_ingest(
-                rig, count=int(400 * scale) or 20, concurrency=16, raw=raw
-            )
+            results["ingest"] = bench_ingest(rig, count=int(2000 * scale), concurrency=16, raw=raw)
         if "storm" in wanted:
             results["storm"] = bench_storm(
                 rig, count=int(10_000 * scale), fingerprints=20, concurrency=50, raw=raw
