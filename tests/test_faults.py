@@ -31,10 +31,12 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from kubernetes import client
 
+from api_cuts import ApiServerCuts
 from aws_fixtures import Aws, AwsFaults
 from fakes.gemini import FakeGemini
 from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
+from incident_operator.devstack.controlplane import ControlPlane
 from operator_support import (
     OperatorProcess,
     channels_env,
@@ -356,6 +358,48 @@ async def test_gemini_timing_out(rig: Rig) -> None:
     assert_each_once(
         rig, incidents, ends=lambda service: "Escalated" if service in timed_out else "Resolved"
     )
+
+
+# --- Kubernetes ----------------------------------------------------------------
+
+
+async def test_api_server_cut_off_whenever_an_incident_moves(
+    rig: Rig, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    # The operator reaches the API server through a relay. Whenever an
+    # Incident has moved since the last cut, the relay cuts every connection,
+    # whatever is in flight on it, and refuses new ones for 1 s: status
+    # patches and Events whose answers are lost, watches that break, passes
+    # and their retries' reads that fail.
+    cuts = ApiServerCuts(control_plane.url)
+    original = Path(rig.operator.env["KUBECONFIG"])
+    rig.operator.env["KUBECONFIG"] = str(cuts.kubeconfig(original, tmp_path / "kubeconfig"))
+    try:
+        rig.start()
+        names = await rig.raise_alarms()
+        seen: set[tuple[str, str | None]] = set()
+
+        def cut_whenever_one_moved() -> bool:
+            phases = {
+                name: get_incident(rig.api, rig.namespace, name).get("status", {}).get("phase")
+                for name in names.values()
+            }
+            if set(phases.items()) - seen and not cuts.is_down():
+                seen.update(phases.items())
+                cuts.cut(1)
+            return set(phases.values()) <= TERMINAL
+
+        try:
+            wait_for("every Incident to end", cut_whenever_one_moved, timeout=120)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{rig.operator.logs()[-6000:]}") from None
+        incidents = settle(rig, names)
+    finally:
+        cuts.close()
+    print(f"api-cuts: {cuts.cuts} cuts, {cuts.severed} connections severed, "
+          f"{cuts.refused} refused")  # fmt: skip
+    assert cuts.cuts >= 3 and cuts.severed >= cuts.cuts and cuts.refused > 0
+    assert_each_once(rig, incidents)
 
 
 async def test_gemini_down_escalates_everything_and_acts_on_nothing(rig: Rig) -> None:

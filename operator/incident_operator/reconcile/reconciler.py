@@ -185,9 +185,7 @@ class Reconciler:
         except Exception:
             # kopf does not retry event handlers: we do, with backoff, from
             # a fresh read (the failure may have been a stale object).
-            failures = self._failures.get(uid, 0) + 1
-            self._failures[uid] = failures
-            delay = min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+            delay = self._backoff(uid)
             log.exception(
                 "reconcile failed; retrying",
                 extra={"incident": body["metadata"].get("name"), "retry_in": delay},
@@ -196,6 +194,12 @@ class Reconciler:
                 self._wake_later(Incident.model_validate(body), delay)
         else:
             self._failures.pop(uid, None)
+
+    def _backoff(self, uid: str) -> float:
+        """Seconds until the next try after another failure for this Incident."""
+        failures = self._failures.get(uid, 0) + 1
+        self._failures[uid] = failures
+        return float(min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS))
 
     def forget(self, uid: str) -> None:
         """The Incident is gone: drop everything kept about it."""
@@ -484,14 +488,18 @@ class Reconciler:
     # --- wake-ups -------------------------------------------------------------
 
     def _wake_later(self, incident: Incident, seconds: float) -> None:
-        uid = incident.metadata["uid"]
-        namespace, name = incident.metadata["namespace"], incident.metadata["name"]
-        self._cancel_wakeup(incident)
+        metadata = incident.metadata
+        self._wake_by_name(metadata["uid"], metadata["namespace"], metadata["name"], seconds)
+
+    def _wake_by_name(self, uid: str, namespace: str, name: str, seconds: float) -> None:
+        handle = self._wakeups.pop(uid, None)
+        if handle:
+            handle.cancel()
         loop = asyncio.get_running_loop()
 
         def wake() -> None:
             self._wakeups.pop(uid, None)
-            task = loop.create_task(self._wake(namespace, name))
+            task = loop.create_task(self._wake(uid, namespace, name))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -502,7 +510,7 @@ class Reconciler:
         if handle:
             handle.cancel()
 
-    async def _wake(self, namespace: str, name: str) -> None:
+    async def _wake(self, uid: str, namespace: str, name: str) -> None:
         try:
             body = await asyncio.to_thread(
                 self._objects.get_namespaced_custom_object,
@@ -512,12 +520,23 @@ class Reconciler:
                 "incidents",
                 name,
             )
-            self.submit(body, replace=False)
         except client.ApiException as error:
-            if error.status != 404:
-                log.warning("wake-up failed", extra={"incident": name, "status": error.status})
-        except Exception:
-            log.exception("wake-up failed", extra={"incident": name})
+            if error.status == 404:
+                return  # deleted: nothing left to do
+            problem: object = f"API server answered {error.status}"
+        except Exception as error:  # unreachable, timed out: try again
+            problem = error
+        else:
+            self.submit(body, replace=False)
+            return
+        # The read failed, not the Incident: without another wake-up it would
+        # wait for a change that may never come.
+        delay = self._backoff(uid)
+        log.warning(
+            "wake-up failed; trying again",
+            extra={"incident": name, "error": str(problem), "retry_in": delay},
+        )
+        self._wake_by_name(uid, namespace, name, delay)
 
 
 @dataclass
