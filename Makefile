@@ -18,17 +18,19 @@ help:
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
 
 # The venv is rebuilt when the lock or the project's metadata change.
+# Quiet on stdout (progress goes to stderr): `make bench > results.json` is JSON.
 $(VENV)/.installed: requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
-	touch $@
+	@echo "setting up $(VENV) from requirements.lock" >&2
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip >&2
+	@$(BIN)/pip install --quiet -r requirements.lock >&2
+	@$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . >&2
+	@touch $@
 
 venv: $(VENV)/.installed
 
 controlplane: venv
-	$(BIN)/python -m incident_operator.devstack.binaries
+	@$(BIN)/python -m incident_operator.devstack.binaries >&2
 
 helm: venv
 	$(BIN)/python -m incident_operator.devstack.helm
@@ -62,7 +64,7 @@ demo: venv controlplane
 
 # Benchmarks: one JSON document on stdout, a readable table on stderr.
 bench: venv controlplane
-	$(BIN)/python -m bench
+	@$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

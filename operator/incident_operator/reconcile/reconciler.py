@@ -530,13 +530,14 @@ class Reconciler:
             self.submit(body, replace=False)
             return
         # The read failed, not the Incident: without another wake-up it would
-        # wait for a change that may never come.
+        # wait for a change that may never come (unless one is due already).
         delay = self._backoff(uid)
         log.warning(
             "wake-up failed; trying again",
             extra={"incident": name, "error": str(problem), "retry_in": delay},
         )
-        self._wake_by_name(uid, namespace, name, delay)
+        if uid not in self._wakeups:
+            self._wake_by_name(uid, namespace, name, delay)
 
 
 @dataclass
