@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any, Literal
 
+import httpx2
 from google import genai
 from google.genai import errors, types
 from pydantic import ConfigDict, ValidationError
@@ -87,7 +88,7 @@ def _describe(error: BaseException, *, timeout_s: float) -> tuple[str, str]:
             f"Gemini answered {error.code} {error.status or ''}".strip() + "; escalated to a human",
             f"gemini call failed: {kind} {error.code} {error.status}: {error.message}",
         )
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError | httpx2.TimeoutException):
         return (
             "Gemini did not answer in time; escalated to a human",
             f"gemini call failed: {kind}: no answer within {timeout_s:g} s",
@@ -115,9 +116,9 @@ class GeminiAssessor:
         self.model = model
         self._api_key = api_key
         self._timeout_s = timeout_s
-        # Timeouts and retries are the SDK's: it retries 408, 429, 5xx and
-        # connection errors with exponential backoff, and not a 4xx that
-        # would fail again. `timeout` is per attempt, in milliseconds.
+        # Timeouts and retries are the SDK's: it retries 408, 429, 5xx,
+        # connection errors and timeouts with exponential backoff, and not a
+        # 4xx that would fail again. `timeout` is per attempt, in milliseconds.
         self._http_options = types.HttpOptions(
             base_url=base_url,
             api_version=API_VERSION,
@@ -180,13 +181,17 @@ class GeminiAssessor:
             )
 
     async def _generate(self, *, model: str, prompt: Prompt) -> types.GenerateContentResponse:
-        # A client per call: its aiohttp session belongs to the running event
-        # loop, and closing it here leaves nothing open between incidents.
+        # A client per call: its connections belong to the running event loop,
+        # and closing it here leaves nothing open between incidents.
         # vertexai=False so GOOGLE_GENAI_USE_VERTEXAI in the environment cannot
-        # send the key (and the alarm) to another API.
-        client = genai.Client(
-            api_key=self._api_key, vertexai=False, http_options=self._http_options
+        # send the key (and the alarm) to another API. A transport of its own
+        # puts the call on the SDK's httpx2 client: on its default aiohttp
+        # client a timeout is the builtin TimeoutError, which the SDK's retry
+        # does not catch, so one slow answer escalated.
+        options = self._http_options.model_copy(
+            update={"async_client_args": {"transport": httpx2.AsyncHTTPTransport()}}
         )
+        client = genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
         try:
             return await client.aio.models.generate_content(
                 model=model,
