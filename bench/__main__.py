@@ -3,7 +3,9 @@
 Everything runs on this machine in one go: a local kube-apiserver + etcd,
 moto, the webhook and the operator as real processes. Figures from one run
 are comparable with each other, not with another machine's. A benchmark
-reports; it does not pass or fail.
+reports; it does not pass or fail. Ingest and storm rates come with the CPU
+milliseconds each process (API server, etcd, webhook, this client) spent per
+alarm: on a machine they share, that is what a rate is made of.
 
     python -m bench [--quick]      # --quick: smaller counts, for a smoke run
 """
@@ -116,6 +118,7 @@ class Rig:
         """CPU seconds used so far by each measured process and by this one
         (the bench client; moto runs here too, idle while alarms are posted)."""
         used = {name: _cpu_seconds(pid) for name, pid in self.measured.items()}
+        used = {name: seconds for name, seconds in used.items() if seconds is not None}
         mine = resource.getrusage(resource.RUSAGE_SELF)
         return {**used, "client": mine.ru_utime + mine.ru_stime}
 
@@ -166,9 +169,14 @@ class Rig:
         self.plane.stop()
 
 
-def _cpu_seconds(pid: int) -> float:
-    # Fields 14 and 15 of /proc/PID/stat: user and system time, in ticks.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of a process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    # Fields 14 and 15 of /proc/PID/stat, after the command's parentheses: in ticks.
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
