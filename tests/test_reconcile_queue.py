@@ -180,3 +180,36 @@ async def test_a_finished_incident_that_reopens_while_waiting_is_due_at_once() -
     reconciler.submit(body("a", "2", status={"phase": "Escalated", "alarmState": "OK"}))
     await finish(reconciler)
     assert reconciler.passes == [("busy", "1"), ("a", "2"), ("b", "1")]
+
+
+def valid(uid: str, version: str) -> dict[str, Any]:
+    """A body that passes as an Incident (a failed pass retries only those)."""
+    spec = {"source": "generic", "fingerprint": uid, "title": "t", "severity": "low",
+            "service": {"name": "s"}, "alarm": {"name": "a"}}  # fmt: skip
+    return {**body(uid, version), "spec": spec}
+
+
+class Failing(Recording):
+    """Every pass fails, as while the API server is out of reach."""
+
+    async def _reconcile(self, body: Mapping[str, Any]) -> None:
+        self.passes.append((body["metadata"]["uid"], body["metadata"]["resourceVersion"]))
+        raise ConnectionError("API server unreachable")
+
+
+async def test_a_failure_while_a_retry_is_due_does_not_lengthen_the_backoff() -> None:
+    # The failed pass wrote something, say; the watch's event of that write
+    # brings a second pass, which fails for the same cause. The retry stays
+    # where the first failure put it: one outage, one step of backoff.
+    reconciler = Failing(concurrency=1)
+    loop = asyncio.get_running_loop()
+    reconciler.submit(valid("a", "1"))
+    await settle(reconciler)
+    first = reconciler._wakeups["a"].when() - loop.time()
+    reconciler.submit(valid("a", "2"))
+    await settle(reconciler)
+    assert reconciler.passes == [("a", "1"), ("a", "2")]
+    assert 0.9 < first <= 1.0  # the first step: RETRY_BASE_SECONDS
+    assert reconciler._wakeups["a"].when() - loop.time() <= first
+    assert reconciler._failures["a"] == 1
+    reconciler.forget("a")

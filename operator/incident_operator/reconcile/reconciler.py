@@ -118,6 +118,7 @@ class Reconciler:
         self._wakeups: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, int] = {}
+        self._retry_due: dict[str, float] = {}  # uid -> event loop time of its retry
         self._retell_after = max(retell_after, 1.0)
         self._retells: dict[str, _Retell] = {}
         # Passes to run: the newest body of each Incident waiting (packed),
@@ -185,21 +186,34 @@ class Reconciler:
         except Exception:
             # kopf does not retry event handlers: we do, with backoff, from
             # a fresh read (the failure may have been a stale object).
+            name = body["metadata"].get("name")
             delay = self._backoff(uid)
-            log.exception(
-                "reconcile failed; retrying",
-                extra={"incident": body["metadata"].get("name"), "retry_in": delay},
-            )
+            if delay is None:
+                log.exception("reconcile failed; its retry is due", extra={"incident": name})
+                return
+            log.exception("reconcile failed; retrying", extra={"incident": name, "retry_in": delay})
             with contextlib.suppress(ValueError):  # an invalid body cannot be retried
                 self._wake_later(Incident.model_validate(body), delay)
         else:
             self._failures.pop(uid, None)
+            self._retry_due.pop(uid, None)
 
-    def _backoff(self, uid: str) -> float:
-        """Seconds until the next try after another failure for this Incident."""
+    def _backoff(self, uid: str) -> float | None:
+        """Seconds until the next try after a failure of this Incident's, doubling
+        with each failure; None when a retry is due already.
+
+        A pass that fails while a retry is due (the watch's event of a write
+        the failed pass made, say) fails for the same cause: it neither moves
+        the retry nor lengthens the backoff, so one outage costs one step.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._retry_due.get(uid, now) > now:
+            return None
         failures = self._failures.get(uid, 0) + 1
         self._failures[uid] = failures
-        return float(min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS))
+        delay = float(min(RETRY_BASE_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS))
+        self._retry_due[uid] = now + delay
+        return delay
 
     def forget(self, uid: str) -> None:
         """The Incident is gone: drop everything kept about it."""
@@ -210,6 +224,7 @@ class Reconciler:
         self._occurrences_published.pop(uid, None)
         self._published.pop(uid, None)
         self._failures.pop(uid, None)
+        self._retry_due.pop(uid, None)
         self._retells.pop(uid, None)
 
     # --- one pass -------------------------------------------------------------
@@ -536,7 +551,7 @@ class Reconciler:
             "wake-up failed; trying again",
             extra={"incident": name, "error": str(problem), "retry_in": delay},
         )
-        if uid not in self._wakeups:
+        if delay is not None and uid not in self._wakeups:
             self._wake_by_name(uid, namespace, name, delay)
 
 
