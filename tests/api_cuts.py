@@ -62,7 +62,10 @@ class ApiServerCuts:
 
     def close(self) -> None:
         self._listener.close()
-        self.cut(0)
+        with self._lock:
+            clients = list(self._open)
+        for connection in clients:
+            _close(connection)
 
     def _accept(self) -> None:
         while True:
