@@ -218,9 +218,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         """The Incident is gone: drop everything kept about it."""
         self._waiting.pop(uid, None)
-        handle = self._wakeups.pop(uid, None)
-        if handle:
-            handle.cancel()
+        self._cancel_wakeup(uid)
         self._occurrences_published.pop(uid, None)
         self._published.pop(uid, None)
         self._failures.pop(uid, None)
@@ -244,7 +242,7 @@ class Reconciler:
             if due:
                 self._wake_later(incident, min(due))
             elif incident.status.phase in TERMINAL_PHASES:
-                self._cancel_wakeup(incident)
+                self._cancel_wakeup(incident.metadata["uid"])
             return
         outcome = await self._announce(incident, outcome, policy)
         crash_point("before-write")
@@ -507,9 +505,7 @@ class Reconciler:
         self._wake_by_name(metadata["uid"], metadata["namespace"], metadata["name"], seconds)
 
     def _wake_by_name(self, uid: str, namespace: str, name: str, seconds: float) -> None:
-        handle = self._wakeups.pop(uid, None)
-        if handle:
-            handle.cancel()
+        self._cancel_wakeup(uid)
         loop = asyncio.get_running_loop()
 
         def wake() -> None:
@@ -520,8 +516,8 @@ class Reconciler:
 
         self._wakeups[uid] = loop.call_later(max(seconds, 0.05), wake)
 
-    def _cancel_wakeup(self, incident: Incident) -> None:
-        handle = self._wakeups.pop(incident.metadata["uid"], None)
+    def _cancel_wakeup(self, uid: str) -> None:
+        handle = self._wakeups.pop(uid, None)
         if handle:
             handle.cancel()
 
@@ -548,7 +544,7 @@ class Reconciler:
         # wait for a change that may never come (unless one is due already).
         delay = self._backoff(uid)
         log.warning(
-            "wake-up failed; trying again",
+            "wake-up failed; trying again" if delay is not None else "wake-up failed; retry due",
             extra={"incident": name, "error": str(problem), "retry_in": delay},
         )
         if delay is not None and uid not in self._wakeups:
