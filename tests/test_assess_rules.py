@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from builders import incident
 from incident_operator.assess.factory import assess
 from incident_operator.assess.rules import RulesAssessor
-from incident_operator.models import IncidentSpec, ResponsePolicySpec
+from incident_operator.models import IncidentSpec, ResponsePolicySpec, Rule
 from incident_operator.policy import DEFAULT, Policy
 
 
@@ -155,8 +156,33 @@ async def test_a_long_alarm_name_keeps_the_message_within_bounds() -> None:
     assert len(result.message) <= 200
 
 
+def test_a_policy_whose_rule_can_never_apply_is_invalid() -> None:
+    with pytest.raises(ValidationError, match="not in allowedActions"):
+        policy({"action": "restart_service"}, allowed=["notify_team"])
+    with pytest.raises(ValidationError, match=r"rules\[0\] matches everything"):
+        policy({"action": "ignore"}, {"action": "notify_team", "severities": ["high"]})
+
+
+def test_a_policy_without_an_assessor_uses_the_rules() -> None:
+    # The README's promise: rules unless a policy asks for gemini.
+    assert ResponsePolicySpec.model_validate({"rules": [{"action": "ignore"}]}).assessor.type == (
+        "rules"
+    )
+
+
 async def test_a_rule_outside_the_allowed_actions_is_overruled_by_the_guardrails() -> None:
-    strict = policy({"action": "restart_service"}, allowed=["notify_team"])
+    # The API server refuses such a policy; one that got in anyway (written
+    # before the check existed) is still held to its allowed actions.
+    strict = Policy(
+        "checkout",
+        ResponsePolicySpec.model_construct(
+            **{
+                **ResponsePolicySpec().__dict__,
+                "rules": [Rule(action="restart_service")],
+                "allowed_actions": ["notify_team"],
+            }
+        ),
+    )
     result = await assess(incident=spec(), policy=strict, assessor=RulesAssessor())
     assert (result.decision, result.action) == ("ESCALATE", "notify_team")
     assert result.rationale.startswith(

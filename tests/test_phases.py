@@ -32,6 +32,7 @@ from incident_operator.remediate import (
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+CHECKOUT = "eu-west-1/prod/checkout"  # the builders' Incident's canonical target
 
 
 class ScriptedRemediator:
@@ -130,9 +131,11 @@ async def test_restart_without_approval_records_the_intent_first() -> None:
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert result.status["remediation"] == {
         "action": "restart_service",
-        "target": "prod/checkout",
+        "target": CHECKOUT,
         "result": "Pending",
     }
+    assert result.status["approval"]["action"] == "restart_service"
+    assert result.status["approval"]["target"] == CHECKOUT
     assert remediator.restarts == []  # the intent is written before any action
 
 
@@ -155,42 +158,78 @@ async def test_restart_without_any_cluster_escalates() -> None:
     no_default = Ports(assess=decided("restart_service"), remediator=ScriptedRemediator())
     result = await step(incident, ports=no_default, policy=policy(approval={"requiredFor": []}))
     assert isinstance(result, Transition) and result.phase == "Escalated"
-    assert result.records[-1].reason == "NoCluster"
+    assert result.records[-1].reason == "NoTarget"
+    assert "no ECS cluster" in result.records[-1].message
+
+
+def awaiting(service: dict[str, Any] | None = None, **approval: Any) -> Incident:
+    """An Incident whose restart of the builders' target waits for approval."""
+    assessment = {
+        "decision": "SAFE",
+        "action": "restart_service",
+        "message": "restart it",
+        "confidence": 0.9,
+        "assessor": "rules",
+    }
+    fields = {"required": True, "action": "restart_service", "target": CHECKOUT, **approval}
+    # None leaves a field out, as an approval written by hand might.
+    approval = {key: value for key, value in fields.items() if value is not None}
+    status = {"phase": "AwaitingApproval", "assessment": assessment, "approval": approval}
+    return make(status, **({"service": service} if service else {}))
 
 
 async def test_pending_approval_waits_until_the_deadline() -> None:
     deadline = NOW + timedelta(minutes=10)
-    incident = make(
-        {
-            "phase": "AwaitingApproval",
-            "approval": {"required": True, "state": "Pending", "deadline": deadline.isoformat()},
-        }
-    )
+    incident = awaiting(state="Pending", deadline=deadline.isoformat())
     result = await step(incident, ports=ports())
     assert result == Wait(600.0)
 
 
 async def test_approval_starts_the_remediation() -> None:
-    incident = make(
-        {
-            "phase": "AwaitingApproval",
-            "approval": {"required": True, "state": "Approved", "by": "U123", "via": "slack"},
-        }
-    )
+    incident = awaiting(state="Approved", by="U123", via="slack")
     result = await step(incident, ports=ports())
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert conditions(result)["Approved"] == ("True", "Approved")
     assert "U123 via slack" in result.records[0].message
+    assert result.status["remediation"]["target"] == CHECKOUT
+
+
+@pytest.mark.parametrize(
+    ("approved", "service"),
+    [
+        # The spec was edited after the approval was asked for (the API
+        # server refuses that now; this is the second line of defence).
+        ({"target": CHECKOUT}, {"name": "payments", "cluster": "prod", "region": "eu-west-1"}),
+        # An approval written by hand, naming no target.
+        ({"target": None}, None),
+        # Approved for another action than the one that would run.
+        ({"action": "ignore"}, None),
+    ],
+)
+async def test_an_approval_acts_only_on_what_it_approved(
+    approved: dict[str, Any], service: dict[str, Any] | None
+) -> None:
+    remediator = ScriptedRemediator()
+    incident = awaiting(service, state="Approved", by="U123", via="kubectl", **approved)
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == "ApprovalMismatch"
+    assert "remediation" not in result.status
+    assert remediator.restarts == []
+
+
+async def test_an_approved_action_the_policy_no_longer_allows_is_not_started() -> None:
+    incident = awaiting(state="Approved", by="U123", via="slack")
+    now_forbidden = policy(allowedActions=["notify_team", "ignore"])
+    result = await step(incident, ports=ports(), policy=now_forbidden)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == "ActionNotAllowed"
+    assert "remediation" not in result.status
 
 
 async def test_rejection_escalates_without_acting() -> None:
     remediator = ScriptedRemediator()
-    incident = make(
-        {
-            "phase": "AwaitingApproval",
-            "approval": {"required": True, "state": "Rejected", "by": "U9", "via": "slack"},
-        }
-    )
+    incident = awaiting(state="Rejected", by="U9", via="slack")
     result = await step(incident, ports=ports(remediator=remediator))
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert conditions(result)["Approved"] == ("False", "Rejected")
@@ -203,12 +242,7 @@ async def test_rejection_escalates_without_acting() -> None:
 )
 async def test_expired_approval_follows_the_policy(on_timeout: str, phase: str) -> None:
     deadline = NOW - timedelta(seconds=1)
-    incident = make(
-        {
-            "phase": "AwaitingApproval",
-            "approval": {"required": True, "state": "Pending", "deadline": deadline.isoformat()},
-        }
-    )
+    incident = awaiting(state="Pending", deadline=deadline.isoformat())
     result = await step(incident, ports=ports(), policy=policy(approval={"onTimeout": on_timeout}))
     assert isinstance(result, Transition) and result.phase == phase
     assert result.status["approval"]["state"] == "Expired"
@@ -221,7 +255,7 @@ def remediating(result: str = "Pending", **extra: Any) -> Incident:
             "phase": "Remediating",
             "remediation": {
                 "action": "restart_service",
-                "target": "prod/checkout",
+                "target": CHECKOUT,
                 "result": result,
                 **extra,
             },
@@ -233,7 +267,9 @@ async def test_remediation_restarts_once_and_records_the_deployment() -> None:
     remediator = ScriptedRemediator()
     result = await step(remediating(), ports=ports(remediator=remediator))
     assert isinstance(result, Transition) and result.phase == "Remediating"
-    assert remediator.restarts == [("prod/checkout-abc", Target("prod", "checkout", "eu-west-1"))]
+    assert remediator.restarts == [
+        ("prod/checkout-abc", Target(region="eu-west-1", cluster="prod", service="checkout"))
+    ]
     assert result.status["remediation"]["result"] == "InProgress"
     assert result.status["remediation"]["deploymentId"] == "ecs-svc/123"
     assert [r.kind for r in result.records] == ["action_started"]
@@ -303,6 +339,78 @@ async def test_recovery_resolves_an_open_incident(phase: str) -> None:
     assert isinstance(result, Transition) and result.phase == "Resolved"
     assert conditions(result)["Resolved"] == ("True", "AlarmRecovered")
     assert remediator.restarts == []
+
+
+async def test_a_remediation_whose_target_changed_is_not_carried_out() -> None:
+    remediator = ScriptedRemediator()
+    incident = remediating()
+    assert incident.status.remediation is not None
+    incident.status.remediation.target = "eu-west-1/prod/payments"
+    result = await step(incident, ports=ports(remediator=remediator))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == "TargetChanged"
+    assert remediator.restarts == []
+
+
+async def test_recovery_cancels_a_pending_approval() -> None:
+    deadline = NOW + timedelta(minutes=10)
+    incident = awaiting(state="Pending", deadline=deadline.isoformat())
+    incident.status.alarm_state = "OK"
+    result = await step(incident, ports=ports())
+    assert isinstance(result, Transition) and result.phase == "Resolved"
+    assert result.status["approval"]["state"] == "Cancelled"
+    assert result.status["approval"]["target"] == CHECKOUT
+    assert conditions(result)["Approved"] == ("False", "Cancelled")
+
+
+ARN = "arn:aws:ecs:eu-west-1:123456789012:service/prod/checkout"
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        {"name": ARN},
+        {"name": ARN, "cluster": "prod"},
+        {"name": ARN, "cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/prod"},
+        {"name": "arn:aws:ecs:eu-west-1:123456789012:service/checkout", "cluster": "prod"},
+        {"name": "checkout", "cluster": "prod", "region": "eu-west-1"},
+    ],
+)
+async def test_every_alias_of_a_service_is_one_target(service: dict[str, Any]) -> None:
+    no_approval = policy(approval={"requiredFor": []})
+    result = await step(
+        make({"phase": "Assessing"}, service=service), ports=ports(), policy=no_approval
+    )
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert result.status["remediation"]["target"] == CHECKOUT
+
+
+@pytest.mark.parametrize(
+    ("service", "why"),
+    [
+        ({"name": ARN, "cluster": "staging"}, "2 different clusters"),
+        ({"name": ARN, "region": "us-east-1"}, "2 different regions"),
+        ({"name": "arn:aws:ecs:eu-west-1:123456789012:task/prod/1"}, "not an ECS service ARN"),
+        ({"name": "arn:aws:ecs:eu-west-1:123456789012:service/a/b/c"}, "not an ECS service ARN"),
+        ({"name": "check out", "cluster": "prod"}, "not an ECS name"),
+        ({"name": "checkout", "cluster": "prod", "region": "moon-1"}, "not an AWS region"),
+        ({"name": "AWS/RDS", "platform": "none"}, "names no ECS service"),
+    ],
+)
+async def test_a_target_that_does_not_resolve_is_never_acted_on(
+    service: dict[str, Any], why: str
+) -> None:
+    remediator = ScriptedRemediator()
+    no_approval = policy(approval={"requiredFor": []})
+    result = await step(
+        make({"phase": "Assessing"}, service=service),
+        ports=ports(remediator=remediator),
+        policy=no_approval,
+    )
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == "NoTarget"
+    assert why in result.records[-1].message
+    assert "remediation" not in result.status and "approval" not in result.status
 
 
 async def test_recovery_during_a_restart_lets_it_finish() -> None:

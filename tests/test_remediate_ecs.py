@@ -15,18 +15,19 @@ from typing import Any
 
 import pytest
 
-from aws_fixtures import Aws
-from incident_operator.models import RemediationPolicy
+from aws_fixtures import REGION, Aws
+from incident_operator.models import RemediationPolicy, ServiceRef
 from incident_operator.remediate import (
     RemediationFailed,
     RestartReceipt,
     RestartRefused,
     Target,
+    resolve,
 )
 from incident_operator.remediate.ecs import EcsRemediator, judge_rollout
 from incident_operator.remediate.guard import DynamoGuard, new_claim
 
-CHECKOUT = Target(cluster="demo", service="checkout")
+CHECKOUT = Target(region=REGION, cluster="demo", service="checkout")
 LIMITS = RemediationPolicy()  # cooldown 900 s, 3 per hour
 
 
@@ -55,7 +56,6 @@ def remediator(aws: Aws, table: str) -> Callable[..., EcsRemediator]:
             "ecs": aws.client("ecs"),
             "dynamodb": aws.client("dynamodb"),
             "guard_table": table,
-            "default_cluster": "demo",
         }
         options.update(overrides)
         return EcsRemediator(**options)
@@ -103,14 +103,37 @@ async def test_concurrent_calls_for_one_incident_in_one_process_restart_once(
     assert sorted(r.reused for r in receipts) == [False, True, True, True, True]
 
 
-async def test_default_cluster_applies_when_the_target_has_none(
+async def test_every_alias_of_a_service_shares_its_cooldown(
     aws: Aws, remediator: Callable[..., EcsRemediator]
 ) -> None:
-    receipt = await remediator().restart(
-        incident_id="default/a", target=Target(cluster="", service="checkout"), limits=LIMITS
-    )
+    # ECS accepts the ARN as the service; so does the alarm. Both are one
+    # target, so the second Incident meets the first one's cooldown.
+    arn = f"arn:aws:ecs:{REGION}:123456789012:service/demo/checkout"
+    by_arn = resolve(ServiceRef(name=arn), default_cluster=None, default_region=REGION)
+    by_name = resolve(ServiceRef(name="checkout"), default_cluster="demo", default_region=REGION)
+    assert by_arn == Target(REGION, "demo", "checkout", account="123456789012")
+    one = remediator()
 
-    assert receipt.deployment_id == aws.primary()["id"]
+    await one.restart(incident_id="default/a", target=by_arn, limits=LIMITS)
+    with pytest.raises(RestartRefused) as refused:
+        await one.restart(incident_id="default/b", target=by_name, limits=LIMITS)
+
+    assert refused.value.reason == "Cooldown"
+    assert f"{REGION}/demo/checkout was restarted" in str(refused.value)
+    assert restarts(aws) == 1
+
+
+async def test_a_target_named_in_another_account_is_refused(
+    aws: Aws, remediator: Callable[..., EcsRemediator]
+) -> None:
+    # Our `checkout` is not the one an alarm of account 210987654321 is about.
+    theirs = Target(REGION, "demo", "checkout", account="210987654321")
+
+    with pytest.raises(RestartRefused) as refused:
+        await remediator().restart(incident_id="default/a", target=theirs, limits=LIMITS)
+
+    assert refused.value.reason == "OtherAccount"
+    assert restarts(aws) == 0
 
 
 # --- crashes -----------------------------------------------------------------
@@ -121,7 +144,7 @@ async def claim_then_die(aws: Aws, table: str, incident_id: str) -> None:
     guard = DynamoGuard(client=aws.client("dynamodb"), table=table)
     claim = new_claim(
         incident_id=incident_id,
-        target="demo/checkout",
+        target=str(CHECKOUT),
         owner="the-dead-process",
         previous_deployment_id=aws.primary()["id"],
         now=datetime.now(UTC),
@@ -314,12 +337,12 @@ async def test_an_unknown_service_fails_clearly(
 ) -> None:
     with pytest.raises(RemediationFailed, match="ECS service nope not found in cluster demo"):
         await remediator().restart(
-            incident_id="default/a", target=Target(cluster="demo", service="nope"), limits=LIMITS
+            incident_id="default/a", target=Target(REGION, "demo", "nope"), limits=LIMITS
         )
     with pytest.raises(RemediationFailed, match="ClusterNotFoundException"):
         await remediator().restart(
             incident_id="default/b",
-            target=Target(cluster="nope", service="checkout"),
+            target=Target(REGION, "nope", "checkout"),
             limits=LIMITS,
         )
 
@@ -346,17 +369,10 @@ async def test_a_denied_restart_fails_and_holds_back_no_one(
     assert aws.primary()["id"] == receipt.deployment_id
 
 
-async def test_no_cluster_at_all_fails_clearly(remediator: Callable[..., EcsRemediator]) -> None:
-    with pytest.raises(RemediationFailed, match="ECS_CLUSTER_NAME"):
-        await remediator(default_cluster=None).restart(
-            incident_id="default/a", target=Target(cluster="", service="checkout"), limits=LIMITS
-        )
-
-
 async def test_a_target_in_another_region_than_the_client_fails_clearly(
     aws: Aws, remediator: Callable[..., EcsRemediator]
 ) -> None:
-    elsewhere = Target(cluster="demo", service="checkout", region="eu-west-1")
+    elsewhere = Target("eu-west-1", "demo", "checkout")
 
     with pytest.raises(RemediationFailed, match="region eu-west-1"):
         await remediator().restart(incident_id="default/a", target=elsewhere, limits=LIMITS)
@@ -370,7 +386,7 @@ async def test_rollout_against_moto(aws: Aws, remediator: Callable[..., EcsRemed
     # moto fixes a deployment's progress when the service is created (see ecs.py):
     # "checkout" has no task running, "stable" has all of them.
     aws.ecs_service(service="stable", running=2)
-    stable = Target(cluster="demo", service="stable")
+    stable = Target(REGION, "demo", "stable")
     one = remediator()
 
     pending = await one.restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
@@ -384,9 +400,7 @@ async def test_rollout_of_an_unknown_service_fails(
     remediator: Callable[..., EcsRemediator],
 ) -> None:
     with pytest.raises(RemediationFailed, match="not found"):
-        await remediator().rollout(
-            target=Target(cluster="demo", service="nope"), deployment_id="ecs-svc/1"
-        )
+        await remediator().rollout(target=Target(REGION, "demo", "nope"), deployment_id="ecs-svc/1")
 
 
 def deployment(id: str, status: str, **fields: Any) -> dict[str, Any]:

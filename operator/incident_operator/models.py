@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "incident-response.dev"
@@ -40,7 +40,7 @@ HANDED_OFF_PHASES: frozenset[str] = frozenset({"Escalated", "Ignored"})
 TERMINAL_PHASES: frozenset[str] = CLOSED_PHASES | HANDED_OFF_PHASES
 Verdict = Literal["SAFE", "ESCALATE"]
 Action = Literal["restart_service", "notify_team", "ignore"]
-ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired"]
+ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired", "Cancelled"]
 ConditionType = Literal["Assessed", "Approved", "Remediated", "Notified", "Resolved"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -50,9 +50,24 @@ MAX_RAW_ALARM = 16 * 1024
 MAX_MESSAGE = 200
 MAX_TEXT = 4096
 MAX_NAME = 256
+# Service and cluster may be ARNs (an ECS service ARN is at most about 570
+# characters): long enough that an identifier is never cut, which could make
+# two services one.
+MAX_IDENTIFIER = 1024
+
+# No control, format (bidi overrides, zero-width) or private-use characters,
+# nor line/paragraph separators (lone surrogates are refused at ingest): a
+# name must read as what it is. `\0` in a service reached ECS, and U+202E
+# made `kubectl get` show a cluster name backwards. The API server holds
+# every writer to this.
+VISIBLE = r"^[^\p{Cc}\p{Cf}\p{Co}\p{Zl}\p{Zp}]*$"
 
 ShortText = Annotated[str, Field(max_length=MAX_NAME)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
+# Names people read and code matches on (alarm names, labels).
+Name = Annotated[str, Field(max_length=MAX_NAME, pattern=VISIBLE)]
+# What identifies a target: never cut, never with invisible characters.
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER, pattern=VISIBLE)]
 
 
 class Model(BaseModel):
@@ -73,22 +88,35 @@ class Model(BaseModel):
 
 
 class ServiceRef(Model):
-    """The service the alarm is about."""
+    """The service the alarm is about, as the alarm named it.
 
-    name: ShortText = Field(description="Service name, e.g. the ECS service.")
-    cluster: ShortText | None = Field(None, description="ECS cluster; ECS_CLUSTER_NAME if unset.")
-    region: Annotated[str, Field(max_length=32)] | None = Field(None, description="AWS region.")
-    platform: Literal["ecs"] = Field("ecs", description="Where the service runs.")
+    The target acted on is resolved from it (`remediate/target.py`): ARNs and
+    names of the same service are one target.
+    """
+
+    name: Identifier = Field(description="Service name or ARN, e.g. the ECS service.")
+    cluster: Identifier | None = Field(
+        None, description="ECS cluster name or ARN; ECS_CLUSTER_NAME if unset."
+    )
+    region: Annotated[str, Field(max_length=32, pattern=VISIBLE)] | None = Field(
+        None, description="AWS region."
+    )
+    platform: Literal["ecs", "none"] = Field(
+        "ecs",
+        description="Where the service runs. none: the alarm names no service (the name "
+        "comes from its metric namespace, or is 'unknown'); notified and escalated, "
+        "never acted on.",
+    )
 
 
 class Alarm(Model):
     """The alarm as the monitoring system described it."""
 
-    name: ShortText = Field(description="Alarm or alert name.")
+    name: Name = Field(description="Alarm or alert name.")
     state: AlarmState = Field("ALARM", description="Alarm state when first received.")
     reason: Text | None = Field(None, description="Why the alarm fired, as the source said.")
     metric: ShortText | None = Field(None, description="Metric name, when there is one.")
-    dimensions: dict[str, ShortText] = Field(
+    dimensions: dict[str, Name] = Field(
         default_factory=dict,
         max_length=32,
         description="Metric dimensions or alert labels.",
@@ -113,7 +141,7 @@ class IncidentSpec(Model):
     severity: Severity = Field("medium", description="Normalized severity.")
     service: ServiceRef
     alarm: Alarm
-    labels: dict[str, ShortText] = Field(
+    labels: dict[str, Name] = Field(
         default_factory=dict,
         max_length=64,
         description="Labels from the source, used by ResponsePolicy matching.",
@@ -150,10 +178,18 @@ class Assessment(Decision):
 
 
 class Approval(Model):
-    """Whether a human allowed the action."""
+    """Whether a human allowed the action, and which action on which target.
+
+    The action and target are written when approval is requested; an
+    approval is acted on only if they are still what would be done.
+    """
 
     required: bool = Field(description="Whether the policy requires approval for the action.")
-    state: ApprovalState = Field("Pending", description="Pending, Approved, Rejected or Expired.")
+    state: ApprovalState = Field(
+        "Pending", description="Pending, Approved, Rejected, Expired, or Cancelled (recovered)."
+    )
+    action: Action | None = Field(None, description="The action asked for.")
+    target: ShortText | None = Field(None, description="Its target: region/cluster/service.")
     by: ShortText | None = Field(None, description="Who decided (Slack user id, kubectl user).")
     at: datetime | None = Field(None, description="When they decided.")
     via: Literal["slack", "kubectl", "timeout", "policy"] | None = Field(
@@ -172,7 +208,7 @@ class Remediation(Model):
     """The action taken on the service."""
 
     action: Action
-    target: ShortText = Field(description="cluster/service acted on.")
+    target: ShortText = Field(description="region/cluster/service acted on.")
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: Literal["Pending", "InProgress", "Succeeded", "Failed", "TimedOut", "Refused"] = (
@@ -280,7 +316,9 @@ class PolicyMatch(Model):
 
 class AssessorConfig(Model):
     type: Literal["rules", "gemini"] = Field(
-        "gemini", description="gemini when GEMINI_API_KEY is set, else rules applies anyway."
+        "rules",
+        description="rules (the default), or gemini; gemini without GEMINI_API_KEY "
+        "falls back to the rules.",
     )
     model: ShortText | None = Field(None, description="Gemini model; GEMINI_MODEL if unset.")
     prompt: Annotated[str, Field(max_length=MAX_TEXT)] | None = Field(
@@ -343,18 +381,66 @@ class NotifyPolicy(Model):
     email: EmailTarget | None = None
 
 
+ALL_ACTIONS: tuple[Action, ...] = ("restart_service", "notify_team", "ignore")
+
+# The same two checks as `ResponsePolicySpec.rules_can_apply`, in CEL, so the
+# API server refuses such a policy from any writer (`kubectl apply` says why).
+_CATCH_ALL = "(!has({r}.severities) || size({r}.severities) == 0) && " + (
+    "(!has({r}.alarmNames) || size({r}.alarmNames) == 0)"
+)
+_POLICY_VALIDATIONS: list[JsonValue] = [
+    {
+        "rule": "!has(self.rules) || self.rules.all(r, r.action in "
+        "(has(self.allowedActions) ? self.allowedActions : "
+        + repr(list(ALL_ACTIONS)).replace('"', "'")
+        + "))",
+        "message": "every rule's action must be in allowedActions: a rule whose action is "
+        "not allowed can never apply",
+    },
+    {
+        "rule": "!has(self.rules) || size(self.rules.filter(r, "
+        + _CATCH_ALL.format(r="r")
+        + ")) == 0 || (size(self.rules.filter(r, "
+        + _CATCH_ALL.format(r="r")
+        + ")) == 1 && "
+        + _CATCH_ALL.format(r="self.rules[size(self.rules) - 1]")
+        + ")",
+        "message": "a rule with no severities and no alarmNames matches everything, so it "
+        "must be the last rule: the rules after it could never apply",
+    },
+]
+
+
 class ResponsePolicySpec(Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _POLICY_VALIDATIONS})
+
     match: PolicyMatch = Field(default_factory=PolicyMatch)
     assessor: AssessorConfig = Field(default_factory=AssessorConfig)
     rules: list[Rule] = Field(default_factory=list, max_length=64)
     allowed_actions: list[Action] = Field(
-        default_factory=lambda: list[Action](["restart_service", "notify_team", "ignore"]),
+        default_factory=lambda: list(ALL_ACTIONS),
         max_length=3,
         description="Actions this policy permits; anything else escalates.",
     )
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     remediation: RemediationPolicy = Field(default_factory=RemediationPolicy)
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
+
+    @model_validator(mode="after")
+    def rules_can_apply(self) -> ResponsePolicySpec:
+        """Refuse rules that can never apply: a silent no-op rule is a policy bug."""
+        for index, rule in enumerate(self.rules):
+            if rule.action not in self.allowed_actions:
+                raise ValueError(
+                    f"rules[{index}]: action {rule.action} is not in allowedActions "
+                    f"{self.allowed_actions}, so this rule can never apply"
+                )
+            if not rule.severities and not rule.alarm_names and index < len(self.rules) - 1:
+                raise ValueError(
+                    f"rules[{index}] matches everything (no severities, no alarmNames), "
+                    f"so rules[{index + 1}:] can never apply: make it the last rule"
+                )
+        return self
 
 
 # --- The custom resources ---------------------------------------------------

@@ -6,6 +6,10 @@ first, then the longest service glob without wildcards (an exact name beats
 `checkout-*` beats `*`), then the name, so the choice is deterministic. With
 no match the built-in default applies: rules assessor, restarts need approval,
 notify every configured channel.
+
+Service globs match the service's canonical name (`remediate/target.py`),
+so an alarm that names a service by its ARN gets the same policy as one that
+names it plainly.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .models import IncidentSpec, ResponsePolicySpec
+from .remediate.target import service_name
 
 DEFAULT_POLICY_NAME = "built-in-default"
 
@@ -25,15 +30,14 @@ class Policy:
     spec: ResponsePolicySpec
 
 
-DEFAULT = Policy(
-    DEFAULT_POLICY_NAME, ResponsePolicySpec.model_validate({"assessor": {"type": "rules"}})
-)
+DEFAULT = Policy(DEFAULT_POLICY_NAME, ResponsePolicySpec())
 
 
 def matches(policy: ResponsePolicySpec, incident: IncidentSpec) -> bool:
     match = policy.match
+    service = service_name(incident.service)
     if match.services and not any(
-        fnmatch.fnmatchcase(incident.service.name, pattern) for pattern in match.services
+        fnmatch.fnmatchcase(service, pattern) for pattern in match.services
     ):
         return False
     if match.severities and incident.severity not in match.severities:
@@ -53,11 +57,12 @@ def _rank(policy: Policy, incident: IncidentSpec) -> tuple[int, int, str]:
     """Sort key: the most specific policy first, then by name."""
     match = policy.spec.match
     criteria = bool(match.services) + bool(match.severities) + len(match.labels)
+    service = service_name(incident.service)
     narrowest = max(
         (
             _narrowness(pattern)
             for pattern in match.services
-            if fnmatch.fnmatchcase(incident.service.name, pattern)
+            if fnmatch.fnmatchcase(service, pattern)
         ),
         default=-1,
     )

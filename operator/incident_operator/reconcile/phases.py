@@ -25,6 +25,7 @@ from typing import Any
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
+    Action,
     Approval,
     Assessment,
     Condition,
@@ -42,6 +43,8 @@ from ..remediate import (
     RestartOutcomeUnknown,
     RestartRefused,
     Target,
+    UnresolvedTarget,
+    resolve,
 )
 from .conditions import get_condition, set_condition
 
@@ -57,7 +60,9 @@ class Ports:
 
     assess: Callable[[Incident, Policy], Awaitable[Assessment]]
     remediator: Remediator
+    # What a target the alarm leaves open defaults to: ECS_CLUSTER_NAME, AWS_REGION.
     default_cluster: str | None = None
+    default_region: str = "us-east-1"
 
 
 @dataclass
@@ -152,6 +157,10 @@ def _recovered(incident: Incident, now: datetime) -> Transition:
     phase = incident.status.phase or "Triggered"
     if phase == "AwaitingApproval":
         step.condition("Approved", "False", "Cancelled", "the alarm recovered before a decision")
+        approval = incident.status.approval
+        if approval is not None and approval.state == "Pending":
+            cancelled = approval.model_copy(update={"state": "Cancelled", "at": now})
+            step.set(approval=cancelled.to_api())
     if phase in ("Triggered", "Assessing", "AwaitingApproval"):
         step.condition("Remediated", "False", "NotNeeded", "the alarm recovered on its own")
     return (
@@ -186,11 +195,10 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
     if assessment.action == "ignore":
         return step.record("ignored", "Ignored", assessment.message).to("Ignored")
     # restart_service
-    target = _target(incident, ports)
-    if target is None:
-        return _escalate(
-            step, "NoCluster", "no ECS cluster: set the alarm's ClusterName or ECS_CLUSTER_NAME"
-        )
+    try:
+        target = _target(incident, ports)
+    except UnresolvedTarget as why:
+        return _escalate(step, "NoTarget", f"cannot {assessment.action}: {why}")
     if assessment.action in policy.spec.approval.required_for:
         deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
         by = f"{deadline:%Y-%m-%dT%H:%M:%SZ}"
@@ -198,6 +206,8 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
         approval = Approval(
             required=True,
             state="Pending",
+            action=assessment.action,
+            target=str(target),
             deadline=deadline,
             approvers=rules.approvers,
             approver_group=rules.approver_group,
@@ -217,24 +227,31 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
             )
             .to("AwaitingApproval", wake_after=policy.spec.approval.timeout_seconds)
         )
-    approval = Approval(required=False, state="Approved", via="policy", at=step.now)
+    approval = Approval(
+        required=False,
+        state="Approved",
+        via="policy",
+        at=step.now,
+        action=assessment.action,
+        target=str(target),
+    )
     step.set(approval=approval.to_api())
     step.condition("Approved", "True", "NotRequired", f"policy {policy.name} needs no approval")
-    return _start_remediation(step, target)
+    return _start_remediation(step, action=assessment.action, target=target, policy=policy)
 
 
 def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builder) -> Outcome:
     approval = incident.status.approval
-    if approval is None:  # written by hand, or lost: ask again
+    assessment = incident.status.assessment
+    if approval is None or assessment is None:  # written by hand, or lost: ask again
         return step.to("Assessing")
-    target = _target(incident, ports)
     if approval.state == "Approved":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
         step.condition("Approved", "True", "Approved", f"approved by {who}")
         step.record("approval", "Approved", f"restart approved by {who}")
-        if target is None:
-            return _escalate(step, "NoCluster", "no ECS cluster for the approved restart")
-        return _start_remediation(step, target)
+        return _approved(
+            incident, approval, assessment.action, ports=ports, policy=policy, step=step
+        )
     if approval.state == "Rejected":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
         step.condition("Approved", "False", "Rejected", f"rejected by {who}")
@@ -250,18 +267,57 @@ def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builde
     step.condition("Approved", "False", "Expired", "no decision before the deadline")
     on_timeout = policy.spec.approval.on_timeout
     step.record("approval", "Expired", f"approval timed out; policy says {on_timeout}")
-    if on_timeout == "approve" and target is not None:
-        return _start_remediation(step, target)
+    if on_timeout == "approve":
+        return _approved(
+            incident, approval, assessment.action, ports=ports, policy=policy, step=step
+        )
     if on_timeout == "ignore":
         return step.record("ignored", "Ignored", "approval timed out; ignored").to("Ignored")
     return _escalate(step, "ApprovalExpired", "approval timed out; over to a human")
 
 
-def _start_remediation(step: _Builder, target: Target) -> Transition:
+def _approved(
+    incident: Incident,
+    approval: Approval,
+    action: Action,
+    *,
+    ports: Ports,
+    policy: Policy,
+    step: _Builder,
+) -> Transition:
+    """Act on an approval only for what it approved: this action, on this target.
+
+    The approval recorded both when it was asked for; if the Incident now
+    means something else (an edited spec, a changed ECS_CLUSTER_NAME, an
+    approval written by hand without them), nobody approved what would be
+    done, so it goes to a human instead.
+    """
+    try:
+        target = _target(incident, ports)
+    except UnresolvedTarget as why:
+        return _escalate(step, "NoTarget", f"cannot {action}: {why}")
+    if (approval.action, approval.target) != (action, str(target)):
+        approved = f"{approval.action or 'no action'} of {approval.target or 'no target'}"
+        return _escalate(
+            step,
+            "ApprovalMismatch",
+            f"the approval was for {approved}, not {action} of {target}; nothing done",
+        )
+    return _start_remediation(step, action=action, target=target, policy=policy)
+
+
+def _start_remediation(
+    step: _Builder, *, action: Action, target: Target, policy: Policy
+) -> Transition:
+    # The policy in force now has the last word, whatever was approved before.
+    if action not in policy.spec.allowed_actions:
+        return _escalate(
+            step, "ActionNotAllowed", f"policy {policy.name} does not allow {action} now"
+        )
     # The intent is written before the action: if we die after this patch,
     # the next run continues the restart (and the claim in DynamoDB makes a
     # repeated call a no-op), instead of forgetting it was wanted.
-    intent = Remediation(action="restart_service", target=str(target), result="Pending")
+    intent = Remediation(action=action, target=str(target), result="Pending")
     return (
         step.set(remediation=intent.to_api())
         .condition("Remediated", "Unknown", "Pending", f"restart of {target} about to start")
@@ -273,9 +329,19 @@ async def _remediate(
     incident: Incident, *, policy: Policy, ports: Ports, step: _Builder
 ) -> Outcome:
     remediation = incident.status.remediation
-    target = _target(incident, ports)
-    if remediation is None or target is None:
+    if remediation is None:
         return _escalate(step, "NoRemediation", "remediating without a recorded action or target")
+    try:
+        target = _target(incident, ports)
+    except UnresolvedTarget as why:
+        return _escalate(step, "NoTarget", f"cannot {remediation.action}: {why}")
+    if remediation.target != str(target):
+        # Only what the intent names is acted on (and followed).
+        return _escalate(
+            step,
+            "TargetChanged",
+            f"the recorded intent is for {remediation.target}, the Incident now means {target}",
+        )
     limits = policy.spec.remediation
     if remediation.result == "Pending":
         try:
@@ -367,12 +433,12 @@ def _escalate(step: _Builder, reason: str, message: str) -> Transition:
     )
 
 
-def _target(incident: Incident, ports: Ports) -> Target | None:
-    service = incident.spec.service
-    cluster = service.cluster or ports.default_cluster
-    if not cluster:
-        return None
-    return Target(cluster=cluster, service=service.name, region=service.region)
+def _target(incident: Incident, ports: Ports) -> Target:
+    return resolve(
+        incident.spec.service,
+        default_cluster=ports.default_cluster,
+        default_region=ports.default_region,
+    )
 
 
 def _incident_id(incident: Incident) -> str:

@@ -45,13 +45,12 @@ def build_ports(settings: Settings) -> Ports:
             )
         return await assess(incident=incident.spec, policy=policy, assessor=assessor)
 
-    remediator = EcsRemediator(
-        guard_table=settings.timeline_table,
-        default_cluster=settings.ecs_cluster_name,
-        region=settings.aws_region,
-    )
+    remediator = EcsRemediator(guard_table=settings.timeline_table, region=settings.aws_region)
     return Ports(
-        assess=assess_incident, remediator=remediator, default_cluster=settings.ecs_cluster_name
+        assess=assess_incident,
+        remediator=remediator,
+        default_cluster=settings.ecs_cluster_name,
+        default_region=settings.aws_region,
     )
 
 

@@ -13,18 +13,21 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from ..models import RemediationPolicy
+from .target import Target, UnresolvedTarget, resolve
+
+__all__ = [
+    "RemediationFailed",
+    "Remediator",
+    "RestartOutcomeUnknown",
+    "RestartReceipt",
+    "RestartRefused",
+    "Rollout",
+    "Target",
+    "UnresolvedTarget",
+    "resolve",
+]
 
 Rollout = Literal["InProgress", "Succeeded", "Failed"]
-
-
-@dataclass(frozen=True)
-class Target:
-    cluster: str
-    service: str
-    region: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.cluster}/{self.service}"
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,12 @@ class RestartReceipt:
 
 
 class RestartRefused(Exception):
-    """The policy's cooldown or hourly cap forbids a restart now."""
+    """The policy's cooldown or hourly cap forbids a restart now, or the target
+    is in another AWS account than the operator's."""
 
-    def __init__(self, reason: Literal["Cooldown", "HourlyCap"], message: str) -> None:
+    def __init__(
+        self, reason: Literal["Cooldown", "HourlyCap", "OtherAccount"], message: str
+    ) -> None:
         super().__init__(message)
         self.reason = reason
 

@@ -70,7 +70,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
 from ..timeline.dynamodb import CLIENT_CONFIG
-from . import RemediationFailed, RestartOutcomeUnknown, RestartReceipt, Rollout, Target
+from . import (
+    RemediationFailed,
+    RestartOutcomeUnknown,
+    RestartReceipt,
+    RestartRefused,
+    Rollout,
+    Target,
+)
 from .guard import (
     Claim,
     DynamoGuard,
@@ -118,7 +125,6 @@ class EcsRemediator:
         ecs: ECSClient | None = None,
         dynamodb: DynamoDBClient | None = None,
         guard_table: str | None,
-        default_cluster: str | None,
         region: str | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
@@ -137,7 +143,6 @@ class EcsRemediator:
         else:
             client = dynamodb or boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
             self._guard = DynamoGuard(client=client, table=guard_table)
-        self._default_cluster = default_cluster
         self._clock = clock
         # One restart at a time per Incident in this process, so that two
         # coroutines never both find a claim unfinished and both act on it.
@@ -146,19 +151,20 @@ class EcsRemediator:
     async def restart(
         self, *, incident_id: str, target: Target, limits: RemediationPolicy
     ) -> RestartReceipt:
-        cluster = self._cluster(target)
         ecs, restarts = self._clients(target)
         lock = self._locks.setdefault(incident_id, asyncio.Lock())
         async with lock:
             claim = await self._guard.read(incident_id)
             if claim is not None and claim.deployment_id:
                 return _receipt(claim, reused=True)
-            primary = _primary(await self._describe(ecs, cluster, target.service))
+            service = await self._describe(ecs, target.cluster, target.service)
+            _same_account(service, target)
+            primary = _primary(service)
             owner = uuid.uuid4().hex
             if claim is None:
                 fresh = new_claim(
                     incident_id=incident_id,
-                    target=f"{cluster}/{target.service}",
+                    target=str(target),
                     owner=owner,
                     previous_deployment_id=primary.id,
                     now=self._clock(),
@@ -169,12 +175,11 @@ class EcsRemediator:
                 if claim.deployment_id:
                     return _receipt(claim, reused=True)
             return await self._restart(
-                ecs, restarts, claim, cluster=cluster, service=target.service
+                ecs, restarts, claim, cluster=target.cluster, service=target.service
             )
 
     async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
-        cluster = self._cluster(target)
-        service = await self._describe(self._clients(target)[0], cluster, target.service)
+        service = await self._describe(self._clients(target)[0], target.cluster, target.service)
         return judge_rollout(service, deployment_id)
 
     async def _resume(
@@ -340,18 +345,9 @@ class EcsRemediator:
             "check spec.service.name and its cluster."
         )
 
-    def _cluster(self, target: Target) -> str:
-        cluster = target.cluster or self._default_cluster
-        if not cluster:
-            raise RemediationFailed(
-                f"No ECS cluster for service {target.service}: "
-                "set spec.service.cluster or ECS_CLUSTER_NAME."
-            )
-        return cluster
-
     def _clients(self, target: Target) -> tuple[ECSClient, ECSClient]:
         """ECS clients for the target's region: (with retries, without)."""
-        region = target.region or self._default_region
+        region = target.region
         clients = self._ecs.get(region)
         if clients is None:
             if not self._own_clients:
@@ -368,6 +364,22 @@ def _clients(region: str | None) -> tuple[ECSClient, ECSClient]:
         boto3.client("ecs", region_name=region, config=CLIENT_CONFIG),
         boto3.client("ecs", region_name=region, config=RESTART_CONFIG),
     )
+
+
+def _same_account(service: ServiceTypeDef, target: Target) -> None:
+    """Refuse a target whose ARN named another account than the one we act in.
+
+    The names were looked up in our own account: a service of the same name
+    there is not the one the alarm is about.
+    """
+    arn = service.get("serviceArn", "")
+    ours = arn.split(":")[4] if arn.count(":") >= 5 else None
+    if target.account is not None and ours is not None and ours != target.account:
+        raise RestartRefused(
+            "OtherAccount",
+            f"the alarm names {target} in AWS account {target.account}, but this operator "
+            f"acts in account {ours}; nothing restarted.",
+        )
 
 
 def judge_rollout(service: ServiceTypeDef, deployment_id: str) -> Rollout:

@@ -6,10 +6,13 @@ processes, replicas and crashes. Claiming a restart is one
 
 1. puts the Incident's claim         (`guard#incident#<incident>`, `restart`)
    if there is none yet;
-2. stamps the service's last restart (`guard#service#<cluster>/<service>`, `cooldown`)
+2. stamps the service's last restart (`guard#service#<target>`, `cooldown`)
    if the previous stamp is older than the cooldown;
-3. counts the restart in its hour    (`guard#service#<cluster>/<service>`, `hour#<UTC hour>`)
+3. counts the restart in its hour    (`guard#service#<target>`, `hour#<UTC hour>`)
    if that hour is below the cap.
+
+`<target>` is the canonical `region/cluster/service` (see target.py): an ARN
+and a name of one service share one cooldown and one cap.
 
 If any condition fails, nothing is written, and the cancellation reasons say
 which one: an existing claim (checked first: a retry of the same Incident is
@@ -92,7 +95,7 @@ class Claim:
     """An Incident's right to its one restart, and what became of it."""
 
     incident_id: str
-    target: str  # cluster/service
+    target: str  # region/cluster/service, canonical
     claimed_by: str  # a token per restart attempt, for compare-and-swap
     claimed_at: datetime
     cooldown_stamp: float  # the service's last-restart stamp this claim wrote
