@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from incident_operator.ingest.alarm import InvalidAlarm, ReceivedAlarm
 from incident_operator.ingest.sources import cloudwatch
 from incident_operator.models import MAX_RAW_ALARM
+from incident_operator.remediate.target import UnresolvedTarget, resolve
 
 Load = Callable[[str], dict[str, Any]]
 
@@ -171,8 +172,8 @@ def test_tags_of_another_shape_are_ignored(payload: Load) -> None:
     body = payload("cloudwatch-composite.json")
     body["detail"]["alarmTags"] = "service=payments"
     body["detail"]["configuration"]["description"] = "no service named here"
-    with pytest.raises(InvalidAlarm, match="no service name"):
-        parse(body)
+    alarm = parse(body)
+    assert (alarm.service.name, alarm.service.platform) == ("unknown", "none")
 
 
 def test_composite_alarm_without_tags_can_name_its_service_in_its_description(
@@ -224,12 +225,52 @@ def test_tags_win_over_markers_and_fill_a_missing_cluster(payload: Load) -> None
     assert alarm.alarm.dimensions == {"LoadBalancer": "app/checkout/50dc6c495c0c9188"}
 
 
-def test_an_alarm_naming_no_service_is_refused_with_a_hint(payload: Load) -> None:
+def test_an_alarm_naming_no_service_is_named_after_its_namespace_and_never_acted_on(
+    payload: Load,
+) -> None:
+    # EventBridge does not retry a 4xx: refusing this alarm would lose it.
     body = payload("cloudwatch-single-metric.json")
-    body["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"] = {
-        "InstanceId": "i-12345678901234567"
+    metric = body["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]
+    metric["namespace"] = "AWS/EC2"
+    metric["dimensions"] = {"InstanceId": "i-12345678901234567"}
+    alarm = parse(body)
+    assert alarm.service.name == "AWS/EC2"
+    assert alarm.service.platform == "none"
+    assert alarm.alarm.dimensions == {"InstanceId": "i-12345678901234567"}
+    with pytest.raises(UnresolvedTarget, match="names no ECS service"):
+        resolve(alarm.service, default_cluster="demo", default_region="us-east-1")
+
+
+def test_a_composite_alarm_naming_nothing_is_an_unknown_service(payload: Load) -> None:
+    body = payload("cloudwatch-composite.json")
+    del body["detail"]["alarmTags"]
+    alarm = parse(body)
+    assert (alarm.service.name, alarm.service.platform) == ("unknown", "none")
+
+
+@pytest.mark.parametrize("hidden", ["\0", "\u202e", "\u200b", "\u2028", "\x1b"])
+def test_identifiers_lose_hidden_characters(payload: Load, hidden: str) -> None:
+    body = payload("cloudwatch-single-metric.json")
+    metric = body["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]
+    metric["dimensions"] = {
+        "ServiceName": f"billing{hidden}worker",
+        "ClusterName": f"{hidden}dorp-tsae\u202c",
     }
-    with pytest.raises(InvalidAlarm, match="no service name: expected a ServiceName dimension"):
+    body["detail"]["alarmName"] = f"cpu{hidden}high"
+    alarm = parse(body)
+    assert alarm.service.name == "billingworker"
+    assert alarm.service.cluster == "dorp-tsae"
+    assert alarm.alarm.name == alarm.title == "cpuhigh"
+    assert alarm.alarm.dimensions["ServiceName"] == "billingworker"
+
+
+def test_a_service_too_long_is_refused_never_cut(payload: Load) -> None:
+    body = payload("cloudwatch-single-metric.json")
+    metric = body["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]
+    metric["dimensions"] = {"ServiceName": "s" * 300, "ClusterName": "demo"}
+    assert parse(body).service.name == "s" * 300  # longer than a name, kept whole
+    metric["dimensions"] = {"ServiceName": "s" * 1025, "ClusterName": "demo"}
+    with pytest.raises(InvalidAlarm, match="refused rather than cut"):
         parse(body)
 
 

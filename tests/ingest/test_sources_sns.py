@@ -165,12 +165,13 @@ def test_messages_that_are_not_alarms_are_refused(
         parse(body)
 
 
-def test_an_alarm_naming_no_service_is_refused(payload: Load) -> None:
+def test_an_alarm_naming_no_service_is_kept_and_never_acted_on(payload: Load) -> None:
     body = payload("sns-notification-alarm.json")
     inner = json.loads(body["Message"])
     inner["Trigger"]["Dimensions"] = [{"name": "InstanceId", "value": "i-0123456789abcdef0"}]
-    with pytest.raises(InvalidAlarm, match="no service name"):
-        parse(with_message(body, inner))
+    [alarm] = parse(with_message(body, inner))
+    service = alarm.service
+    assert (service.name, service.platform) == (inner["Trigger"]["Namespace"], "none")
 
 
 def test_an_envelope_missing_what_is_needed_is_invalid(payload: Load) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import Incident, Record
+from ..text import reveal
 from ..timeline import Entry
 from .story import kubectl_command, reference
 
@@ -35,8 +36,9 @@ PHASE_MARK = {
 
 
 def escape(text: str) -> str:
-    """Slack's mrkdwn reads &, < and > as markup: alarm text must not."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's mrkdwn reads &, < and > as markup: alarm text must not. Hidden
+    characters (bidi overrides...) are spelled out, so text reads as it is."""
+    return reveal(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def awaiting_decision(incident: Incident) -> bool:
@@ -51,7 +53,7 @@ def awaiting_decision(incident: Incident) -> bool:
 def fallback_text(incident: Incident) -> str:
     """The notification text (and what screen readers say)."""
     phase = incident.status.phase or "Triggered"
-    return f"[{phase}] {incident.spec.title} ({incident.spec.service.name})"
+    return reveal(f"[{phase}] {incident.spec.title} ({incident.spec.service.name})")
 
 
 def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
@@ -71,7 +73,7 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": f"{PHASE_MARK.get(phase, '')} {spec.title}".strip()[:HEADER_MAX],
+                "text": reveal(f"{PHASE_MARK.get(phase, '')} {spec.title}").strip()[:HEADER_MAX],
             },
         },
         {
@@ -122,7 +124,8 @@ def _approval_line(incident: Incident) -> str:
         return ""
     if approval.state == "Pending":
         until = f" until {approval.deadline:%Y-%m-%d %H:%M} UTC" if approval.deadline else ""
-        return f"waiting for approval{until}"
+        what = f" of {approval.action} on {approval.target}" if approval.target else ""
+        return f"waiting for approval{what}{until}"
     who = who_said(approval.by, approval.via)
     return f"{approval.state.lower()} by {who}" if who else approval.state.lower()
 

@@ -1,8 +1,14 @@
 """What every alarm source needs: a permissive payload base, and fitting text to bounds.
 
-The Incident's fields are bounded (see `models.py`): an alarm that does not fit is
-cut to size here, never refused, because a too-long description is no reason to
-lose an alarm.
+The Incident's fields are bounded (see `models.py`): text that does not fit is
+cut to size here, marked with an ellipsis, because a too-long description is no
+reason to lose an alarm. Identifiers (service, cluster, region) are the
+exception: they are never cut, since a cut name could be another service's;
+one too long for its field refuses the alarm (`identifier`).
+
+Names and identifiers lose the characters that make text read as something it
+is not (control, format and bidi characters: `text.visible`); free text keeps
+them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ...models import MAX_NAME, MAX_RAW_ALARM
+from ...models import MAX_IDENTIFIER, MAX_NAME, MAX_RAW_ALARM
+from ...text import visible
 from ..alarm import InvalidAlarm
 
 MAX_DIMENSIONS = 32  # Alarm.dimensions
@@ -61,6 +68,33 @@ def clip_optional(text: str | None, limit: int) -> str | None:
     return clip(text, limit)
 
 
+def identifier(text: str, *, what: str, limit: int = MAX_IDENTIFIER) -> str:
+    """A service, cluster or region as received, only without hidden characters.
+
+    Never cut: one that does not fit refuses the alarm (InvalidAlarm, 422),
+    because two long names cut to one would make two services one.
+    """
+    cleaned = visible(text).strip()
+    if len(cleaned) > limit:
+        raise InvalidAlarm(
+            f"the {what} is {len(cleaned)} characters long, over the limit of {limit}; "
+            "it is refused rather than cut, since a cut name could name another service"
+        )
+    return cleaned
+
+
+def optional_identifier(text: str | None, *, what: str, limit: int = MAX_IDENTIFIER) -> str | None:
+    """Like `identifier`, but blank or missing is None."""
+    if text is None:
+        return None
+    return identifier(text, what=what, limit=limit) or None
+
+
+def name(text: str) -> str:
+    """A name shown to people (an alarm's, a title): visible, cut to fit."""
+    return clip(visible(text), MAX_NAME)
+
+
 def first(*values: str | None) -> str | None:
     """The first value that is not blank, stripped."""
     for value in values:
@@ -82,7 +116,7 @@ def bounded(mapping: Mapping[str, object], *, max_items: int) -> dict[str, str]:
         if value is None:
             continue
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        result[clip(str(key), MAX_NAME)] = clip(text, MAX_NAME)
+        result[clip(visible(str(key)), MAX_NAME)] = clip(visible(text), MAX_NAME)
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ...models import MAX_NAME, MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
+from ...models import MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
 from ..alarm import InvalidAlarm, ReceivedAlarm
 from ._common import (
@@ -27,7 +27,9 @@ from ._common import (
     expect,
     first,
     fit_fingerprint,
+    name,
     no_service,
+    optional_identifier,
     raw_json,
     stable_hash,
 )
@@ -106,7 +108,7 @@ class AlertmanagerSource:
     def _alarm(self, alert: Alert, *, raw: str) -> ReceivedAlarm:
         labels, notes = alert.labels, alert.annotations
         alertname = first(labels.get("alertname")) or "alert"
-        service = _pick(labels, SERVICE_LABELS)
+        service = optional_identifier(_pick(labels, SERVICE_LABELS), what="service")
         if not service:
             which = f" (fingerprint {alert.fingerprint})" if alert.fingerprint else ""
             raise no_service(f"alert {alertname!r}{which}", EXPECTED_SERVICE)
@@ -126,16 +128,18 @@ class AlertmanagerSource:
             source=self.name,
             fingerprint=fit_fingerprint(f"{self.name}:{fingerprint}"),
             delivery_id=clip_optional(delivery, 256),
-            title=clip(f"{alertname}: {summary}" if summary else alertname, MAX_NAME),
+            title=name(f"{alertname}: {summary}" if summary else alertname),
             summary=clip("\n".join(text for text in (summary, description) if text), MAX_TEXT),
             severity=severity.normalize(labels.get("severity")),
             service=ServiceRef(
-                name=clip(service, MAX_NAME),
-                cluster=clip_optional(_pick(labels, CLUSTER_LABELS), MAX_NAME),
-                region=clip_optional(_pick(labels, REGION_LABELS), MAX_REGION),
+                name=service,
+                cluster=optional_identifier(_pick(labels, CLUSTER_LABELS), what="cluster"),
+                region=optional_identifier(
+                    _pick(labels, REGION_LABELS), what="region", limit=MAX_REGION
+                ),
             ),
             alarm=Alarm(
-                name=clip(alertname, MAX_NAME),
+                name=name(alertname),
                 state=state,
                 reason=clip_optional(description or summary, MAX_TEXT),
                 dimensions=bounded(labels, max_items=MAX_DIMENSIONS),

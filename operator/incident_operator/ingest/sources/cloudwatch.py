@@ -10,6 +10,12 @@ of three shapes arrive there:
   `expression`; the dimensions come from the entries that have a `metricStat`;
 - composite alarms: `configuration.alarmRule` and no metrics at all.
 
+Every well-formed alarm becomes an Incident. One that names no service (an
+RDS alarm, a composite alarm without tags) is named after its metric
+namespace (`AWS/RDS`), or `unknown`, with `platform: none`: it is assessed,
+notified and escalated like any other, and never acted on. Refusing it would
+lose it, since EventBridge does not retry a 4xx.
+
 The same alarm also reaches us through SNS (`sns.py`), in another envelope. Both
 envelopes are read into a `CloudWatchAlarm`, which this module turns into a
 `ReceivedAlarm`, so that an alarm means the same thing whichever way it came.
@@ -21,11 +27,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ...models import MAX_NAME, MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
+from ...models import MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
 from ..alarm import InvalidAlarm, ReceivedAlarm
 from ._common import (
@@ -41,7 +47,8 @@ from ._common import (
     expect,
     first,
     fit_fingerprint,
-    no_service,
+    name,
+    optional_identifier,
     raw_json,
 )
 
@@ -62,10 +69,8 @@ _MARKER = re.compile(
 )
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 
-EXPECTED_SERVICE = (
-    "a ServiceName dimension (ECS metrics), a 'service' alarm tag, "
-    "or 'service=<name>' in the alarm name or description"
-)
+# The service of an alarm that names none, and no namespace either.
+UNKNOWN_SERVICE = "unknown"
 
 
 # --- The payload: an EventBridge event --------------------------------------
@@ -249,13 +254,16 @@ class CloudWatchAlarm:
 
     def received(self, *, source: Source, delivery_id: str | None, raw: str) -> ReceivedAlarm:
         dimensions = merged_dimensions(self.queries)
-        service, cluster = find_target(
+        named, cluster = find_target(
             dimensions=dimensions, tags=self.tags, texts=(self.name, self.description)
         )
-        if not service:
-            raise no_service(f"CloudWatch alarm {self.name!r}", EXPECTED_SERVICE)
         metric = pick_metric(self.queries)
         namespace = next((query.namespace for query in self.queries if query.namespace), None)
+        service = optional_identifier(named, what="service")
+        # No service named: the alarm is still an Incident, never acted on.
+        platform: Literal["ecs", "none"] = "ecs" if service else "none"
+        if not service:
+            service = optional_identifier(namespace, what="namespace") or UNKNOWN_SERVICE
         declared = severity.parse(self.tags.get("severity") or self.tags.get("Severity"))
         # The facts first, so that neither a tag of the same name nor too many
         # tags can push them out.
@@ -273,19 +281,20 @@ class CloudWatchAlarm:
             source=source,
             fingerprint=fit_fingerprint(self.arn),
             delivery_id=clip_optional(delivery_id, MAX_DELIVERY_ID),
-            title=clip(self.name, MAX_NAME),
+            title=name(self.name),
             summary=clip(summary, MAX_TEXT),
             severity=declared or severity.from_text(self.name, self.description),
             service=ServiceRef(
-                name=clip(service, MAX_NAME),
-                cluster=clip_optional(cluster, MAX_NAME),
-                region=clip_optional(self.region, MAX_REGION),
+                name=service,
+                cluster=optional_identifier(cluster, what="cluster"),
+                region=optional_identifier(self.region, what="region", limit=MAX_REGION),
+                platform=platform,
             ),
             alarm=Alarm(
-                name=clip(self.name, MAX_NAME),
+                name=name(self.name),
                 state=self.state,
                 reason=clip_optional(self.reason, MAX_TEXT),
-                metric=clip_optional(metric, MAX_NAME),
+                metric=name(metric) if metric else None,
                 dimensions=bounded(dimensions, max_items=MAX_DIMENSIONS),
                 starts_at=self.started_at,
                 arn=clip(self.arn, MAX_ARN),

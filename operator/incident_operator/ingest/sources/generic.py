@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ...models import MAX_NAME, MAX_TEXT, Alarm, ServiceRef, Source
+from ...models import MAX_TEXT, Alarm, ServiceRef, Source
 from .. import severity
 from ..alarm import ReceivedAlarm
 from ._common import (
@@ -24,7 +24,9 @@ from ._common import (
     expect,
     first,
     fit_fingerprint,
+    name,
     no_service,
+    optional_identifier,
     raw_json,
     stable_hash,
 )
@@ -82,7 +84,9 @@ class GenericSource:
         dimensions: dict[str, str] = {}
         for dimension in detail.trigger.dimensions if detail.trigger else []:
             dimensions.setdefault(dimension.name, dimension.value)
-        service = first(dimensions.get("ServiceName"), detail.service_name)
+        service = optional_identifier(
+            first(dimensions.get("ServiceName"), detail.service_name), what="service"
+        )
         if not service:
             raise no_service("the alert", EXPECTED_SERVICE)
         cluster = first(dimensions.get("ClusterName"), detail.cluster_name)
@@ -94,15 +98,15 @@ class GenericSource:
             ReceivedAlarm(
                 source=self.name,
                 fingerprint=fit_fingerprint(fingerprint),
-                title=clip(title, MAX_NAME),
+                title=name(title),
                 summary=clip(detail.summary or "", MAX_TEXT),
                 severity=severity.parse(detail.severity)
                 or severity.from_text(detail.alarm_name, detail.alarm_name_aws, detail.summary),
                 service=ServiceRef(
-                    name=clip(service, MAX_NAME), cluster=clip_optional(cluster, MAX_NAME)
+                    name=service, cluster=optional_identifier(cluster, what="cluster")
                 ),
                 alarm=Alarm(
-                    name=clip(title, MAX_NAME),
+                    name=name(title),
                     state="ALARM",
                     reason=clip_optional(detail.summary, MAX_TEXT),
                     dimensions=bounded(dimensions, max_items=MAX_DIMENSIONS),
