@@ -15,19 +15,32 @@ it before `parse` or `confirm_subscription`. Note that SNS sends its JSON with
 `Content-Type: text/plain`, so the body must be read as JSON whatever that header
 says, and that raw message delivery must stay off (it drops the signed envelope).
 A valid signature proves the message came from SNS, not from our topic: any AWS
-account can subscribe this endpoint to its own topic, so the app should also check
-`TopicArn` against the topics it expects.
+account can subscribe this endpoint to its own topic, so the app also checks
+`TopicArn` against the topics it expects (and refuses every topic when none is
+configured), and `check_fresh` refuses a message whose signed `Timestamp` is older
+than SNS could still be retrying it: a validly signed message cannot be replayed
+later.
+
+Fetching certificates is the one thing an unauthenticated sender can make us do.
+`SnsVerifier` keeps every certificate it loads and every failure for a while, and
+starts at most a set number of new fetches a minute; past that a message needing
+another certificate is answered "unavailable" (the app's 503), which SNS retries
+and which costs nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import math
 import re
+import threading
+import time
+import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message as HeaderMessage
 from typing import IO, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -41,6 +54,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ...models import AlarmState, Source
 from ..alarm import InvalidAlarm, ReceivedAlarm
+from ..jsonbody import JsonRefused, loads
 from . import cloudwatch
 from ._common import Payload, expect, raw_json
 from .cloudwatch import CloudWatchAlarm, Query
@@ -69,15 +83,49 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 
 
+# SNS gives up on a message after its delivery policy's retries, and "the total
+# policy retry time for an HTTP/S endpoint cannot be greater than 3,600 seconds"
+# (AWS, "Amazon SNS message delivery retries"; the default policy is 3 retries
+# 20 s apart). Every redelivery carries the Timestamp of the publish, so an
+# hour is the oldest a genuine delivery can be; anything older is a replay.
+DEFAULT_MAX_AGE_SECONDS = 3600
+# Allowed on top, both ways: the clocks of SNS and of this host disagree a
+# little, and a delivery attempt may take up to SNS's 15 s timeout.
+CLOCK_SKEW = timedelta(minutes=5)
+
+# New certificate fetches a minute. SNS signs with one certificate per region
+# and rotates it rarely: a handful covers every topic, and each is fetched
+# once per process.
+DEFAULT_FETCHES_PER_MINUTE = 10
+# How long a failed fetch is answered from memory: briefly when SNS could not
+# be reached (SNS retries 20 s later by default), long when the SNS host said
+# there is no certificate there (a forged URL).
+UNREACHABLE_TTL = 15.0
+NO_CERTIFICATE_TTL = 3600.0
+MAX_REMEMBERED_FAILURES = 1024
+# How long a message waits for a certificate another message is fetching.
+WAIT_FOR_FETCH_SECONDS = 10.0
+
+
 class SignatureError(Exception):
     """The message is not provably from SNS (the app answers 403)."""
 
 
-class SnsUnavailable(Exception):
-    """SNS could not be reached to fetch a certificate or confirm a subscription.
+class StaleMessage(SignatureError):
+    """The signed Timestamp is outside the window a genuine delivery can be in."""
 
-    Not the sender's fault: the app answers 503, and SNS delivers again later.
+
+class SnsUnavailable(Exception):
+    """SNS could not be reached to fetch a certificate or confirm a subscription,
+    or no new certificate may be fetched right now.
+
+    Not the sender's fault: the app answers 503 with `retry_after` (seconds),
+    and SNS delivers again later.
     """
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # --- The payloads ---------------------------------------------------------------
@@ -235,10 +283,17 @@ def _public_key(pem: str | bytes) -> RSAPublicKey:
 class SnsVerifier:
     """Checks that an SNS message was signed by SNS (SignatureVersion 1 or 2).
 
-    Certificates are fetched from the message's SigningCertURL, once per URL,
-    and only from https SNS hosts. `trusted` maps certificate URLs to PEM
-    certificates known in advance (tests, or a pinned deployment); `fetch`
-    replaces the https GET. Neither loosens the URL check.
+    Certificates are fetched from the message's SigningCertURL, only from https
+    SNS hosts, and kept: each URL is fetched once. A failed fetch is remembered
+    too (briefly when SNS was unreachable, for an hour when there is no
+    certificate at that URL), and at most `fetches_per_minute` new fetches
+    start in any 60 seconds: past that, SnsUnavailable with the seconds until
+    the next one may start. Messages that need a certificate being fetched
+    wait for that fetch instead of starting their own.
+
+    `trusted` maps certificate URLs to PEM certificates known in advance
+    (tests, or a pinned deployment); `fetch` replaces the https GET; `clock`
+    (monotonic seconds) the time. None of them loosens the URL check.
     """
 
     def __init__(
@@ -246,11 +301,20 @@ class SnsVerifier:
         *,
         trusted: Mapping[str, str | bytes] | None = None,
         fetch: Fetch = https_get,
+        fetches_per_minute: int = DEFAULT_FETCHES_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
+        self._clock = clock
+        self._per_minute = fetches_per_minute
         self._keys: dict[str, RSAPublicKey] = {
             url: _public_key(pem) for url, pem in (trusted or {}).items()
         }
+        # url -> (until, the failure to raise again); oldest first.
+        self._failures: dict[str, tuple[float, SignatureError | SnsUnavailable]] = {}
+        self._started: deque[float] = deque()  # when recent fetches started
+        self._in_flight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()  # held for bookkeeping only, never while fetching
 
     def verify(self, message: SnsMessage) -> None:
         """Return if the message is signed by SNS; raise SignatureError if not."""
@@ -276,13 +340,117 @@ class SnsVerifier:
 
     def _key(self, url: str) -> RSAPublicKey:
         key = self._keys.get(url)
-        if key is None:
-            try:
-                pem = self._fetch(url)
-            except (OSError, ValueError) as error:
-                raise SnsUnavailable(f"cannot fetch the signing certificate {url}") from error
-            key = self._keys[url] = _public_key(pem)
-        return key
+        if key is not None:
+            return key
+        with self._lock:
+            key = self._keys.get(url)
+            if key is not None:
+                return key
+            self._raise_remembered(url)
+            pending = self._in_flight.get(url)
+            mine = pending is None
+            if pending is None:
+                self._start_fetch(url)
+                pending = self._in_flight[url] = threading.Event()
+        if not mine:
+            pending.wait(WAIT_FOR_FETCH_SECONDS)
+            with self._lock:
+                key = self._keys.get(url)
+                if key is not None:
+                    return key
+                self._raise_remembered(url)
+            raise SnsUnavailable(f"the signing certificate {url} is still being fetched")
+        try:
+            key = self._load(url)
+        except (SignatureError, SnsUnavailable) as failure:
+            ttl = UNREACHABLE_TTL if isinstance(failure, SnsUnavailable) else NO_CERTIFICATE_TTL
+            with self._lock:
+                self._remember(url, failure, ttl)
+            raise
+        else:
+            with self._lock:
+                self._keys[url] = key
+            return key
+        finally:
+            with self._lock:
+                del self._in_flight[url]
+            pending.set()
+
+    def _load(self, url: str) -> RSAPublicKey:
+        try:
+            pem = self._fetch(url)
+        except urllib.error.HTTPError as error:
+            if 400 <= error.code < 500:
+                # The SNS host says there is nothing there: a made-up URL.
+                raise SignatureError(
+                    f"no signing certificate at {url} (HTTP {error.code})"
+                ) from error
+            raise SnsUnavailable(f"cannot fetch the signing certificate {url}") from error
+        except (OSError, ValueError) as error:
+            raise SnsUnavailable(f"cannot fetch the signing certificate {url}") from error
+        return _public_key(pem)
+
+    # --- bookkeeping, under the lock ---------------------------------------
+
+    def _raise_remembered(self, url: str) -> None:
+        remembered = self._failures.get(url)
+        if remembered is None:
+            return
+        until, failure = remembered
+        now = self._clock()
+        if now >= until:
+            del self._failures[url]
+        elif isinstance(failure, SnsUnavailable):
+            raise SnsUnavailable(str(failure), retry_after=max(1, math.ceil(until - now)))
+        else:
+            raise SignatureError(str(failure))
+
+    def _remember(self, url: str, failure: SignatureError | SnsUnavailable, ttl: float) -> None:
+        now = self._clock()
+        self._failures.pop(url, None)
+        self._failures[url] = (now + ttl, failure)
+        while len(self._failures) > MAX_REMEMBERED_FAILURES:
+            del self._failures[next(iter(self._failures))]
+
+    def _start_fetch(self, url: str) -> None:
+        now = self._clock()
+        while self._started and now - self._started[0] >= 60.0:
+            self._started.popleft()
+        if len(self._started) >= self._per_minute:
+            wait = math.ceil(60.0 - (now - self._started[0]))
+            raise SnsUnavailable(
+                f"not fetching the signing certificate {url}: already "
+                f"{self._per_minute} new certificates in the last minute",
+                retry_after=max(wait, 1),
+            )
+        self._started.append(now)
+
+
+def check_fresh(
+    message: SnsMessage,
+    *,
+    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+    now: datetime | None = None,
+) -> None:
+    """Raise StaleMessage unless the signed Timestamp is within `max_age_seconds`
+    (plus CLOCK_SKEW) before now, and not more than CLOCK_SKEW after it."""
+    try:
+        sent = datetime.fromisoformat(message.timestamp)
+    except ValueError:
+        raise StaleMessage(
+            f"Timestamp {message.timestamp[:64]!r} is not an ISO 8601 time"
+        ) from None
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    now = now if now is not None else datetime.now(UTC)
+    age = now - sent
+    if age > timedelta(seconds=max_age_seconds) + CLOCK_SKEW:
+        raise StaleMessage(
+            f"the message was sent at {message.timestamp}, {age.total_seconds():.0f} s ago: "
+            f"older than SNS retries ({max_age_seconds:.0f} s, SNS_MAX_AGE_SECONDS); a replay?"
+        )
+    if age < -CLOCK_SKEW:
+        raise StaleMessage(f"the message's Timestamp {message.timestamp} is in the future")
 
 
 def confirm_subscription(message: SnsMessage, fetch: Fetch = https_get) -> None:
@@ -380,11 +548,11 @@ class SnsSource:
         if message.type != "Notification":
             return []
         try:
-            body = json.loads(message.message)
-        except ValueError as error:
-            raise InvalidAlarm(
-                "the SNS Message is not JSON: expected a CloudWatch alarm"
-            ) from error
+            body = loads(message.message, what="the SNS Message")
+        except JsonRefused as refused:
+            if refused.code == "json_too_deep":
+                raise InvalidAlarm(str(refused)) from None
+            raise InvalidAlarm("the SNS Message is not JSON: expected a CloudWatch alarm") from None
         if not isinstance(body, dict):
             raise InvalidAlarm("the SNS Message is not a JSON object: expected a CloudWatch alarm")
         if "detail-type" in body:
