@@ -52,3 +52,8 @@ def click(
         ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def form_body(payload: str) -> bytes:
+    """The form body Slack posts, around any payload text."""
+    return urlencode({"payload": payload}).encode()

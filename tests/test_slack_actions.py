@@ -23,11 +23,15 @@ from builders import incident as incident_body
 from fakes.slack import FakeSlack
 from incident_operator.config import Settings
 from incident_operator.devstack.controlplane import ControlPlane
-from incident_operator.ingest.slack_actions import slack_actions_router
+from incident_operator.ingest.slack_actions import (
+    response_url_allowed,
+    response_url_origins,
+    slack_actions_router,
+)
 from incident_operator.models import GROUP, VERSION
 from incident_operator.timeline import Entry
 from incident_operator.timeline.dynamodb import DynamoTimeline
-from slack_signing import click, sign
+from slack_signing import click, form_body, sign
 from webhook_support import new_token, webhook
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -315,7 +319,7 @@ async def test_view_timeline_reads_the_table_when_there_is_one(
               kind="assessment", message="rules decided SAFE restart_service"),
     ])  # fmt: skip
     app = FastAPI()
-    settings = Settings(slack_signing_secret=secret)
+    settings = Settings(slack_signing_secret=secret, slack_api_url=slack.api_url)
     app.include_router(slack_actions_router(settings=settings, api=api, timeline=timeline))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as http:
@@ -325,6 +329,83 @@ async def test_view_timeline_reads_the_table_when_there_is_one(
         "`2026-11-29 10:00:00` *received*: high alarm for checkout",
         "`2026-11-29 10:00:01` *assessment*: rules decided SAFE restart_service",
     ]
+
+
+# --- where replies go: only to Slack (issue 12, item 10) ---------------------
+
+
+async def test_a_click_whose_response_url_is_not_slacks_is_refused_and_not_fetched(
+    api: client.ApiClient, namespace: str, secret: str, slack: FakeSlack
+) -> None:
+    # No SLACK_API_URL: the webhook knows Slack by its own hosts only, and
+    # the fake Slack's loopback address is just an address on our network.
+    name = put_incident(api, namespace)
+    before = read(api, namespace, name)["metadata"]["resourceVersion"]
+    async with webhook(api, namespace, token=new_token(), slack_signing_secret=secret) as http:
+        answer, url = await press(http, secret, slack, "incident_approve", f"{namespace}/{name}")
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid_payload",
+        "message": "response_url is not an https URL on Slack's hosts; nothing changed",
+    }
+    assert read(api, namespace, name)["metadata"]["resourceVersion"] == before
+    assert slack.said(url) == []  # nothing was posted there
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/respond/1",  # loopback, not the fake's port
+        "http://169.254.169.254/latest/meta-data/",
+        "http://hooks.slack.com/actions/T0/1/x",  # not https
+        "https://hooks.slack.com:8443/actions/T0/1/x",
+        "https://hooks.slack.com.evil.example/actions/T0/1/x",
+        "https://evil.example#@hooks.slack.com/actions/T0/1/x",
+        "https://user@hooks.slack.com/actions/T0/1/x",
+        "https://slack.com/api/chat.postMessage",
+        "file:///etc/passwd",
+        "not a url",
+    ],
+)
+async def test_only_slacks_hosts_and_the_api_url_origin_get_replies(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, url: str
+) -> None:
+    name = put_incident(api, namespace)
+    before = read(api, namespace, name)["metadata"]["resourceVersion"]
+    body = click("incident_approve", f"{namespace}/{name}", user="U0ALICE", response_url=url)
+    answer = await http.post("/slack/actions", content=body, headers=sign(secret, body))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_payload"
+    assert read(api, namespace, name)["metadata"]["resourceVersion"] == before
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.slack.com/actions/T0TEAM/1337/abcDEF", True),
+        ("https://HOOKS.SLACK.COM:443/actions/T0TEAM/1337/abcDEF", True),
+        ("https://hooks.slack-gov.com/actions/T0TEAM/1337/abcDEF", True),
+        ("http://hooks.slack.com/actions/T0TEAM/1337/abcDEF", False),
+        ("https://hooks.slack.com:80/actions/T0TEAM/1337/abcDEF", False),
+        ("https://proxy.example.com/respond/1", True),  # SLACK_API_URL's origin
+        ("https://proxy.example.com:8443/respond/1", False),
+        ("http://proxy.example.com/respond/1", False),
+    ],
+)
+def test_response_url_origins(url: str, allowed: bool) -> None:
+    origins = response_url_origins("https://proxy.example.com/api/")
+    assert response_url_allowed(url, origins) is allowed
+    assert response_url_allowed("https://proxy.example.com/x", response_url_origins(None)) is False
+
+
+async def test_a_payload_nesting_too_deep_is_refused(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str
+) -> None:
+    # Before the bounded parse: RecursionError, a 500.
+    body = form_body("[" * 5000 + "]" * 5000)
+    answer = await http.post("/slack/actions", content=body, headers=sign(secret, body))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "json_too_deep"
 
 
 async def test_the_route_wants_a_form(http: httpx.AsyncClient, secret: str) -> None:

@@ -15,7 +15,11 @@ loser is judged again on the fresh object and told why nothing happened.
 Slack wants an answer within 3 seconds: the HTTP answer is an empty 200 as
 soon as the decision is written, and what the clicker reads (a confirmation,
 a polite refusal, the timeline) goes to the payload's `response_url` as an
-ephemeral message, after the answer.
+ephemeral message, after the answer. That URL is only ever one of Slack's:
+https on hooks.slack.com (or GovSlack's hooks.slack-gov.com), or on the
+origin of SLACK_API_URL when it is set (a proxy, the tests' fake Slack). A
+click naming any other is refused (400), changes nothing and is fetched by
+no one: a signed payload must not make the webhook call into its own network.
 
 The webhook reads no ResponsePolicy (its RBAC is get/patch on incidents):
 the approvers were copied into the approval when it was requested.
@@ -28,13 +32,12 @@ its conditions, remediation and latest transition.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import urllib3
@@ -64,6 +67,7 @@ from ..notify.slack_blocks import (
 from ..notify.story import reference
 from ..timeline import Timeline
 from ..timeline.dynamodb import DynamoTimeline
+from .jsonbody import JsonRefused, loads
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,11 @@ FORM = "application/x-www-form-urlencoded"
 REFERENCE = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})/([a-z0-9][a-z0-9.-]{0,252})$")
 WRITE_ATTEMPTS = 3
 TIMELINE_READ_SECONDS = 2.0
+# Where Slack's response URLs point: its hooks host, and GovSlack's (GovSlack
+# runs on the slack-gov.com domain instead of slack.com).
+SLACK_RESPONSE_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+
+Origin = tuple[str, str, int]
 
 
 class _Payload(BaseModel):
@@ -126,6 +135,7 @@ def slack_actions_router(
     if timeline is None and settings.timeline_table:
         timeline = DynamoTimeline(settings.timeline_table, region=settings.aws_region)
     objects = client.CustomObjectsApi(api)
+    reply_origins = response_url_origins(settings.slack_api_url)
     router = APIRouter()
 
     @router.post(
@@ -150,10 +160,24 @@ def slack_actions_router(
             return _error(401, "unauthorized", "invalid or expired Slack signature")
         try:
             payload = _parse(raw)
+        except JsonRefused as refused:
+            return _error(400, refused.code, str(refused))
         except ValueError as problem:
             return _error(400, "invalid_payload", str(problem))
         if payload is None:
             return Response(status_code=200)  # another kind of interaction: not ours
+        if payload.response_url is not None and not response_url_allowed(
+            payload.response_url, reply_origins
+        ):
+            log.warning(
+                "refused a Slack click whose response_url is not Slack's",
+                extra={"response_url": payload.response_url[:200]},
+            )
+            return _error(
+                400,
+                "invalid_payload",
+                "response_url is not an https URL on Slack's hosts; nothing changed",
+            )
         action = payload.actions[0]
         reply = _Replier(payload.response_url)
         match = REFERENCE.match(action.value)
@@ -203,16 +227,42 @@ def _parse(raw: bytes) -> BlockActions | None:
     form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
     if "payload" not in form:
         raise ValueError("the form has no payload field")
-    try:
-        document = json.loads(form["payload"][0])
-    except ValueError as error:
-        raise ValueError("the payload is not valid JSON") from error
+    document = loads(form["payload"][0], what="the payload field")
     if not isinstance(document, dict) or document.get("type") != "block_actions":
         return None
     try:
         return BlockActions.model_validate(document)
     except ValidationError as error:
         raise ValueError(f"not a block_actions payload we understand: {error}") from error
+
+
+def response_url_origins(slack_api_url: str | None) -> frozenset[Origin]:
+    """The origins a response_url may have: Slack's, and SLACK_API_URL's if set."""
+    origins = {("https", host, 443) for host in SLACK_RESPONSE_HOSTS}
+    if slack_api_url:
+        override = _origin(slack_api_url)
+        if override is not None:
+            origins.add(override)
+    return frozenset(origins)
+
+
+def response_url_allowed(url: str, origins: frozenset[Origin]) -> bool:
+    """Whether the webhook may POST a reply to `url`: it is on one of `origins`."""
+    return _origin(url) in origins
+
+
+def _origin(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL without credentials; None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    return (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
 
 async def _read(objects: client.CustomObjectsApi, namespace: str, name: str) -> Incident | None:
