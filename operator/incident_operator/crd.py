@@ -74,7 +74,18 @@ def _conditions_as_map(status: dict[str, Any]) -> None:
     conditions["x-kubernetes-list-map-keys"] = ["type"]
 
 
+# What was observed does not change: the API server refuses any change to an
+# Incident's spec, from every writer (admins included), so what an approval
+# was given for and what the timeline tells stay what the alarm said.
+SPEC_IMMUTABLE = {
+    "rule": "self == oldSelf",
+    "message": "spec is immutable: an Incident records what was observed",
+}
+
+
 def incident_crd() -> dict[str, Any]:
+    spec = _schema(IncidentSpec)
+    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", []), SPEC_IMMUTABLE]
     status = _schema(IncidentStatus)
     _conditions_as_map(status)
     # kopf may keep its own bookkeeping under status.kopf; let it.
@@ -96,7 +107,7 @@ def incident_crd() -> dict[str, Any]:
         kind="Incident",
         plural="incidents",
         short_names=["inc"],
-        spec=_schema(IncidentSpec),
+        spec=spec,
         status=status,
         columns=columns,
     )
