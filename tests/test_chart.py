@@ -100,9 +100,12 @@ EVERYTHING = {
         "ingress": {"enabled": True, "className": "nginx",
                     "tls": [{"secretName": "incidents-tls", "hosts": ["incidents.example.com"]}]},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "docsEnabled": True,
     },
     "secrets": {"existingSecret": "incident-integrations"},
-    "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "prod"},
+    "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "prod",
+               "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:111122223333:incident-*",
+               "INGEST_MAX_ALERTS_PER_REQUEST": 50},
 }  # fmt: skip
 
 
@@ -120,7 +123,7 @@ def test_chart_crds_are_the_generated_ones() -> None:
 
 # Settings the chart sets itself, and the ones with no place in a cluster.
 SET_BY_THE_CHART = {"INCIDENT_NAMESPACE", "INGEST_TOKENS_FILE", "INGEST_AUTH_DISABLED",
-                    "WATCH_NAMESPACES"}  # fmt: skip
+                    "WATCH_NAMESPACES", "INGEST_DOCS_ENABLED"}  # fmt: skip
 LEFT_OUT = {
     "INGEST_TOKENS",  # tokens come from the mounted Secret (INGEST_TOKENS_FILE)
     "SNS_TRUSTED_CERTS_DIR",  # local SNS certificates: tests and private partitions
@@ -170,6 +173,9 @@ def test_defaults_render_one_recreated_operator_and_a_hardened_webhook(
     env = {e["name"]: e.get("value") for e in webhook["env"]}
     assert env["INCIDENT_NAMESPACE"] == "ops"
     assert env["INGEST_TOKENS_FILE"] == "/etc/incident-operator/ingest/tokens"
+    # No docs, and SNS refuses every topic until the user names theirs.
+    assert env["INGEST_DOCS_ENABLED"] == "false"
+    assert "SNS_TOPIC_ARNS" not in env
     for component in ("operator", "webhook"):
         pod = pod_spec(manifests, component)
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -207,6 +213,10 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
     account = find(manifests, "ServiceAccount", "io-incident-operator-operator")
     assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
     assert find(manifests, "Deployment", "io-incident-operator-webhook")["spec"]["replicas"] == 3
+    env = {e["name"]: e.get("value") for e in container(manifests, "webhook")["env"]}
+    assert env["INGEST_DOCS_ENABLED"] == "true"
+    assert env["SNS_TOPIC_ARNS"] == "arn:aws:sns:eu-west-1:111122223333:incident-*"
+    assert env["INGEST_MAX_ALERTS_PER_REQUEST"] == "50"
     ingress = find(manifests, "Ingress", "io-incident-operator-webhook")
     assert ingress["spec"]["ingressClassName"] == "nginx"
     monitor = find(manifests, "ServiceMonitor", "io-incident-operator-webhook")
@@ -233,6 +243,9 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
         ({"webhook": {"ingestTokens": {"existingSecret": ""}}}, "ingestTokens.existingSecret"),
         ({"watchNamespaces": ["payments"]}, "watchNamespaces must include ops"),
         ({"config": {"JIRA_TOKEN": "hunter2"}}, "JIRA_TOKEN"),
+        ({"config": {"SNS_TOPIC_ARNS": "*"}}, "SNS_TOPIC_ARNS"),  # ARNs, not "any topic"
+        ({"config": {"INGEST_MAX_ALERTS_PER_REQUEST": 0}}, "INGEST_MAX_ALERTS_PER_REQUEST"),
+        ({"webhook": {"docsEnabled": "yes"}}, "docsEnabled"),
     ],
 )
 def test_misconfiguration_is_refused_saying_why(
@@ -556,7 +569,8 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
     }
 
 
-WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents", "patch incidents/status"}
+# Not "patch incidents": the webhook never writes an Incident's spec or metadata.
+WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status"}
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
                 "list responsepolicies", "create events"}  # fmt: skip
 
@@ -599,6 +613,43 @@ def test_neither_account_can_read_secrets_and_the_webhook_cannot_delete(
     assert custom.get_namespaced_custom_object(
         GROUP, VERSION, release.namespace, "incidents", "victim"
     )
+
+
+def test_the_webhook_cannot_rewrite_an_incident_only_its_status(
+    release: Release, api: client.ApiClient
+) -> None:
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "incidents",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident", "metadata": {"name": "target"},
+         "spec": {"source": "generic", "fingerprint": "target", "title": "target",
+                  "service": {"name": "search", "cluster": "demo"}, "alarm": {"name": "t"}}},
+    )  # fmt: skip
+    rewrites = [
+        {"spec": {"service": {"name": "checkout"}}},  # issue 12: redirect an approval
+        {"metadata": {"labels": {"incident-response.dev/service": "checkout"}}},
+        {"metadata": {"finalizers": ["example.com/keep"]}},
+    ]
+    with config.new_client_from_config(config_file=str(release.webhook_kubeconfig)) as webhook:
+        as_webhook = client.CustomObjectsApi(webhook)
+        for patch in rewrites:
+            with pytest.raises(client.ApiException) as denied:
+                as_webhook.patch_namespaced_custom_object(
+                    GROUP, VERSION, release.namespace, "incidents", "target", patch
+                )
+            assert denied.value.status == 403, patch
+        # What it does need still works: its status writes.
+        as_webhook.patch_namespaced_custom_object_status(
+            GROUP, VERSION, release.namespace, "incidents", "target",
+            {"status": {"occurrences": 2}},
+        )  # fmt: skip
+    current = custom.get_namespaced_custom_object(
+        GROUP, VERSION, release.namespace, "incidents", "target"
+    )
+    assert current["spec"]["service"] == {"name": "search", "cluster": "demo"}
+    assert "incident-response.dev/service" not in current["metadata"].get("labels", {})
+    assert "finalizers" not in current["metadata"]
+    assert current["status"]["occurrences"] == 2
 
 
 # --- the IAM policy the docs ship -----------------------------------------------
