@@ -2,17 +2,19 @@
 request the webhook refuses never creates or changes an Incident.
 
 Schemathesis generates requests from the webhook's own OpenAPI document
-(valid and invalid bodies, wrong types, odd strings); the corpus below adds
-what generators rarely reach: deep nesting, huge strings, null bytes, unicode,
-prompt-injection text.
+(valid and invalid bodies, wrong types, odd strings) for every operation,
+`/alerts/sns` included; the corpus below adds what generators rarely reach:
+deep nesting, huge strings, null bytes, unicode, prompt-injection text.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections import Counter
+import urllib.error
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from email.message import Message as Headers
 from typing import Any
 
 import httpx
@@ -32,14 +34,38 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 TOKEN = secrets.token_urlsafe(24)
 
 
+class NoSnsHost:
+    """Stands in for SNS's hosts: no certificate anywhere, and nothing leaves
+    this machine. Records what it was asked for."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __call__(self, url: str) -> bytes:
+        self.urls.append(url)
+        raise urllib.error.HTTPError(url, 404, "Not Found", Headers(), None)
+
+
 @pytest.fixture
-def hostile_app(api: client.ApiClient, namespace: str) -> Any:
-    config = Settings(incident_namespace=namespace, ingest_tokens=TOKEN)
+def sns_host() -> NoSnsHost:
+    return NoSnsHost()
+
+
+@pytest.fixture
+def hostile_app(api: client.ApiClient, namespace: str, sns_host: NoSnsHost) -> Any:
+    config = Settings(
+        incident_namespace=namespace,
+        ingest_tokens=TOKEN,
+        # Generated SNS messages get past the topic check to the signature's.
+        sns_topic_arns="*",
+        ingest_docs_enabled=True,  # schemathesis reads /openapi.json
+    )
     return create_app(
         settings=config,
         recorder=AlarmRecorder(api=api, namespace=namespace),
         api=api,
         registry=CollectorRegistry(),
+        sns_fetch=sns_host,
     )
 
 
@@ -56,6 +82,7 @@ def test_generated_requests(hostile_app: Any, api: client.ApiClient, namespace: 
     # fixture support does not work with this pytest version.
     schema = schemathesis.openapi.from_asgi("/openapi.json", hostile_app)
     statuses: Counter[int] = Counter()
+    by_operation: defaultdict[str, Counter[int]] = defaultdict(Counter)
     for result in schema.get_all_operations():
         operation = result.ok()
 
@@ -70,6 +97,7 @@ def test_generated_requests(hostile_app: Any, api: client.ApiClient, namespace: 
             before = snapshot(api, namespace)
             response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
             statuses[response.status_code] += 1
+            by_operation[f"{case.method} {case.path}"][response.status_code] += 1
             assert response.status_code < 500, f"{case.method} {case.path}: {response.text}"
             if response.status_code >= 400:
                 after = snapshot(api, namespace)
@@ -77,7 +105,12 @@ def test_generated_requests(hostile_app: Any, api: client.ApiClient, namespace: 
 
         run()
     print(f"schemathesis cases: {sum(statuses.values())}, by status: {dict(statuses)}")
+    for name, counted in sorted(by_operation.items()):
+        print(f"  {name}: {dict(counted)}")
     assert sum(statuses.values()) >= 500
+    # Every alarm endpoint was exercised, SNS too (signed by SNS, not by token).
+    for path in ("/alert", "/alerts/cloudwatch", "/alerts/alertmanager", "/alerts/sns"):
+        assert sum(by_operation[f"POST {path}"].values()) >= 50, dict(by_operation)
 
 
 def _deep(levels: int) -> bytes:
@@ -184,3 +217,32 @@ async def test_corpus(
         # Accepted hostile text is data: it lands sanitized in an Incident.
         created = snapshot(api, namespace)
         assert all(name.isascii() and len(name) <= 253 for name in created)
+
+
+@pytest.mark.parametrize(
+    ("path", "media"),
+    [
+        ("/alert", "application/json"),
+        ("/alerts/cloudwatch", "application/json"),
+        ("/alerts/alertmanager", "application/json"),
+        ("/alerts/sns", "text/plain"),  # no token needed: the reported 500
+        ("/alerts/sns", "application/json"),
+    ],
+)
+async def test_nesting_deeper_than_64_is_a_400_on_every_endpoint(
+    http: httpx.AsyncClient, api: client.ApiClient, namespace: str, path: str, media: str
+) -> None:
+    before = snapshot(api, namespace)
+    async with http:
+        deep = await http.post(
+            path, content="[" * 1000 + "]" * 1000, headers={"Content-Type": media}
+        )
+        just_over = await http.post(path, content=_deep(64), headers={"Content-Type": media})
+        at_limit = await http.post(path, content=_deep(63), headers={"Content-Type": media})
+    for response in (deep, just_over):
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "json_too_deep"
+        assert "deeper than 64 levels" in response.json()["message"]
+    # 64 levels is JSON like any other: judged by its schema, not refused as deep.
+    assert at_limit.status_code != 400 and at_limit.json()["error"] != "json_too_deep"
+    assert snapshot(api, namespace) == before

@@ -290,7 +290,7 @@ async def test_api_server_unreachable_answers_503(namespace: str) -> None:
 
 
 async def test_service_endpoints(api: client.ApiClient, namespace: str) -> None:
-    async with webhook(api, namespace, token=new_token()) as http:
+    async with webhook(api, namespace, token=new_token(), ingest_docs_enabled=True) as http:
         await http.post("/alert", json=generic_alert())
         await http.post("/alert", json=generic_alert())
         root, health, ready = (
@@ -342,3 +342,34 @@ async def test_alertmanager_repeat_of_one_firing_counts_once(
     assert third.json()["incidents"][0] == {
         "name": first.json()["incidents"][0]["name"], "result": "counted", "occurrences": 2,
     }  # fmt: skip
+
+
+# --- alerts per request (issue 12, item 9) -------------------------------------
+
+
+async def test_a_request_with_more_alerts_than_the_limit_is_refused_whole(
+    api: client.ApiClient, namespace: str
+) -> None:
+    over = alertmanager(*(am_alert(f"over{i}", service=f"svc{i}") for i in range(6)))
+    at = alertmanager(*(am_alert(f"at{i}", service=f"svc{i}") for i in range(5)))
+    async with webhook(api, namespace, token=new_token(), ingest_max_alerts_per_request=5) as http:
+        refused = await http.post("/alerts/alertmanager", json=over)
+        assert refused.status_code == 413, refused.text
+        assert incidents(api, namespace) == []  # nothing written, not even the first five
+        accepted = await http.post("/alerts/alertmanager", json=at)
+    assert refused.json()["error"] == "too_many_alerts"
+    assert "6 alerts" in refused.json()["message"]
+    assert "INGEST_MAX_ALERTS_PER_REQUEST" in refused.json()["message"]
+    assert accepted.status_code == 200, accepted.text
+    assert len(incidents(api, namespace)) == 5
+
+
+async def test_the_default_limit_is_100_alerts(api: client.ApiClient, namespace: str) -> None:
+    # 1,000 alerts in one 200 KB request made 1,000 Incidents and held the
+    # sender for 17 s; 101 are refused at once.
+    body = alertmanager(*(am_alert(f"{i:040x}", service=f"svc{i}") for i in range(101)))
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alerts/alertmanager", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "too_many_alerts"
+    assert incidents(api, namespace) == []

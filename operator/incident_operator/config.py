@@ -34,11 +34,36 @@ class Settings(BaseSettings):
         False, description="Accept unauthenticated alarms. Only for closed networks."
     )
     ingest_max_body_bytes: int = Field(256 * 1024, ge=1024, description="Request size limit.")
+    ingest_max_alerts_per_request: int = Field(
+        100,
+        ge=1,
+        description="The most alerts one request may carry (an Alertmanager group); a request "
+        "with more is refused whole with 413 before anything is written.",
+    )
+    ingest_docs_enabled: bool = Field(
+        False,
+        description="Serve the OpenAPI document (/openapi.json) and Swagger UI (/docs, its "
+        "assets from the package), unauthenticated. Off: all of them 404.",
+    )
     sns_topic_arns: str = Field(
         "",
         description="Comma-separated SNS topic ARNs (globs) accepted on /alerts/sns; "
-        "empty: any topic. A valid signature proves a message came from SNS, not "
-        "from your topic, so set this in production.",
+        "empty: none, every SNS message is refused. A valid signature proves a message "
+        "came from SNS, not from your topic.",
+    )
+    sns_max_age_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How old an SNS message's signed Timestamp may be (plus 5 minutes of "
+        "clock skew). SNS stops retrying a delivery within 3,600 s.",
+    )
+    sns_cert_fetches_per_minute: int = Field(
+        10,
+        ge=1,
+        le=600,
+        description="New SNS signing certificates fetched per minute at most; past it a "
+        "message needing another one gets 503 (SNS retries).",
     )
     sns_trusted_certs_dir: Path | None = Field(
         None,

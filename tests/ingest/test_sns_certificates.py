@@ -89,6 +89,17 @@ def test_new_certificate_fetches_are_bounded_per_minute(signer: Signer) -> None:
     assert len(hosts.urls) == 6
 
 
+def test_twenty_forged_certificate_urls_cause_at_most_ten_fetches(signer: Signer) -> None:
+    # The reported amplification, with the default budget: 20 forged
+    # messages, each naming another URL on an SNS host, made 20 fetches.
+    hosts = SnsHosts()
+    verifier = sns.SnsVerifier(fetch=hosts)
+    for index in range(20):
+        with pytest.raises((sns.SignatureError, sns.SnsUnavailable)):
+            verifier.verify(signed(signer, forged_url(index)))
+    assert len(hosts.urls) == sns.DEFAULT_FETCHES_PER_MINUTE == 10
+
+
 def test_a_certificate_is_fetched_once_and_kept(signer: Signer) -> None:
     hosts = SnsHosts({CERT_URL: signer.pem})
     verifier = sns.SnsVerifier(fetch=hosts, fetches_per_minute=1, clock=Clock())

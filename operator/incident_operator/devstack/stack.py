@@ -39,6 +39,7 @@ from .controlplane import ControlPlane, _die_with_parent, free_port
 REGION = "us-east-1"
 TIMELINE_TABLE = "incident-timeline"
 CLUSTER = "demo"
+DEV_ACCOUNT = "123456789012"  # moto's account id
 # Sample ECS services: checkout's restarts complete at once in moto;
 # payments' never do (moto does not roll deployments forward), so a restart
 # there shows what a stuck rollout looks like.
@@ -165,6 +166,11 @@ class DevStack:
             "INGEST_TOKENS": self.token,
         }
         env.pop("AWS_PROFILE", None)  # never real AWS from the dev stack
+        # The webhook refuses SNS from topics it was not given: here, those of
+        # the dev stack's own (moto) account, unless the environment names others.
+        env.setdefault("SNS_TOPIC_ARNS", f"arn:aws:sns:{REGION}:{DEV_ACCOUNT}:*")
+        # Swagger UI at /docs, served from the package; off by default elsewhere.
+        env.setdefault("INGEST_DOCS_ENABLED", "true")
         return env
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:

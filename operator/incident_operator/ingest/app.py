@@ -2,14 +2,20 @@
 
 Request checks, in order, each a clear 4xx with a JSON body and no side
 effect: content type (415) and size (413) before anything is read, then JSON
-syntax (400), the bearer token (401), the payload's schema (422).
+syntax and nesting depth (400, one bounded parse for every body: jsonbody.py),
+the bearer token (401), the payload's schema (422), the number of alerts
+(413), all before anything is written.
+
+`/alerts/sns` is refused (403) for every topic not in SNS_TOPIC_ARNS, none
+when it is empty, and for a message older than SNS_MAX_AGE_SECONDS, both
+before any certificate is fetched. The OpenAPI document and Swagger UI are
+served only with INGEST_DOCS_ENABLED (docs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from .alarm import AlarmSource, InvalidAlarm, ReceivedAlarm
 from .auth import TokenCheck
+from .docs import add_docs
+from .jsonbody import BoundedJsonRoute, JsonBodyRefused, JsonRefused, loads
 from .metrics import IngestMetrics
 from .recorder import AlarmRecorder, ApiUnavailable
 from .slack_actions import slack_actions_router
@@ -122,12 +130,15 @@ def create_app(
     settings: Settings,
     recorder: AlarmRecorder,
     api: client.ApiClient,
-    sns_verifier: sns_source.SnsVerifier | None = None,
+    sns_fetch: sns_source.Fetch = sns_source.https_get,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
+    """The webhook. `sns_fetch` is how SNS URLs (signing certificates,
+    subscription confirmations) are fetched; tests give a recording one."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = IngestMetrics(registry)
-    verifier = sns_verifier if sns_verifier is not None else build_sns_verifier(settings)
+    verifier = build_sns_verifier(settings, fetch=sns_fetch)
+    sns_topics = _patterns(settings.sns_topic_arns)
     authenticated = [Depends(TokenCheck(settings))]
     readiness = _Readiness(api)
 
@@ -135,8 +146,25 @@ def create_app(
         title="incident-operator ingest webhook",
         description="Turns alarms (CloudWatch, SNS, Alertmanager, generic JSON) into Incidents.",
         version="0.1.0",
+        # Off unless asked for; add_docs serves them without any CDN.
+        openapi_url="/openapi.json" if settings.ingest_docs_enabled else None,
+        docs_url=None,
+        redoc_url=None,
     )
+    # Every JSON body FastAPI parses goes through the bounded parse.
+    app.router.route_class = BoundedJsonRoute
     app.add_middleware(RequestGate, max_body=settings.ingest_max_body_bytes)
+    if settings.ingest_docs_enabled:
+        add_docs(app)
+
+    def refuse_json(refused: JsonRefused | JsonBodyRefused) -> JSONResponse:
+        metrics.rejected.labels(reason=refused.code).inc()
+        message = str(refused.detail) if isinstance(refused, JsonBodyRefused) else str(refused)
+        return error(400, refused.code, message)
+
+    @app.exception_handler(JsonBodyRefused)
+    async def refused_json_body(request: Request, exc: JsonBodyRefused) -> JSONResponse:
+        return refuse_json(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -163,6 +191,19 @@ def create_app(
         return response
 
     async def ingest(source: AlarmSource, alarms: list[ReceivedAlarm]) -> Response:
+        limit = settings.ingest_max_alerts_per_request
+        if len(alarms) > limit:
+            # 413, not 422: the request is well-formed, only more than this
+            # webhook takes at once, as with the byte limit. Refused whole,
+            # before any write, so a sender that splits it (Alertmanager's
+            # max_alerts) loses nothing and counts nothing twice.
+            metrics.rejected.labels(reason="too_many_alerts").inc()
+            return error(
+                413,
+                "too_many_alerts",
+                f"{len(alarms)} alerts in one request; at most {limit} are accepted "
+                "(INGEST_MAX_ALERTS_PER_REQUEST): send fewer per request",
+            )
         started = time.perf_counter()
         refs = []
         try:
@@ -226,36 +267,41 @@ def create_app(
     )
     async def receive_sns(request: Request) -> Response:
         # SNS authenticates with its signature, not a bearer token.
-        raw = await request.body()
         try:
-            document = json.loads(raw)
-        except ValueError:
-            metrics.rejected.labels(reason="invalid_json").inc()
-            return error(400, "invalid_json", "the request body is not valid JSON")
+            document = loads(await request.body())
+        except JsonRefused as refused:
+            return refuse_json(refused)
         try:
             message = sns_source.SnsMessage.model_validate(document)
         except ValidationError as exc:
             metrics.rejected.labels(reason="invalid_payload").inc()
             errors = exc.errors()
             return error(422, "invalid_payload", _summary(errors), details=_details(errors))
+        # The topic and the age first: neither fetches anything, so a message
+        # from a topic we do not take costs no certificate fetch.
+        refusal = _topic_refusal(message.topic_arn, sns_topics)
+        if refusal is not None:
+            metrics.rejected.labels(reason="sns_topic_not_allowed").inc()
+            return error(403, "forbidden", refusal)
         try:
+            sns_source.check_fresh(message, max_age_seconds=settings.sns_max_age_seconds)
             # The first message from a signing certificate fetches it: a
             # blocking call, kept off the event loop.
             await asyncio.to_thread(verifier.verify, message)
-            if not _topic_allowed(message.topic_arn, settings.sns_topic_arns):
-                raise sns_source.SignatureError(
-                    f"topic {message.topic_arn!r} is not in SNS_TOPIC_ARNS"
-                )
             if message.type == "SubscriptionConfirmation":
-                await asyncio.to_thread(sns_source.confirm_subscription, message)
+                await asyncio.to_thread(sns_source.confirm_subscription, message, sns_fetch)
                 log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
                 return JSONResponse({"received": 0, "incidents": [], "confirmed": True})
+        except sns_source.StaleMessage as exc:
+            metrics.rejected.labels(reason="sns_stale").inc()
+            return error(403, "forbidden", str(exc))
         except sns_source.SignatureError as exc:
             metrics.rejected.labels(reason="bad_signature").inc()
             return error(403, "forbidden", str(exc))
         except sns_source.SnsUnavailable as exc:
+            metrics.rejected.labels(reason="sns_unavailable").inc()
             response = error(503, "unavailable", f"{exc}; retry")
-            response.headers["Retry-After"] = "5"
+            response.headers["Retry-After"] = str(exc.retry_after)
             return response
         if message.type != "Notification":
             return JSONResponse({"received": 0, "incidents": []})
@@ -269,8 +315,9 @@ def create_app(
     app.include_router(slack_actions_router(settings=settings, api=api))
 
     @app.get("/", tags=["service"], summary="What this is")
-    async def root() -> dict[str, str]:
-        return {"service": "incident-operator ingest webhook", "status": "running", "docs": "/docs"}
+    async def root() -> dict[str, str | None]:
+        docs = "/docs" if settings.ingest_docs_enabled else None
+        return {"service": "incident-operator ingest webhook", "status": "running", "docs": docs}
 
     @app.get("/health", tags=["service"], summary="Liveness")
     async def health() -> dict[str, str]:
@@ -308,29 +355,51 @@ def parse_alarms(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]
     return alarms
 
 
-def build_sns_verifier(settings: Settings) -> sns_source.SnsVerifier:
+def build_sns_verifier(
+    settings: Settings, *, fetch: sns_source.Fetch = sns_source.https_get
+) -> sns_source.SnsVerifier:
     """The SNS verifier, trusting local copies of signing certificates if given.
 
     A file in SNS_TRUSTED_CERTS_DIR named like the last part of a
     SigningCertURL (`SimpleNotificationService-<id>.pem`) is used instead of
-    fetching that URL; the URL must still be an https SNS URL.
+    fetching that URL; the URL must still be an https SNS URL. At most
+    SNS_CERT_FETCHES_PER_MINUTE new certificates are loaded a minute.
     """
     directory = settings.sns_trusted_certs_dir
     if directory is None:
-        return sns_source.SnsVerifier()
+        load = fetch
+    else:
 
-    def fetch(url: str) -> bytes:
-        local = directory / url.rsplit("/", 1)[-1]
-        if local.is_file():
-            return local.read_bytes()
-        return sns_source.https_get(url)
+        def load(url: str) -> bytes:
+            local = directory / url.rsplit("/", 1)[-1]
+            if local.is_file():
+                return local.read_bytes()
+            return fetch(url)
 
-    return sns_source.SnsVerifier(fetch=fetch)
+    return sns_source.SnsVerifier(
+        fetch=load, fetches_per_minute=settings.sns_cert_fetches_per_minute
+    )
 
 
-def _topic_allowed(topic: str | None, allowed: str) -> bool:
-    patterns = [p.strip() for p in allowed.split(",") if p.strip()]
-    return not patterns or any(fnmatch.fnmatchcase(topic or "", p) for p in patterns)
+def _patterns(setting: str) -> list[str]:
+    return [p.strip() for p in setting.split(",") if p.strip()]
+
+
+def _topic_refusal(topic: str, patterns: list[str]) -> str | None:
+    """Why messages of `topic` are refused, or None if they are accepted.
+
+    Default-deny: with no topics configured, none is accepted. A valid
+    signature proves a message came from SNS, not that it came from a topic
+    of ours: any AWS account can subscribe this endpoint to its topics.
+    """
+    if not patterns:
+        return (
+            "no SNS topic is accepted: set SNS_TOPIC_ARNS to the ARNs (globs, "
+            "comma-separated) of the topics whose messages this webhook should take"
+        )
+    if not any(fnmatch.fnmatchcase(topic, p) for p in patterns):
+        return f"topic {topic[:256]!r} is not in SNS_TOPIC_ARNS"
+    return None
 
 
 # A sender that may send the same request twice (a retry after a timeout)
