@@ -80,7 +80,9 @@ def loads(
             raise JsonRefused("invalid_json", f"{what} is not valid JSON: not UTF-8 text") from None
     else:
         text = document
-    if nesting_depth(text, stop_after=max_depth) > max_depth:
+    # No more openers in all than the limit (most alarms): no need to look closer.
+    openers = text.count("[") + text.count("{")
+    if openers > max_depth and nesting_depth(text, stop_after=max_depth) > max_depth:
         raise JsonRefused(
             "json_too_deep", f"{what} nests arrays and objects deeper than {max_depth} levels"
         )
