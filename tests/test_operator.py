@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,68 @@ async def test_killed_operator_resumes_without_repeating_side_effects(
     assert timeline_kinds(world, namespace, name, expected) == expected
     reasons = [e.reason for e in events_for(api, namespace, name)]
     assert len(reasons) == len(set(reasons)) == 5
+
+
+# Restart payments without asking; its rollouts never complete (no task runs).
+STUCK_ROLLOUT = {
+    "match": {"services": ["payments"]},
+    "rules": [{"alarmNames": ["payments-cpu-*"], "action": "restart_service"}],
+    "approval": {"requiredFor": []},
+    "remediation": {"rolloutTimeoutSeconds": 10},
+}
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        None,
+        "after-write:4",  # each of the 4 transitions written, not yet published
+    ],
+)
+async def test_a_timed_out_restart_posts_each_event_once_across_crashes(
+    api: client.ApiClient,
+    namespace: str,
+    world: Aws,
+    kubeconfig: Path,
+    tmp_path: Path,
+    crash_at: str | None,
+) -> None:
+    world.ecs_service(cluster="demo", service="payments", running=0)
+    create_policy(api, namespace, "payments-auto", STUCK_ROLLOUT)
+    crashes = tmp_path / "crashes"
+    extra = {} if crash_at is None else {"INCIDENT_OPERATOR_CRASH_AT": crash_at}
+    env = operator_env(kubeconfig, world, INCIDENT_OPERATOR_CRASH_LOG=str(crashes), **extra)
+    process = OperatorProcess(namespace=namespace, env=env, log_dir=tmp_path).start()
+    try:
+        name = await raise_alarm(api, namespace, service="payments", alarm="payments-cpu-sev2")
+        process.supervise_until(
+            f"{name}'s rollout to time out across crashes",
+            lambda: phase_of(api, namespace, name) == "Escalated",
+            timeout=90,
+        )
+        # A restarted operator publishes what is pending, then nothing more.
+        process.stop()
+        process.start()
+        time.sleep(2.0)
+    finally:
+        process.stop()
+    if crash_at is not None:
+        point, _, times = crash_at.partition(":")
+        assert crashes.read_text().split() == [point] * int(times)
+    status = get_incident(api, namespace, name)["status"]
+    assert status["remediation"]["result"] == "TimedOut"
+    assert world.server.served_count("UpdateService") == 1
+    # The timeline keeps every record; `kubectl describe` tells each reason once
+    # (a timed-out rollout is both the action's end and the escalation).
+    expected = ["received", "assessment", "action_started", "action_finished", "escalated"]
+    assert timeline_kinds(world, namespace, name, expected) == expected
+    events = events_for(api, namespace, name)
+    reasons = Counter(e.reason for e in events)
+    assert reasons == {"Triggered": 1, "Assessed": 1, "RestartStarted": 1, "RestartTimedOut": 1}
+    timed_out = next(e for e in events if e.reason == "RestartTimedOut")
+    assert timed_out.type == "Warning"
+    assert timed_out.message == "rollout of us-east-1/demo/payments not done after 0:00:10"
+    assert "could not post event" not in process.logs()
 
 
 async def test_a_restarted_operator_does_not_publish_again(

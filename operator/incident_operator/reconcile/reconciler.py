@@ -18,7 +18,9 @@ only repairs publishing) wait behind them.
 Publishing (Kubernetes Events and timeline entries) happens after the write,
 and the records travel inside the write (`status.lastTransition`), so a crash
 between the two is repaired on the next pass: publishing is idempotent
-(deterministic Event names, conditional timeline puts).
+(deterministic Event names, conditional timeline puts). Every record is a
+timeline entry; the Events are one per reason of a transition (see
+`_events`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ..models import (
     Incident,
     IncidentStatus,
     LastTransition,
+    Record,
 )
 from ..notify import Notifier
 from ..policy import Policy, select
@@ -66,6 +69,8 @@ RETRY_MAX_SECONDS = 60.0
 # A transition a channel could not be told of is told again this many times,
 # after the retell delay, doubling each time.
 RETELL_ATTEMPTS = 5
+# An Event's message at most (one record's message is at most this too).
+MAX_EVENT_MESSAGE = 1024
 
 
 def utcnow() -> datetime:
@@ -432,9 +437,9 @@ class Reconciler:
             # if it is stored, all is: one read instead of rewriting all (on
             # a restart among thousands of finished Incidents).
             if records and (ours or not await self._timeline.has(records[-1])):
-                for index, record in enumerate(last.records):
-                    await self._post_event(incident, last.at, index, record.reason,
-                                           record.message, warning=record.warning)  # fmt: skip
+                for index, reason, message, warning in _events(last.records):
+                    await self._post_event(incident, last.at, index, reason, message,
+                                           warning=warning)  # fmt: skip
                 entries += records
         if entries:
             await self._timeline.record(entries)
@@ -558,6 +563,28 @@ class _Retell:
     transition: datetime  # its lastTransition.at
     made: int
     next_at: float  # event loop time
+
+
+def _events(records: list[Record]) -> list[tuple[int, str, str, bool]]:
+    """The Events of one transition: (index, reason, message, warning), one per reason.
+
+    A transition may record one reason twice: a rollout that timed out is
+    both the end of the action and the escalation, each `RestartTimedOut`
+    with the same message. Both stay in the timeline, but as Events they are
+    one thing: one per reason, with each distinct message once, a Warning if
+    any record is one. Each keeps the name of its reason's first record
+    (by its index), so an Event posted before is found again (409).
+    """
+    found: dict[str, tuple[int, list[str], bool]] = {}
+    for index, record in enumerate(records):
+        first, messages, warning = found.setdefault(record.reason, (index, [], False))
+        if record.message not in messages:
+            messages.append(record.message)
+        found[record.reason] = (first, messages, warning or record.warning)
+    return [
+        (index, reason, "; ".join(messages)[:MAX_EVENT_MESSAGE], warning)
+        for reason, (index, messages, warning) in found.items()
+    ]
 
 
 def _open(body: Mapping[str, Any]) -> bool:
