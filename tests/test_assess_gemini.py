@@ -23,6 +23,7 @@ from incident_operator.assess.prompt import BEGIN_DATA, END_DATA, build
 from incident_operator.assess.rules import RulesAssessor
 from incident_operator.models import IncidentSpec, ResponsePolicySpec
 from incident_operator.policy import DEFAULT, Policy
+from incident_operator.text import visible
 
 EXTRA_PROMPT = "Checkout is stateless: a restart is cheap. Prefer restart_service for CPU alarms."
 CHECKOUT = Policy(
@@ -339,7 +340,8 @@ async def test_injected_text_stays_quoted_data(
         "summary": {"summary": injection},
         "title": {"title": injection},
         "reason": {"alarm": {"name": "checkout-cpu-high", "reason": injection}},
-        "label": {"labels": {"note": injection}},
+        # Labels are names: they arrive without hidden characters (text.visible).
+        "label": {"labels": {"note": visible(injection)}},
     }[field]
     gemini.answer({**RESTART, "decision": "ESCALATE", "action": "notify_team"})
 
@@ -348,7 +350,8 @@ async def test_injected_text_stays_quoted_data(
     [request] = gemini.requests
     # One data block, whatever the text tried to close or open, and every
     # character of it escaped to ASCII; the text itself arrives intact.
-    assert injection in strings(quoted_data(request))
+    sent = visible(injection) if field == "label" else injection
+    assert sent in strings(quoted_data(request))
     assert request.user_text.isascii()
     # The instructions do not depend on the alarm at all.
     assert request.system_text == build(incident=spec(), policy=ONLY_NOTIFY).system
