@@ -128,7 +128,7 @@ async def test_auto_approved_restart_resolves_the_incident(
     assert status["assessment"]["assessor"] == "rules"
     assert status["assessment"]["policy"] == "checkout-auto"
     assert status["remediation"]["result"] == "Succeeded"
-    assert status["remediation"]["target"] == "demo/checkout"
+    assert status["remediation"]["target"] == "us-east-1/demo/checkout"
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions["Assessed"] == ("True", "Safe")
     assert conditions["Approved"] == ("True", "NotRequired")
