@@ -100,6 +100,64 @@ def test_dev_stack_serves_writes_env_and_stops_cleanly(tmp_path: Path) -> None:
     assert [pid for pid in children if alive(pid)] == []
 
 
+def test_dev_restarts_its_operator_when_it_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    state = tmp_path / ".dev"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "incident_operator.cli", "dev", "--port", str(port),
+         "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    pid_file = state / "operator.pid"
+    try:
+        wait_for("the dev stack's env file", lambda: (state / "env").exists(), timeout=120)
+        env = read_env(state / "env")
+        first = int(pid_file.read_text())
+        assert first in descendants(dev.pid)
+        assert b"incident_operator.cli\0run" in Path(f"/proc/{first}/cmdline").read_bytes()
+        os.kill(first, signal.SIGKILL)  # a crash, as `kill -9` by hand
+
+        def restarted() -> int | None:
+            assert dev.poll() is None, "dev stopped when its operator died"
+            pid = int(pid_file.read_text()) if pid_file.exists() else first
+            return pid if pid != first and alive(pid) else None
+
+        second = wait_for("a new operator", restarted, timeout=60)
+        assert not alive(first) and second in descendants(dev.pid)
+        # The new operator handles the next alarm.
+        answer = httpx.post(
+            f"{env['INCIDENT_WEBHOOK_URL']}/alert",
+            json={"detail": {"service_name": "search", "cluster_name": "demo",
+                             "summary": "p99 above 2s", "severity": "medium"}},
+            headers={"Authorization": f"Bearer {env['INCIDENT_WEBHOOK_TOKEN']}"},
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        name = answer.json()["incidents"][0]["name"]
+        kubectl = str(ensure_binaries(log=False).kubectl)
+        kubectl_env = {**os.environ, "KUBECONFIG": env["KUBECONFIG"]}
+
+        def escalated() -> bool:
+            out = subprocess.run(
+                [kubectl, "get", "incident", name, "-o", "jsonpath={.status.phase}"],
+                env=kubectl_env, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            return out == "Escalated"
+
+        wait_for(f"{name} to be escalated by the new operator", escalated, timeout=30)
+        children = descendants(dev.pid)
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        output, _ = dev.communicate(timeout=60)
+    assert dev.returncode == 0, output
+    assert f"operator (pid {first}) was killed by SIGKILL; restarting it in 1s" in output
+    assert f"operator running, pid {second}" in output
+    time.sleep(0.5)
+    assert [pid for pid in children if alive(pid)] == []
+    assert not pid_file.exists()
+
+
 def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "incident_operator.devstack.demo"],

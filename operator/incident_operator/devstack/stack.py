@@ -6,10 +6,12 @@
     webhook       (incident-operator webhook, with a generated token)
 
 Everything stops together on Ctrl-C or SIGTERM; the child processes also die
-with this one if it is killed outright. Settings for real services in the
-environment (GEMINI_API_KEY, SLACK_BOT_TOKEN, JIRA_URL, SES_SENDER...) are
-passed through; without them the rules assessor decides and notifications
-go to the log.
+with this one if it is killed outright. The operator alone is restarted when
+it dies, after a short backoff, as a Deployment would restart its pod: its
+pid is in STATE_DIR/operator.pid, so `kill -9` crash-tests it by hand.
+Settings for real services in the environment (GEMINI_API_KEY,
+SLACK_BOT_TOKEN, JIRA_URL, SES_SENDER...) are passed through; without them
+the rules assessor decides and notifications go to the log.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ DEV_ACCOUNT = "123456789012"  # moto's account id
 # payments' never do (moto does not roll deployments forward), so a restart
 # there shows what a stuck rollout looks like.
 SERVICES = {"checkout": 2, "payments": 0, "search": 2}
+# A dead operator is started again after 1 s, then 2, 4... up to 30 s while it
+# keeps dying within a minute of its start.
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+RESTART_STABLE_SECONDS = 60.0
 
 
 def say(message: str) -> None:
@@ -90,6 +97,7 @@ class DevStack:
                     process.kill()
                     process.wait()
         self.processes.clear()
+        (self.state_dir / "operator.pid").unlink(missing_ok=True)
         if self.moto is not None:
             say("stopping moto")
             self.moto.stop()
@@ -198,7 +206,34 @@ class DevStack:
             lambda: _http_ok(f"http://127.0.0.1:{health}/healthz", process, "operator", self),
             timeout=60,
         )
-        say(f"operator running (log: {self.state_dir / 'operator.log'})")
+        (self.state_dir / "operator.pid").write_text(f"{process.pid}\n")
+        say(f"operator running, pid {process.pid} (log: {self.state_dir / 'operator.log'})")
+
+    def supervise(self, *, poll: float = 0.5) -> list[str]:
+        """Keep the stack up: restart the operator whenever it dies, with
+        backoff; return the names of the other parts once one of them exits."""
+        delay, started = RESTART_FIRST_SECONDS, time.monotonic()
+        while True:
+            dead = [name for name, p in self.processes.items() if p.poll() is not None]
+            if [name for name in dead if name != "operator"]:
+                return dead
+            if "operator" in dead:
+                if time.monotonic() - started >= RESTART_STABLE_SECONDS:
+                    delay = RESTART_FIRST_SECONDS
+                process = self.processes["operator"]
+                say(
+                    f"operator (pid {process.pid}) {_exit_status(process.returncode)}; "
+                    f"restarting it in {delay:.0f}s"
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_SECONDS)
+                started = time.monotonic()
+                try:
+                    self._start_operator()
+                except (RuntimeError, TimeoutError) as error:
+                    # Died again while starting, or slow: the loop looks again.
+                    say(f"the restarted operator is not up: {str(error).splitlines()[0]}")
+            time.sleep(poll)
 
     def _start_webhook(self) -> None:
         process = self._spawn("webhook", "webhook", "--host", "127.0.0.1", "--port", str(self.port))
@@ -243,6 +278,8 @@ class DevStack:
                 f"  webhook     {self.webhook_url}   (token: {self.token})",
                 f"  KUBECONFIG  {self.kubeconfig}",
                 f"  AWS (moto)  {self.aws_endpoint}",
+                f"  operator    pid {self.processes['operator'].pid} "
+                f"(in {self.state_dir / 'operator.pid'}; `kill -9` it: it is restarted)",
                 "",
                 f"In another shell:  source {env}",
                 "  curl -sS $INCIDENT_WEBHOOK_URL/alert \\",
@@ -254,6 +291,12 @@ class DevStack:
                 "Ctrl-C stops everything.",
             ]
         )
+
+
+def _exit_status(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with {code}"
 
 
 def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
@@ -315,9 +358,7 @@ def serve(*, port: int, state_dir: Path, use_current_context: bool) -> int:
             port=port, state_dir=state_dir, use_current_context=use_current_context
         ) as stack:
             print(stack.describe(), flush=True)
-            while all(p.poll() is None for p in stack.processes.values()):
-                time.sleep(0.5)
-            dead = [name for name, p in stack.processes.items() if p.poll() is not None]
+            dead = stack.supervise()
             say(f"{', '.join(dead)} exited; see {state_dir}/*.log. Stopping.")
             return 1
     except KeyboardInterrupt:
