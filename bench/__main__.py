@@ -291,7 +291,7 @@ def webhook_objects(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     made = []
     for body in bodies:
         payload = generic.source.payload.model_validate(body)
-        (alarm,) = generic.source.parse(payload)
+        (alarm,) = generic.source.parse(payload).alarms
         name = incident_name(service=alarm.service.name, fingerprint=alarm.fingerprint)
         made.append(incident_object(name, alarm))
     return made

@@ -373,3 +373,108 @@ async def test_the_default_limit_is_100_alerts(api: client.ApiClient, namespace:
     assert response.status_code == 413, response.text
     assert response.json()["error"] == "too_many_alerts"
     assert incidents(api, namespace) == []
+
+
+# --- Alertmanager groups: no alert lost (issue 21) ------------------------------
+
+
+def incident_by_fingerprint(api: client.ApiClient, namespace: str, fingerprint: str) -> dict:
+    return next(
+        item
+        for item in incidents(api, namespace)
+        if item["spec"]["fingerprint"] == f"alertmanager:{fingerprint}"
+    )
+
+
+def metric(text: str, line: str) -> float:
+    return next(
+        (float(row.rsplit(" ", 1)[1]) for row in text.splitlines() if row.startswith(line)), 0.0
+    )
+
+
+async def test_an_alert_without_a_service_does_not_block_its_group(
+    api: client.ApiClient, namespace: str
+) -> None:
+    # TargetDown{job="api"} and TargetDown{instance="node-7"} share a group;
+    # the second names no service. A 422 for the group (which Alertmanager
+    # treats as final) lost the first one too.
+    named = {**am_alert("td0001"), "labels": {"alertname": "TargetDown", "job": "api"}}
+    unnamed = {**am_alert("td0002"), "labels": {"alertname": "TargetDown", "instance": "node-7"}}
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alerts/alertmanager", json=alertmanager(named, unnamed))
+    assert response.status_code == 200, response.text
+    assert [ref["result"] for ref in response.json()["incidents"]] == ["created", "created"]
+    api_incident = incident_by_fingerprint(api, namespace, "td0001")
+    assert api_incident["spec"]["service"] == {"name": "api", "platform": "ecs"}
+    unknown = incident_by_fingerprint(api, namespace, "td0002")
+    assert unknown["spec"]["service"] == {"name": "unknown", "platform": "none"}
+
+
+async def test_a_bad_alert_is_refused_alone_and_reported(
+    api: client.ApiClient, namespace: str
+) -> None:
+    good = am_alert("good01")
+    bad = am_alert("bad001", service="s" * 1025)
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alerts/alertmanager", json=alertmanager(bad, good))
+        metrics = (await http.get("/metrics")).text
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["received"] == 2
+    assert [ref["result"] for ref in answer["incidents"]] == ["created"]
+    [refused] = answer["refused"]
+    assert (refused["alert"], refused["fingerprint"]) == (0, "bad001")
+    assert "refused rather than cut" in refused["message"]
+    assert [item["spec"]["fingerprint"] for item in incidents(api, namespace)] == [
+        "alertmanager:good01"
+    ]
+    assert metric(metrics, 'incident_ingest_rejected_total{reason="invalid_alert"}') == 1
+
+
+async def test_a_group_of_bad_alerts_only_is_still_answered_200(
+    api: client.ApiClient, namespace: str
+) -> None:
+    # A 4xx would make Alertmanager drop the notification for good anyway;
+    # the answer says what was refused, and nothing is written.
+    body = alertmanager(am_alert("bad002", service="s" * 1025))
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alerts/alertmanager", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["incidents"] == [] and len(response.json()["refused"]) == 1
+    assert incidents(api, namespace) == []
+
+
+async def test_truncated_alerts_are_noted_on_the_incidents_of_the_group(
+    api: client.ApiClient, namespace: str
+) -> None:
+    truncated = {**alertmanager(am_alert("trunc1")), "truncatedAlerts": 2}
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alerts/alertmanager", json=truncated)
+        metrics = (await http.get("/metrics")).text
+        assert response.status_code == 200, response.text
+        assert response.json()["truncated"] == 2
+        assert metric(metrics, "incident_alertmanager_alerts_truncated_total") == 2
+        noted = incident_by_fingerprint(api, namespace, "trunc1")
+        assert noted["status"]["truncatedAlerts"] == 2
+
+        # The group shrank: the next notification is whole, and the note goes.
+        whole = alertmanager(am_alert("trunc1"))
+        response = await http.post("/alerts/alertmanager", json=whole)
+    assert response.json()["incidents"][0]["result"] == "redelivery"
+    assert "truncatedAlerts" not in incident_by_fingerprint(api, namespace, "trunc1")["status"]
+
+
+async def test_a_repeat_of_a_firing_alert_moves_last_seen_without_counting(
+    api: client.ApiClient, namespace: str
+) -> None:
+    body = alertmanager(am_alert("seen01"))
+    async with webhook(api, namespace, token=new_token()) as http:
+        await http.post("/alerts/alertmanager", json=body)
+        await http.post("/alerts/alertmanager", json=alertmanager(am_alert("seen01")))
+        before = incident_by_fingerprint(api, namespace, "seen01")["status"]
+        await asyncio.sleep(1.2)  # past lastSeen's resolution of a second
+        repeat = await http.post("/alerts/alertmanager", json=body)
+    after = incident_by_fingerprint(api, namespace, "seen01")["status"]
+    assert repeat.json()["incidents"][0]["result"] == "redelivery"
+    assert after.get("occurrences", 1) == before.get("occurrences", 1) == 1
+    assert datetime.fromisoformat(after["lastSeen"]) > datetime.fromisoformat(before["lastSeen"])

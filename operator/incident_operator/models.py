@@ -280,7 +280,14 @@ class IncidentStatus(Model):
     phase: Phase | None = Field(None, description="One-word summary of where the incident is.")
     occurrences: Annotated[int, Field(ge=0)] = Field(0, description="How often the alarm fired.")
     first_seen: datetime | None = None
-    last_seen: datetime | None = None
+    last_seen: datetime | None = Field(
+        None, description="When a delivery last said the alarm fires (repeats included)."
+    )
+    truncated_alerts: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Alerts of this Incident's Alertmanager group that its latest "
+        "notification left out (max_alerts): the group is bigger than what arrived.",
+    )
     alarm_state: AlarmState | None = Field(None, description="Latest alarm state; OK resolves.")
     message: Text | None = Field(None, description="Latest human-readable detail.")
     assessment: Assessment | None = None

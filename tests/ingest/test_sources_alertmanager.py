@@ -17,7 +17,9 @@ Load = Callable[[str], dict[str, Any]]
 
 
 def parse(body: dict[str, Any]) -> list[ReceivedAlarm]:
-    alarms = alertmanager.source.parse(alertmanager.AlertmanagerWebhook.model_validate(body))
+    delivery = alertmanager.source.parse(alertmanager.AlertmanagerWebhook.model_validate(body))
+    assert delivery.refused == [], delivery.refused
+    alarms = delivery.alarms
     for alarm in alarms:
         alarm.incident_spec()  # every value fits the CRD's bounds
     return alarms
@@ -80,16 +82,17 @@ def test_resolved_alert(payload: Load) -> None:
     assert alarm.observed_at == datetime(2026, 3, 2, 9, 40, 11, tzinfo=UTC)  # endsAt
 
 
-def test_raw_is_the_whole_payload(payload: Load) -> None:
+def test_raw_is_the_notification_with_only_its_own_alert(payload: Load) -> None:
     body = payload("alertmanager-webhook.json")
     body["orgId"] = 1  # Grafana adds fields of its own
     firing, resolved = parse(body)
 
-    assert firing.alarm.raw == resolved.alarm.raw
-    assert firing.alarm.raw is not None
-    raw = json.loads(firing.alarm.raw)
-    assert raw["groupKey"] == body["groupKey"]
-    assert raw["orgId"] == 1
+    for alarm, alert in ((firing, body["alerts"][0]), (resolved, body["alerts"][1])):
+        assert alarm.alarm.raw is not None
+        raw = json.loads(alarm.alarm.raw)
+        assert raw["groupKey"] == body["groupKey"]
+        assert raw["orgId"] == 1
+        assert [a["fingerprint"] for a in raw["alerts"]] == [alert["fingerprint"]]
 
 
 @pytest.mark.parametrize(
@@ -117,11 +120,41 @@ def test_cluster_label_order(payload: Load) -> None:
     assert alarm.service.cluster is None
 
 
-def test_an_alert_naming_no_service_refuses_the_payload(payload: Load) -> None:
+def test_an_alert_naming_no_service_is_kept_as_unknown_and_never_acted_on(payload: Load) -> None:
     body = payload("alertmanager-webhook.json")
-    body["alerts"][1]["labels"] = {"alertname": "Watchdog", "severity": "none"}
-    with pytest.raises(InvalidAlarm, match=r"'Watchdog'.*expected one of the labels service"):
-        parse(body)
+    body["alerts"][1]["labels"] = {"alertname": "Watchdog", "severity": "none", "cluster": "c1"}
+    first, second = parse(body)
+    assert first.service.platform == "ecs"
+    assert (second.service.name, second.service.platform) == ("unknown", "none")
+    assert second.service.cluster == "c1"
+
+
+def test_one_bad_alert_is_refused_alone(payload: Load) -> None:
+    # Alertmanager drops a notification answered with a 4xx: the good alert
+    # must not go down with the bad one.
+    body = payload("alertmanager-webhook.json")
+    body["alerts"][0]["labels"]["service"] = "s" * 1025
+    delivery = alertmanager.source.parse(alertmanager.AlertmanagerWebhook.model_validate(body))
+    [kept] = delivery.alarms
+    assert kept.fingerprint == f"alertmanager:{body['alerts'][1]['fingerprint']}"
+    [refused] = delivery.refused
+    assert (refused.index, refused.fingerprint) == (0, body["alerts"][0]["fingerprint"])
+    assert "refused rather than cut" in refused.message
+
+
+def test_an_alert_with_text_that_is_not_unicode_is_refused_alone(payload: Load) -> None:
+    body = payload("alertmanager-webhook.json")
+    body["alerts"][1]["annotations"]["summary"] = "\ud800"
+    delivery = alertmanager.source.parse(alertmanager.AlertmanagerWebhook.model_validate(body))
+    assert len(delivery.alarms) == 1
+    assert [r.index for r in delivery.refused] == [1]
+
+
+def test_truncation_travels_with_every_alert(payload: Load) -> None:
+    body = {**payload("alertmanager-webhook.json"), "truncatedAlerts": 7}
+    delivery = alertmanager.source.parse(alertmanager.AlertmanagerWebhook.model_validate(body))
+    assert delivery.truncated == 7
+    assert {alarm.group_truncated for alarm in delivery.alarms} == {7}
 
 
 @pytest.mark.parametrize("version", ["3", "5", ""])

@@ -21,7 +21,7 @@ ARN = "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:checkout-cpu-high"
 
 
 def parse(body: dict[str, Any]) -> ReceivedAlarm:
-    alarms = cloudwatch.source.parse(cloudwatch.CloudWatchEvent.model_validate(body))
+    alarms = cloudwatch.source.parse(cloudwatch.CloudWatchEvent.model_validate(body)).alarms
     assert len(alarms) == 1
     alarm = alarms[0]
     alarm.incident_spec()  # every value fits the CRD's bounds

@@ -17,7 +17,7 @@ Load = Callable[[str], dict[str, Any]]
 
 
 def parse(body: dict[str, Any]) -> ReceivedAlarm:
-    [alarm] = generic.source.parse(generic.GenericAlert.model_validate(body))
+    [alarm] = generic.source.parse(generic.GenericAlert.model_validate(body)).alarms
     alarm.incident_spec()  # every value fits the CRD's bounds
     return alarm
 

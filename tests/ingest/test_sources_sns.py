@@ -41,7 +41,7 @@ def message(body: dict[str, Any]) -> sns.SnsMessage:
 
 
 def parse(body: dict[str, Any]) -> list[ReceivedAlarm]:
-    alarms = sns.source.parse(message(body))
+    alarms = sns.source.parse(message(body)).alarms
     for alarm in alarms:
         alarm.incident_spec()  # every value fits the CRD's bounds
     return alarms
@@ -85,7 +85,8 @@ def test_alarm_notification(payload: Load) -> None:
 
 def test_same_fingerprint_as_the_eventbridge_delivery_of_the_alarm(payload: Load) -> None:
     event = payload("cloudwatch-single-metric.json")
-    [via_eventbridge] = cloudwatch.source.parse(cloudwatch.CloudWatchEvent.model_validate(event))
+    event_model = cloudwatch.CloudWatchEvent.model_validate(event)
+    [via_eventbridge] = cloudwatch.source.parse(event_model).alarms
     body = payload("sns-notification-alarm.json")
     inner = json.loads(body["Message"])
     inner["AlarmArn"] = event["resources"][0]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
 
 from ..models import Alarm, IncidentSpec, ServiceRef, Severity, Source
 
@@ -29,6 +31,9 @@ class ReceivedAlarm(BaseModel):
     alarm: Alarm
     labels: dict[str, str] = Field(default_factory=dict)
     observed_at: datetime | None = None
+    # Alertmanager's truncatedAlerts: how many alerts of this alarm's group
+    # the notification left out (max_alerts). None: the source has no groups.
+    group_truncated: int | None = Field(None, ge=0)
 
     def incident_spec(self) -> IncidentSpec:
         return IncidentSpec(
@@ -47,12 +52,56 @@ class InvalidAlarm(ValueError):
     """The payload is well-formed JSON of the right shape but not a usable alarm (422)."""
 
 
+def require_unicode(alarm: ReceivedAlarm) -> ReceivedAlarm:
+    """The alarm, if all its text is Unicode; else InvalidAlarm.
+
+    JSON may carry a lone surrogate escape ("\\ud800"): valid JSON, not valid
+    text. It would fail later, in a hash or on the wire; it is refused here,
+    before anything is written.
+    """
+    try:
+        alarm.model_dump_json()
+    except (UnicodeError, PydanticSerializationError) as error:
+        raise InvalidAlarm(
+            "the payload holds text that is not valid Unicode (a lone surrogate?)"
+        ) from error
+    return alarm
+
+
+@dataclass(frozen=True)
+class RefusedAlert:
+    """One alert of a notification that could not be taken, and why."""
+
+    index: int  # its place in the notification's list of alerts
+    fingerprint: str | None
+    message: str
+
+
+@dataclass
+class Delivery:
+    """What one request delivered: its alarms, and for a notification about a
+    group of alerts, the alerts refused one by one and how many the sender
+    left out (Alertmanager's truncatedAlerts)."""
+
+    alarms: list[ReceivedAlarm]
+    refused: list[RefusedAlert] = field(default_factory=list)
+    truncated: int = 0
+
+
 class AlarmSource(Protocol):
     """One alarm source: a payload model (validated by FastAPI-free pydantic,
-    shown in the OpenAPI) and a parser from it to normalized alarms."""
+    shown in the OpenAPI) and a parser from it to normalized alarms.
+
+    `alert_by_alert`: the source's requests are notifications about a group
+    of alerts (Alertmanager), and such a sender drops a notification that is
+    answered with a 4xx, the good alerts with the bad. Each alert is then
+    taken or refused on its own, and the request is answered 200 once the
+    notification is understood. Other sources refuse a request whole (422).
+    """
 
     name: Source
     path: str
     payload: type[BaseModel]
+    alert_by_alert: bool
 
-    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]: ...
+    def parse(self, payload: BaseModel) -> Delivery: ...

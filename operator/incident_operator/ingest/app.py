@@ -27,12 +27,11 @@ from fastapi.responses import JSONResponse, Response
 from kubernetes import client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from .alarm import AlarmSource, InvalidAlarm, ReceivedAlarm
+from .alarm import AlarmSource, Delivery, InvalidAlarm, RefusedAlert, require_unicode
 from .auth import TokenCheck
 from .docs import add_docs
 from .jsonbody import BoundedJsonRoute, JsonBodyRefused, JsonRefused, loads
@@ -59,11 +58,24 @@ class IncidentRef(BaseModel):
     occurrences: int
 
 
+class RefusedRef(BaseModel):
+    alert: int
+    fingerprint: str | None
+    message: str
+
+
 class IngestAnswer(BaseModel):
-    """What happened to each alarm in the request."""
+    """What happened to each alarm in the request.
+
+    `refused` and `truncated` are for notifications about a group of alerts
+    (Alertmanager): the alerts refused one by one, and how many alerts the
+    sender itself left out of the notification.
+    """
 
     received: int
     incidents: list[IncidentRef]
+    refused: list[RefusedRef] = []
+    truncated: int = 0
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -190,9 +202,10 @@ def create_app(
         response.headers.update(exc.headers or {})
         return response
 
-    async def ingest(source: AlarmSource, alarms: list[ReceivedAlarm]) -> Response:
+    async def ingest(source: AlarmSource, delivery: Delivery) -> Response:
+        alarms = delivery.alarms
         limit = settings.ingest_max_alerts_per_request
-        if len(alarms) > limit:
+        if len(alarms) + len(delivery.refused) > limit:
             # 413, not 422: the request is well-formed, only more than this
             # webhook takes at once, as with the byte limit. Refused whole,
             # before any write, so a sender that splits it (Alertmanager's
@@ -204,45 +217,81 @@ def create_app(
                 f"{len(alarms)} alerts in one request; at most {limit} are accepted "
                 "(INGEST_MAX_ALERTS_PER_REQUEST): send fewer per request",
             )
+        if delivery.truncated:
+            metrics.truncated.inc(delivery.truncated)
+            log.warning(
+                "the notification left alerts out",
+                extra={"source": source.name, "truncated": delivery.truncated},
+            )
         started = time.perf_counter()
+        # Every alarm at once: the recorder writes each fingerprint in turn
+        # and different ones side by side, so a group of many alerts takes
+        # about as long as its slowest alert, not as all of them in a row.
+        outcomes = await asyncio.gather(
+            *(recorder.record(alarm) for alarm in alarms), return_exceptions=True
+        )
+        metrics.latency.labels(source=source.name).observe(time.perf_counter() - started)
         refs = []
-        try:
-            for alarm in alarms:
-                outcome = await recorder.record(alarm)
-                metrics.received.labels(source=source.name, outcome=outcome.result).inc()
-                if outcome.result == "redelivery":
-                    metrics.dedup_hits.labels(source=source.name, kind="redelivery").inc()
-                elif outcome.result == "counted":
-                    metrics.dedup_hits.labels(source=source.name, kind="occurrence").inc()
-                log.info(
-                    "alarm recorded",
-                    extra={
-                        "incident": outcome.incident,
-                        "source": source.name,
-                        "result": outcome.result,
-                        "occurrences": outcome.occurrences,
-                        "fingerprint": alarm.fingerprint,
-                    },
+        refused = list(delivery.refused)
+        for index, (alarm, outcome) in enumerate(zip(alarms, outcomes, strict=True)):
+            if isinstance(outcome, ApiUnavailable):
+                # The sender retries the whole request; what was recorded
+                # meanwhile is recognized as a redelivery.
+                log.warning(
+                    "API server unavailable", extra={"source": source.name, "error": str(outcome)}
                 )
-                refs.append(
-                    IncidentRef(
-                        name=outcome.incident,
-                        result=outcome.result,
-                        occurrences=outcome.occurrences,
-                    )
+                metrics.rejected.labels(reason="api_unavailable").inc()
+                response = error(503, "unavailable", "the Kubernetes API is unavailable; retry")
+                response.headers["Retry-After"] = "5"
+                return response
+            if isinstance(outcome, InvalidAlarm):
+                refused.append(RefusedAlert(index, alarm.fingerprint, str(outcome)))
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            metrics.received.labels(source=source.name, outcome=outcome.result).inc()
+            if outcome.result == "redelivery":
+                metrics.dedup_hits.labels(source=source.name, kind="redelivery").inc()
+            elif outcome.result == "counted":
+                metrics.dedup_hits.labels(source=source.name, kind="occurrence").inc()
+            log.info(
+                "alarm recorded",
+                extra={
+                    "incident": outcome.incident,
+                    "source": source.name,
+                    "result": outcome.result,
+                    "occurrences": outcome.occurrences,
+                    "fingerprint": alarm.fingerprint,
+                },
+            )
+            refs.append(
+                IncidentRef(
+                    name=outcome.incident, result=outcome.result, occurrences=outcome.occurrences
                 )
-        except InvalidAlarm as exc:
-            metrics.rejected.labels(reason="invalid_alarm").inc()
-            return error(422, "invalid_alarm", str(exc))
-        except ApiUnavailable as exc:
-            log.warning("API server unavailable", extra={"source": source.name, "error": str(exc)})
-            metrics.rejected.labels(reason="api_unavailable").inc()
-            response = error(503, "unavailable", "the Kubernetes API is unavailable; retry")
-            response.headers["Retry-After"] = "5"
-            return response
-        finally:
-            metrics.latency.labels(source=source.name).observe(time.perf_counter() - started)
-        answer = IngestAnswer(received=len(alarms), incidents=refs)
+            )
+        reason = "invalid_alert" if source.alert_by_alert else "invalid_alarm"
+        for alert in refused:
+            metrics.rejected.labels(reason=reason).inc()
+            log.warning(
+                "alert refused",
+                extra={
+                    "source": source.name,
+                    "alert": alert.index,
+                    "fingerprint": alert.fingerprint,
+                    "error": alert.message[:300],
+                },
+            )
+        if refused and not source.alert_by_alert:
+            return error(422, "invalid_alarm", refused[0].message)
+        answer = IngestAnswer(
+            received=len(alarms) + len(delivery.refused),
+            incidents=refs,
+            refused=[
+                RefusedRef(alert=a.index, fingerprint=a.fingerprint, message=a.message)
+                for a in refused
+            ],
+            truncated=delivery.truncated,
+        )
         return JSONResponse(answer.model_dump(mode="json"))
 
     for source in SOURCES:
@@ -306,11 +355,11 @@ def create_app(
         if message.type != "Notification":
             return JSONResponse({"received": 0, "incidents": []})
         try:
-            alarms = parse_alarms(sns_source.source, message)
+            delivery = parse_alarms(sns_source.source, message)
         except InvalidAlarm as exc:
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))
-        return await ingest(sns_source.source, alarms)
+        return await ingest(sns_source.source, delivery)
 
     app.include_router(slack_actions_router(settings=settings, api=api))
 
@@ -337,22 +386,12 @@ def create_app(
     return app
 
 
-def parse_alarms(source: AlarmSource, payload: BaseModel) -> list[ReceivedAlarm]:
-    """The source's alarms, refusing text that is not Unicode.
-
-    JSON may carry a lone surrogate escape ("\\ud800"): valid JSON, not valid
-    text. It would fail later, in a hash or on the wire; refuse it here, as a
-    422, before anything is written.
-    """
-    try:
-        alarms = source.parse(payload)
-        for alarm in alarms:
-            alarm.model_dump_json()
-    except (UnicodeError, PydanticSerializationError) as error:
-        raise InvalidAlarm(
-            "the payload holds text that is not valid Unicode (a lone surrogate?)"
-        ) from error
-    return alarms
+def parse_alarms(source: AlarmSource, payload: BaseModel) -> Delivery:
+    """The source's alarms, refusing text that is not Unicode (see require_unicode)."""
+    delivery = source.parse(payload)
+    for alarm in delivery.alarms:
+        require_unicode(alarm)
+    return delivery
 
 
 def build_sns_verifier(
@@ -415,32 +454,33 @@ IdempotencyKey = Annotated[
 ]
 
 
-def with_idempotency_key(alarms: list[ReceivedAlarm], key: str | None) -> list[ReceivedAlarm]:
+def with_idempotency_key(delivery: Delivery, key: str | None) -> Delivery:
     """Give alarms without a delivery id of their own one made from the key."""
     if key is None:
-        return alarms
-    return [
+        return delivery
+    delivery.alarms = [
         alarm
         if alarm.delivery_id
         else alarm.model_copy(update={"delivery_id": f"key:{key}#{index}"})
-        for index, alarm in enumerate(alarms)
+        for index, alarm in enumerate(delivery.alarms)
     ]
+    return delivery
 
 
 def _add_source_route(
     app: FastAPI,
     source: AlarmSource,
     dependencies: list[Any],
-    ingest: Callable[[AlarmSource, list[ReceivedAlarm]], Awaitable[Response]],
+    ingest: Callable[[AlarmSource, Delivery], Awaitable[Response]],
     metrics: IngestMetrics,
 ) -> None:
     async def receive(payload: BaseModel, idempotency_key: IdempotencyKey = None) -> Response:
         try:
-            alarms = parse_alarms(source, payload)
+            delivery = parse_alarms(source, payload)
         except InvalidAlarm as exc:
             metrics.rejected.labels(reason="invalid_alarm").inc()
             return error(422, "invalid_alarm", str(exc))
-        return await ingest(source, with_idempotency_key(alarms, idempotency_key))
+        return await ingest(source, with_idempotency_key(delivery, idempotency_key))
 
     # FastAPI reads the body's model off the annotation: give each route its own.
     receive.__annotations__["payload"] = source.payload

@@ -27,6 +27,12 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.truncated = Counter(
+            "incident_alertmanager_alerts_truncated_total",
+            "Alerts a notification said it left out (Alertmanager's truncatedAlerts, "
+            "from max_alerts): they never reached the webhook.",
+            registry=registry,
+        )
         self.latency = Histogram(
             "incident_ingest_seconds",
             "Time from a parsed alarm to its durable record, by source.",

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 Result = Literal["created", "counted", "redelivery", "recovered", "no_open_incident"]
 
 DELIVERY_IDS_KEPT = 64
+# A delivery that counts nothing (a redelivery, Alertmanager's repeat of a
+# firing alert) still moves lastSeen, if it is this much newer: a burst of
+# retries costs no writes, a repeat every few minutes does.
+LAST_SEEN_RESOLUTION_SECONDS = 1.0
 # The delivery that created an Incident (status cannot be set on create).
 FIRST_DELIVERY = f"{GROUP}/first-delivery"
 MAX_ATTEMPTS = 30
@@ -188,8 +192,11 @@ class AlarmRecorder:
                     return [Outcome("redelivery", name, _count(status))] * len(alarms)
                 generation += 1
                 continue
-            if fresh:
-                patch = _status_patch(current, fresh, seen)
+            patch = _status_patch(
+                current, fresh, seen, latest=alarms[-1], created=counted_by_create is not None
+            )
+            occurrences = _count(status)
+            if patch:
                 try:
                     written = self._patch_status(
                         name, current["metadata"]["resourceVersion"], patch
@@ -210,9 +217,7 @@ class AlarmRecorder:
                         time.sleep(random.uniform(0, 0.005 * attempt))
                     continue
                 self._remember(name, written)
-                occurrences = patch["status"].get("occurrences", _count(status))
-            else:
-                occurrences = _count(status)
+                occurrences = _count(written.get("status") or {})
             self._generation[key] = generation
             counted = {id(alarm) for alarm in fresh}
             repeat: Result = "counted" if first.alarm.state == "ALARM" else "recovered"
@@ -346,23 +351,50 @@ def _delivery_ids(incident: dict[str, Any]) -> list[str]:
 
 
 def _status_patch(
-    incident: dict[str, Any], fresh: list[ReceivedAlarm], seen: list[str]
-) -> dict[str, Any]:
+    incident: dict[str, Any],
+    fresh: list[ReceivedAlarm],
+    seen: list[str],
+    *,
+    latest: ReceivedAlarm,
+    created: bool,
+) -> dict[str, Any] | None:
+    """The status patch for these deliveries (all in one state), or None: nothing to write.
+
+    Fresh deliveries count; any firing delivery moves lastSeen (but the one
+    that just created the Incident: the operator's first write records it);
+    a group's truncation, when it changed, is noted.
+    """
     status = incident.get("status") or {}
     now = datetime.now(UTC)
-    state = fresh[0].alarm.state
-    new_ids = [alarm.delivery_id for alarm in fresh if alarm.delivery_id is not None]
-    update: dict[str, Any] = {"alarmState": state}
-    if new_ids:
-        update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
-    if state == "ALARM":
-        update["occurrences"] = _count(status) + len(fresh)
+    state = latest.alarm.state
+    update: dict[str, Any] = {}
+    if fresh:
+        update["alarmState"] = state
+        new_ids = [alarm.delivery_id for alarm in fresh if alarm.delivery_id is not None]
+        if new_ids:
+            update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
+        if state == "ALARM":
+            update["occurrences"] = _count(status) + len(fresh)
+            if not status.get("firstSeen"):
+                update["firstSeen"] = incident["metadata"]["creationTimestamp"]
+    if state == "ALARM" and (fresh or (not created and _seen_before(status.get("lastSeen"), now))):
         update["lastSeen"] = now
-        if not status.get("firstSeen"):
-            update["firstSeen"] = incident["metadata"]["creationTimestamp"]
+    truncated = latest.group_truncated
+    if truncated is not None and truncated != (status.get("truncatedAlerts") or 0):
+        update["truncatedAlerts"] = truncated or None  # 0: the note goes
+    if not update:
+        return None
     # Validate against the model (bounds, enums) before it goes out.
     validated = IncidentStatus.model_validate(update)
     return {"status": validated.model_dump(mode="json", by_alias=True, include=_fields(update))}
+
+
+def _seen_before(last_seen: str | None, now: datetime) -> bool:
+    """Whether a recorded lastSeen is older than the resolution (or missing)."""
+    if not last_seen:
+        return True
+    seconds = (now - datetime.fromisoformat(last_seen.replace("Z", "+00:00"))).total_seconds()
+    return seconds > LAST_SEEN_RESOLUTION_SECONDS
 
 
 def _fields(update: dict[str, Any]) -> set[str]:

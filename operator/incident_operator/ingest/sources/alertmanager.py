@@ -3,19 +3,28 @@
 The body is the webhook payload of version "4" (the only one Alertmanager has
 sent so far): a group of alerts, each firing or resolved. Each alert becomes one
 ReceivedAlarm; the group itself is only how Alertmanager batched them.
+
+Alertmanager drops a notification answered with a 4xx, the whole group, and
+sends it again every group_interval while the group changes. So alerts are
+taken one by one: one that cannot be taken is refused alone (and listed in
+the answer), never its siblings. An alert that names no service is taken
+too: service `unknown`, `platform: none`, notified and escalated, never
+acted on. How many alerts the notification left out (`truncatedAlerts`,
+from `max_alerts`) travels with each alert, onto its Incident.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from ...models import MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
+from ...models import MAX_RAW_ALARM, MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
-from ..alarm import InvalidAlarm, ReceivedAlarm
+from ..alarm import Delivery, InvalidAlarm, ReceivedAlarm, RefusedAlert, require_unicode
 from ._common import (
     MAX_DIMENSIONS,
     MAX_LABELS,
@@ -28,9 +37,7 @@ from ._common import (
     first,
     fit_fingerprint,
     name,
-    no_service,
     optional_identifier,
-    raw_json,
     stable_hash,
 )
 
@@ -43,7 +50,8 @@ SERVICE_LABELS = ("service", "ecs_service", "service_name", "job")
 CLUSTER_LABELS = ("cluster", "ecs_cluster")
 REGION_LABELS = ("region", "aws_region")
 
-EXPECTED_SERVICE = "one of the labels " + ", ".join(SERVICE_LABELS)
+# The service of an alert that names none.
+UNKNOWN_SERVICE = "unknown"
 
 STATES: dict[str, AlarmState] = {"firing": "ALARM", "resolved": "OK"}
 
@@ -62,7 +70,7 @@ class Alert(Payload):
 class AlertmanagerWebhook(Payload):
     version: str
     group_key: str = Field(alias="groupKey")
-    truncated_alerts: int = Field(0, alias="truncatedAlerts")
+    truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
     status: Literal["firing", "resolved"]
     receiver: str
     group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
@@ -87,31 +95,48 @@ class AlertmanagerSource:
     The fingerprint is the alert's own, prefixed with the source so it cannot
     collide with another source's. Firing is ALARM, resolved is OK. The service
     is the first of the labels `service`, `ecs_service`, `service_name`, `job`;
-    the cluster the first of `cluster`, `ecs_cluster`. One alert without a
-    service refuses the whole payload, naming that alert.
+    the cluster the first of `cluster`, `ecs_cluster`; an alert with none of
+    the service labels is about service `unknown` (platform none).
     """
 
     name: Source = "alertmanager"
     path: str = "/alerts/alertmanager"
     payload: type[BaseModel] = AlertmanagerWebhook
+    alert_by_alert: bool = True
 
-    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]:
+    def parse(self, payload: BaseModel) -> Delivery:
         webhook = expect(payload, AlertmanagerWebhook)
         if webhook.version != VERSION:
             raise InvalidAlarm(
                 f"Alertmanager webhook version {webhook.version!r} is not supported: "
                 f"expected {VERSION!r}"
             )
-        raw = raw_json(webhook)
-        return [self._alarm(alert, raw=raw) for alert in webhook.alerts]
+        # Each alert's raw text is its notification with only itself in it:
+        # the group's context without its siblings (one alert's bad text
+        # cannot spoil the others; a group of 100 is not stored 100 times).
+        envelope = webhook.model_dump(
+            mode="json", by_alias=True, exclude_unset=True, exclude={"alerts"}
+        )
+        delivery = Delivery([], truncated=webhook.truncated_alerts)
+        for index, alert in enumerate(webhook.alerts):
+            own = alert.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            raw = clip(
+                json.dumps(
+                    {**envelope, "alerts": [own]}, separators=(",", ":"), ensure_ascii=False
+                ),
+                MAX_RAW_ALARM,
+            )
+            try:
+                received = self._alarm(alert, raw=raw, truncated=webhook.truncated_alerts)
+                delivery.alarms.append(require_unicode(received))
+            except (InvalidAlarm, ValidationError) as refused:
+                delivery.refused.append(RefusedAlert(index, alert.fingerprint, str(refused)))
+        return delivery
 
-    def _alarm(self, alert: Alert, *, raw: str) -> ReceivedAlarm:
+    def _alarm(self, alert: Alert, *, raw: str, truncated: int) -> ReceivedAlarm:
         labels, notes = alert.labels, alert.annotations
         alertname = first(labels.get("alertname")) or "alert"
         service = optional_identifier(_pick(labels, SERVICE_LABELS), what="service")
-        if not service:
-            which = f" (fingerprint {alert.fingerprint})" if alert.fingerprint else ""
-            raise no_service(f"alert {alertname!r}{which}", EXPECTED_SERVICE)
         # Alertmanager's own fingerprint is a hash of the label set; so is ours.
         fingerprint = first(alert.fingerprint) or stable_hash(
             *(part for label in sorted(labels.items()) for part in label)
@@ -132,7 +157,8 @@ class AlertmanagerSource:
             summary=clip("\n".join(text for text in (summary, description) if text), MAX_TEXT),
             severity=severity.normalize(labels.get("severity")),
             service=ServiceRef(
-                name=service,
+                name=service or UNKNOWN_SERVICE,
+                platform="ecs" if service else "none",
                 cluster=optional_identifier(_pick(labels, CLUSTER_LABELS), what="cluster"),
                 region=optional_identifier(
                     _pick(labels, REGION_LABELS), what="region", limit=MAX_REGION
@@ -148,6 +174,7 @@ class AlertmanagerSource:
             ),
             labels=bounded(labels, max_items=MAX_LABELS),
             observed_at=_known(alert.ends_at) if state == "OK" else _known(alert.starts_at),
+            group_truncated=truncated,
         )
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from ...models import MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
-from ..alarm import InvalidAlarm, ReceivedAlarm
+from ..alarm import Delivery, InvalidAlarm, ReceivedAlarm
 from ._common import (
     MAX_ARN,
     MAX_DELIVERY_ID,
@@ -377,11 +377,14 @@ class CloudWatchSource:
     name: Source = "cloudwatch"
     path: str = "/alerts/cloudwatch"
     payload: type[BaseModel] = CloudWatchEvent
+    alert_by_alert: bool = False
 
-    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]:
+    def parse(self, payload: BaseModel) -> Delivery:
         event = expect(payload, CloudWatchEvent)
         alarm = read_event(event)
-        return [alarm.received(source=self.name, delivery_id=event.id, raw=raw_json(event))]
+        return Delivery(
+            [alarm.received(source=self.name, delivery_id=event.id, raw=raw_json(event))]
+        )
 
 
 source = CloudWatchSource()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from ...models import MAX_TEXT, Alarm, ServiceRef, Source
 from .. import severity
-from ..alarm import ReceivedAlarm
+from ..alarm import Delivery, ReceivedAlarm
 from ._common import (
     MAX_DIMENSIONS,
     Payload,
@@ -77,8 +77,9 @@ class GenericSource:
     name: Source = "generic"
     path: str = "/alert"
     payload: type[BaseModel] = GenericAlert
+    alert_by_alert: bool = False
 
-    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]:
+    def parse(self, payload: BaseModel) -> Delivery:
         alert = expect(payload, GenericAlert)
         detail = alert.detail
         dimensions: dict[str, str] = {}
@@ -94,26 +95,28 @@ class GenericSource:
         incident_id = first(alert.incident_id)
         fingerprint = incident_id or f"{self.name}:{stable_hash(self.name, service, alarm_name)}"
         title = alarm_name or f"Alert for {service}"
-        return [
-            ReceivedAlarm(
-                source=self.name,
-                fingerprint=fit_fingerprint(fingerprint),
-                title=name(title),
-                summary=clip(detail.summary or "", MAX_TEXT),
-                severity=severity.parse(detail.severity)
-                or severity.from_text(detail.alarm_name, detail.alarm_name_aws, detail.summary),
-                service=ServiceRef(
-                    name=service, cluster=optional_identifier(cluster, what="cluster")
-                ),
-                alarm=Alarm(
-                    name=name(title),
-                    state="ALARM",
-                    reason=clip_optional(detail.summary, MAX_TEXT),
-                    dimensions=bounded(dimensions, max_items=MAX_DIMENSIONS),
-                    raw=raw_json(alert),
-                ),
-            )
-        ]
+        return Delivery(
+            [
+                ReceivedAlarm(
+                    source=self.name,
+                    fingerprint=fit_fingerprint(fingerprint),
+                    title=name(title),
+                    summary=clip(detail.summary or "", MAX_TEXT),
+                    severity=severity.parse(detail.severity)
+                    or severity.from_text(detail.alarm_name, detail.alarm_name_aws, detail.summary),
+                    service=ServiceRef(
+                        name=service, cluster=optional_identifier(cluster, what="cluster")
+                    ),
+                    alarm=Alarm(
+                        name=name(title),
+                        state="ALARM",
+                        reason=clip_optional(detail.summary, MAX_TEXT),
+                        dimensions=bounded(dimensions, max_items=MAX_DIMENSIONS),
+                        raw=raw_json(alert),
+                    ),
+                )
+            ]
+        )
 
 
 source = GenericSource()

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from pydantic import BaseModel, Field, ValidationError
 
 from ...models import AlarmState, Source
-from ..alarm import InvalidAlarm, ReceivedAlarm
+from ..alarm import Delivery, InvalidAlarm
 from ..jsonbody import JsonRefused, loads
 from . import cloudwatch
 from ._common import Payload, expect, raw_json
@@ -542,11 +542,12 @@ class SnsSource:
     name: Source = "sns"
     path: str = "/alerts/sns"
     payload: type[BaseModel] = SnsMessage
+    alert_by_alert: bool = False
 
-    def parse(self, payload: BaseModel) -> list[ReceivedAlarm]:
+    def parse(self, payload: BaseModel) -> Delivery:
         message = expect(payload, SnsMessage)
         if message.type != "Notification":
-            return []
+            return Delivery([])
         try:
             body = loads(message.message, what="the SNS Message")
         except JsonRefused as refused:
@@ -564,9 +565,13 @@ class SnsSource:
                 "the SNS Message is not a CloudWatch alarm notification: expected AlarmName "
                 "(an alarm action) or detail-type (an EventBridge rule)"
             )
-        return [
-            alarm.received(source=self.name, delivery_id=message.message_id, raw=raw_json(message))
-        ]
+        return Delivery(
+            [
+                alarm.received(
+                    source=self.name, delivery_id=message.message_id, raw=raw_json(message)
+                )
+            ]
+        )
 
 
 source = SnsSource()
