@@ -157,3 +157,29 @@ async def test_the_breaker_opens_after_repeated_failures_and_says_so(slack: Fake
     assert len(slack.calls) == calls, "an open breaker calls nobody"
     now[0] = 31.0  # cooled off: one call goes through, and it works
     assert (await tell.announce(incident(), policy=policy())).status == "True"
+
+
+async def test_the_message_says_what_is_approved_what_is_missing_and_reveals_hidden_text(
+    slack: FakeSlack,
+) -> None:
+    tell = notifier(channel(slack))
+    target = "us-east-1/demo/checkout"
+    pending = incident(
+        assessment=assessed(),
+        approval={
+            "required": True,
+            "state": "Pending",
+            "action": "restart_service",
+            "target": target,
+        },
+        truncatedAlerts=3,
+        **transition("AwaitingApproval", ("approval_requested", "ApprovalRequested", "asked")),
+    )
+    pending.spec.summary = "CPU high \u202eesrever\u202c"
+    pending.status.assessment = None
+    await tell.announce(pending, policy=policy())
+    [message] = slack.top_level(CHANNEL)
+    assert f"waiting for approval of restart_service on {target}" in message.shown
+    assert "3 more alert(s) of this Alertmanager group were left out" in message.shown
+    # A bidi override would make the text read backwards: it is spelled out.
+    assert "\\u202eesrever\\u202c" in message.shown and "\u202e" not in message.shown

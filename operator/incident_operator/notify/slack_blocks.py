@@ -12,7 +12,7 @@ from typing import Any
 from ..models import Incident, Record
 from ..text import reveal
 from ..timeline import Entry
-from .story import kubectl_command, reference
+from .story import kubectl_command, reference, truncation
 
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
@@ -67,6 +67,8 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
         ("Decision", assessment.decision if assessment else "not yet assessed"),
         ("Action", assessment.action if assessment else "-"),
     ]
+    if status.truncated_alerts:
+        fields.append(("Not delivered", truncation(status.truncated_alerts)))
     said = (assessment.message if assessment else None) or status.message or spec.summary
     blocks: list[dict[str, Any]] = [
         {

@@ -49,7 +49,17 @@ def facts(incident: Incident) -> list[tuple[str, str]]:
         )
     if status.message:
         found.append(("Why escalated", status.message))
+    if status.truncated_alerts:
+        found.append(("Not delivered", truncation(status.truncated_alerts)))
     return found
+
+
+def truncation(count: int) -> str:
+    """What a truncated Alertmanager notification means for the reader."""
+    return (
+        f"{count} more alert(s) of this Alertmanager group were left out of its "
+        "notification (max_alerts); the group is bigger than what arrived"
+    )
 
 
 def reference(incident: Incident) -> str:
