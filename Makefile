@@ -6,13 +6,14 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SOURCES = operator tests bench
 
-.PHONY: help venv controlplane helm lint typecheck test crds lock demo bench clean
+.PHONY: help venv controlplane helm alertmanager lint typecheck test crds lock demo bench clean
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
 	@echo "make demo          run the whole product locally on three sample alarms"
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
+	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
 	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
@@ -35,6 +36,9 @@ controlplane: venv
 helm: venv
 	$(BIN)/python -m incident_operator.devstack.helm
 
+alertmanager: venv
+	$(BIN)/python -m incident_operator.devstack.alertmanager
+
 lint: venv
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
@@ -42,7 +46,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv controlplane helm lint typecheck
+test: venv controlplane helm alertmanager lint typecheck
 	$(BIN)/pytest
 
 # The chart ships the same files; a test fails when the two differ.
