@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SOURCES = operator tests bench
 
-.PHONY: help venv controlplane helm alertmanager lint typecheck test crds lock demo bench clean
+.PHONY: help venv controlplane helm alertmanager cluster-deps lint typecheck test crds lock demo bench clean
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
@@ -14,6 +14,7 @@ help:
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
 	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
+	@echo "make cluster-deps  install the Debian packages of the one-node cluster tests (root)"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
 	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
@@ -39,6 +40,10 @@ helm: venv
 alertmanager: venv
 	$(BIN)/python -m incident_operator.devstack.alertmanager
 
+# containerd, runc, buildah, ...: only what is missing, silent when all is there.
+cluster-deps:
+	@tests/cluster/install-packages.sh
+
 lint: venv
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
@@ -46,7 +51,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv controlplane helm alertmanager lint typecheck
+test: venv controlplane helm alertmanager cluster-deps lint typecheck
 	$(BIN)/pytest
 
 # The chart ships the same files; a test fails when the two differ.
