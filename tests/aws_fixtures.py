@@ -34,8 +34,9 @@ from typing import Any, Literal
 import boto3
 import pytest
 
+from incident_operator.aws import CLIENT_CONFIG
 from incident_operator.devstack.moto import OneRequestAtATime, start_moto
-from incident_operator.timeline.dynamodb import CLIENT_CONFIG, create_table
+from incident_operator.timeline.dynamodb import create_table
 
 REGION = "us-east-1"
 TIMELINE_TABLE = "incident-timeline"

@@ -31,14 +31,16 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
+from ..aws import attribute, error_code, explain, plain, transient
 from ..models import Incident
 from ..policy import Policy
-from ..remediate.guard import explain, transient
+from ..timeline.dynamodb import table_key
 from .channel import ChannelFailed, Told
 from .story import describe, reference
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
     from mypy_boto3_ses import SESClient
 
 _T = TypeVar("_T")
@@ -88,7 +90,10 @@ class DynamoEmailClaims:
                 Key=_key(key),
                 UpdateExpression="SET message_id = :id",
                 ConditionExpression="claimed_by = :owner",
-                ExpressionAttributeValues={":id": {"S": message_id}, ":owner": {"S": key.owner}},
+                ExpressionAttributeValues={
+                    ":id": attribute(message_id),
+                    ":owner": attribute(key.owner),
+                },
             ),
         )
 
@@ -100,7 +105,7 @@ class DynamoEmailClaims:
                 TableName=self._table,
                 Key=_key(key),
                 ConditionExpression="claimed_by = :owner AND attribute_not_exists(message_id)",
-                ExpressionAttributeValues={":owner": {"S": key.owner}},
+                ExpressionAttributeValues={":owner": attribute(key.owner)},
             ),
         )
 
@@ -111,16 +116,16 @@ class DynamoEmailClaims:
                 TableName=self._table,
                 Item={
                     **_key(key),
-                    "kind": {"S": "email_claim"},
-                    "claimed_by": {"S": key.owner},
-                    "claimed_at": {"S": now.isoformat()},
-                    "expires_at": {"N": str(int(now.timestamp()) + CLAIM_TTL_SECONDS)},
+                    "kind": attribute("email_claim"),
+                    "claimed_by": attribute(key.owner),
+                    "claimed_at": attribute(now.isoformat()),
+                    "expires_at": attribute(int(now.timestamp()) + CLAIM_TTL_SECONDS),
                 },
                 ConditionExpression="attribute_not_exists(incident_id)",
             )
             return Claimed(ours=True)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise _failed(error, doing="claim the email") from error
         except BotoCoreError as error:
             raise _failed(error, doing="claim the email") from error
@@ -130,11 +135,11 @@ class DynamoEmailClaims:
                 TableName=self._table, Key=_key(key), ConsistentRead=True
             ),
         )
-        item = found.get("Item", {})
-        if item.get("claimed_by", {}).get("S") == key.owner:
+        item = plain(found.get("Item", {}))
+        if item.get("claimed_by") == key.owner:
             # Our own put, whose answer was lost and retried by boto3.
             return Claimed(ours=True)
-        return Claimed(ours=False, message_id=item.get("message_id", {}).get("S"))
+        return Claimed(ours=False, message_id=item.get("message_id"))
 
 
 class MemoryEmailClaims:
@@ -247,11 +252,8 @@ class EmailChannel:
         return answer["MessageId"]
 
 
-def _key(key: EmailKey) -> dict[str, dict[str, str]]:
-    return {
-        "incident_id": {"S": f"guard#email#{key.incident_id}"},
-        "ts": {"S": f"escalated#{key.uid}"},
-    }
+def _key(key: EmailKey) -> dict[str, AttributeValueTypeDef]:
+    return table_key(f"guard#email#{key.incident_id}", f"escalated#{key.uid}")
 
 
 def _failed(error: ClientError | BotoCoreError, *, doing: str) -> ChannelFailed:

@@ -67,9 +67,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..aws import CLIENT_CONFIG, explain, transient
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
-from ..timeline.dynamodb import CLIENT_CONFIG
 from . import (
     RemediationFailed,
     RestartOutcomeUnknown,
@@ -84,10 +84,8 @@ from .guard import (
     MemoryGuard,
     RestartGuard,
     aws_failure,
-    explain,
     new_claim,
     taken_over,
-    transient,
 )
 
 if TYPE_CHECKING:

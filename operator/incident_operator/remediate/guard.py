@@ -45,18 +45,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.retries.standard import (  # type: ignore[attr-defined]  # stubs lack one
-    RetryContext,
-    ThrottledRetryableChecker,
-    ThrottlingStatusCodeChecker,
-    TransientRetryableChecker,
-)
 
+from ..aws import attribute, error_code, explain, plain, transient
 from ..models import RemediationPolicy
+from ..timeline.dynamodb import table_key as _key
 from . import RemediationFailed, RestartOutcomeUnknown, RestartRefused
 
 if TYPE_CHECKING:
@@ -264,9 +259,9 @@ class DynamoGuard:
                     "UpdateExpression": "ADD restarts :one SET expires_at = :expires",
                     "ConditionExpression": cap_condition,
                     "ExpressionAttributeValues": {
-                        ":one": _n(1),
-                        ":cap": _n(limits.max_per_hour),
-                        ":expires": _n(int(_epoch(hour_start)) + 3600 + 24 * 3600),
+                        ":one": attribute(1),
+                        ":cap": attribute(limits.max_per_hour),
+                        ":expires": attribute(int(_epoch(hour_start)) + 3600 + 24 * 3600),
                     },
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
@@ -313,11 +308,11 @@ class DynamoGuard:
                     "ConditionExpression": "claimed_by = :old "
                     "AND attribute_not_exists(deployment_id)",
                     "ExpressionAttributeValues": {
-                        ":new": _s(taken.claimed_by),
-                        ":old": _s(old.claimed_by),
-                        ":at": _s(_iso(taken.claimed_at, precise=True)),
-                        ":stamp": _n(taken.cooldown_stamp),
-                        ":previous": _s(taken.previous_deployment_id or ""),
+                        ":new": attribute(taken.claimed_by),
+                        ":old": attribute(old.claimed_by),
+                        ":at": attribute(_iso(taken.claimed_at, precise=True)),
+                        ":stamp": attribute(taken.cooldown_stamp),
+                        ":previous": attribute(taken.previous_deployment_id or ""),
                     },
                 }
             },
@@ -345,12 +340,12 @@ class DynamoGuard:
                 ConditionExpression="attribute_exists(incident_id) "
                 "AND attribute_not_exists(deployment_id)",
                 ExpressionAttributeValues={
-                    ":deployment": _s(deployment_id),
-                    ":at": _s(_iso(restarted_at, precise=True)),
+                    ":deployment": attribute(deployment_id),
+                    ":at": attribute(_iso(restarted_at, precise=True)),
                 },
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise aws_failure(error, doing="record the restart") from error
             stored = self._read(claim.incident_id)
             if stored is not None:
@@ -368,10 +363,10 @@ class DynamoGuard:
                 TableName=self._table,
                 Key=_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
                 ConditionExpression="claimed_by = :owner AND attribute_not_exists(deployment_id)",
-                ExpressionAttributeValues={":owner": _s(claim.claimed_by)},
+                ExpressionAttributeValues={":owner": attribute(claim.claimed_by)},
             )
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 return
             raise aws_failure(error, doing="release the restart claim") from error
         except BotoCoreError as error:
@@ -383,8 +378,8 @@ class DynamoGuard:
             UpdateExpression="REMOVE last_restart_at, last_restart, last_incident",
             ConditionExpression="last_restart_at = :stamp AND last_incident = :incident",
             ExpressionAttributeValues={
-                ":stamp": _n(claim.cooldown_stamp),
-                ":incident": _s(claim.incident_id),
+                ":stamp": attribute(claim.cooldown_stamp),
+                ":incident": attribute(claim.incident_id),
             },
         )
         self._unless_changed(
@@ -392,14 +387,14 @@ class DynamoGuard:
             Key=_key(service_key(claim.target), claim.hour),
             UpdateExpression="ADD restarts :minus_one",
             ConditionExpression="restarts > :zero",
-            ExpressionAttributeValues={":minus_one": _n(-1), ":zero": _n(0)},
+            ExpressionAttributeValues={":minus_one": attribute(-1), ":zero": attribute(0)},
         )
 
     def _unless_changed(self, doing: str, **update: Any) -> None:
         try:
             self._client.update_item(TableName=self._table, **update)
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 # The claim is gone already; a stale stamp or count only delays
                 # other restarts until it expires, so report, do not undo.
                 raise aws_failure(error, doing=doing) from error
@@ -409,27 +404,27 @@ class DynamoGuard:
     def _claim_item(self, claim: Claim) -> dict[str, UniversalAttributeValueTypeDef]:
         item: dict[str, UniversalAttributeValueTypeDef] = {
             **_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
-            "kind": _s("restart_claim"),
-            "incident": _s(claim.incident_id),
-            "target": _s(claim.target),
-            "claimed_by": _s(claim.claimed_by),
-            "claimed_at": _s(_iso(claim.claimed_at, precise=True)),
-            "cooldown_stamp": _n(claim.cooldown_stamp),
-            "hour": _s(claim.hour),
-            "expires_at": _n(int(_epoch(claim.claimed_at)) + self._claim_ttl),
+            "kind": attribute("restart_claim"),
+            "incident": attribute(claim.incident_id),
+            "target": attribute(claim.target),
+            "claimed_by": attribute(claim.claimed_by),
+            "claimed_at": attribute(_iso(claim.claimed_at, precise=True)),
+            "cooldown_stamp": attribute(claim.cooldown_stamp),
+            "hour": attribute(claim.hour),
+            "expires_at": attribute(int(_epoch(claim.claimed_at)) + self._claim_ttl),
         }
         if claim.previous_deployment_id is not None:
-            item["previous_deployment_id"] = _s(claim.previous_deployment_id)
+            item["previous_deployment_id"] = attribute(claim.previous_deployment_id)
         return item
 
     def _stamp_service(
         self, claim: Claim, limits: RemediationPolicy, *, exempt_own: bool
     ) -> UpdateTypeDef:
         values: dict[str, AttributeValueTypeDef] = {
-            ":stamp": _n(claim.cooldown_stamp),
-            ":iso": _s(_iso(claim.claimed_at)),
-            ":incident": _s(claim.incident_id),
-            ":expires": _n(int(claim.cooldown_stamp) + limits.cooldown_seconds + 24 * 3600),
+            ":stamp": attribute(claim.cooldown_stamp),
+            ":iso": attribute(_iso(claim.claimed_at)),
+            ":incident": attribute(claim.incident_id),
+            ":expires": attribute(int(claim.cooldown_stamp) + limits.cooldown_seconds + 24 * 3600),
         }
         update: UpdateTypeDef = {
             "TableName": self._table,
@@ -442,7 +437,7 @@ class DynamoGuard:
             condition = "attribute_not_exists(last_restart_at) OR last_restart_at < :cutoff"
             if exempt_own:
                 condition = "last_incident = :incident OR " + condition
-            values[":cutoff"] = _n(claim.cooldown_stamp - limits.cooldown_seconds)
+            values[":cutoff"] = attribute(claim.cooldown_stamp - limits.cooldown_seconds)
             update["ConditionExpression"] = condition
         update["ExpressionAttributeValues"] = values
         return update
@@ -456,7 +451,7 @@ class DynamoGuard:
                 self._client.transact_write_items(TransactItems=items)
                 return None
             except ClientError as error:
-                if _code(error) != "TransactionCanceledException":
+                if error_code(error) != "TransactionCanceledException":
                     raise aws_failure(error, doing=doing) from error
                 reasons = [
                     cast(dict[str, Any], reason)
@@ -583,32 +578,6 @@ class MemoryGuard:
 # --- helpers --------------------------------------------------------------
 
 
-# botocore's own classification, the one its standard retry mode uses.
-_TRANSIENT_CHECKS = (
-    TransientRetryableChecker(),
-    ThrottledRetryableChecker(),
-    ThrottlingStatusCodeChecker(),
-)
-
-
-def transient(error: ClientError | BotoCoreError) -> bool:
-    """Whether an AWS failure may pass by itself: throttling, a 5xx, no answer.
-
-    Asked after boto3's own retries gave up, or for a call made without
-    them: such a failure means "not now", not "no".
-    """
-    if isinstance(error, ClientError):
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        context = RetryContext(
-            attempt_number=1,
-            parsed_response=cast(dict[str, Any], error.response),
-            http_response=SimpleNamespace(status_code=status) if status else None,
-        )
-    else:
-        context = RetryContext(attempt_number=1, caught_exception=error)
-    return any(check.is_retryable(context) for check in _TRANSIENT_CHECKS)
-
-
 def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> RemediationFailed:
     """The exception for a failed AWS call: a transient one is asked again
     later (RestartOutcomeUnknown: every step can be), any other is final."""
@@ -617,39 +586,11 @@ def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> Remediatio
     return RemediationFailed(explain(error, doing=doing))
 
 
-def explain(error: ClientError | BotoCoreError, *, doing: str) -> str:
-    """One line an on-call engineer can act on."""
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        code = details.get("Code", "Unknown")
-        message = details.get("Message", "")
-        hint = _HINTS.get(code, "")
-        if code == "TransactionCanceledException":
-            reasons = [r.get("Code", "?") for r in error.response.get("CancellationReasons", [])]
-            message = f"{message} (reasons: {', '.join(reasons)})"
-        return f"Could not {doing}: {code}: {message}{hint}"
-    return f"Could not {doing}: {type(error).__name__}: {error}"
-
-
-_HINTS = {
-    "AccessDeniedException": " (check the operator's IAM role)",
-    "AccessDenied": " (check the operator's IAM role)",
-    "UnrecognizedClientException": " (check the operator's AWS credentials)",
-    "ThrottlingException": " (throttled)",
-    "ProvisionedThroughputExceededException": " (throttled)",
-    "ResourceNotFoundException": " (does the table exist in this region?)",
-    "ClusterNotFoundException": " (check spec.service.cluster or ECS_CLUSTER_NAME)",
-    "ServiceNotFoundException": " (check spec.service.name and its cluster)",
-}
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
 def _claim_from(item: Any) -> Claim:
+    values = plain(item)
+
     def text(name: str) -> str | None:
-        value = item.get(name, {}).get("S")
+        value = values.get(name)
         return str(value) if value is not None else None
 
     restarted_at = text("restarted_at")
@@ -658,25 +599,12 @@ def _claim_from(item: Any) -> Claim:
         target=text("target") or "",
         claimed_by=text("claimed_by") or "",
         claimed_at=datetime.fromisoformat(text("claimed_at") or "1970-01-01T00:00:00+00:00"),
-        cooldown_stamp=float(item.get("cooldown_stamp", {}).get("N", "0")),
+        cooldown_stamp=float(values.get("cooldown_stamp", 0)),
         hour=text("hour") or "",
         previous_deployment_id=text("previous_deployment_id") or None,
         deployment_id=text("deployment_id"),
         restarted_at=datetime.fromisoformat(restarted_at) if restarted_at else None,
     )
-
-
-def _key(partition: str, sort: str) -> dict[str, AttributeValueTypeDef]:
-    return {"incident_id": {"S": partition}, "ts": {"S": sort}}
-
-
-def _s(value: str) -> AttributeValueTypeDef:
-    return {"S": value}
-
-
-def _n(value: float) -> AttributeValueTypeDef:
-    # Milliseconds are plenty, and keep the stored number and ours equal.
-    return {"N": f"{value:.3f}" if isinstance(value, float) else str(value)}
 
 
 def _epoch(moment: datetime) -> float:

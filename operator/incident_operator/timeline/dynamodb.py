@@ -23,10 +23,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ..aws import CLIENT_CONFIG, attribute, error_code, plain
 from . import Entry
 
 if TYPE_CHECKING:
@@ -36,21 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# boto3's own retries (throttling, 5xx, dropped connections) with jittered
-# backoff; we add none of our own on top. No call of ours takes seconds, so
-# a short read timeout (botocore's default is 60 s) turns a hung connection
-# into a retry instead of a stalled Incident.
-CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=10
-)
 
 TTL_ATTRIBUTE = "expires_at"
 # Attributes an entry maps to directly; anything else on an item (written by
 # the serverless agent, say) is handed back in `detail`.
 _FIELDS = ("incident_id", "ts", "kind", "message", "phase", "detail")
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 class DynamoTimeline:
@@ -101,7 +90,7 @@ class DynamoTimeline:
                     ConditionExpression="attribute_not_exists(incident_id)",
                 )
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                if error_code(error) != "ConditionalCheckFailedException":
                     raise
                 # Already written by an earlier attempt: the first copy stands.
 
@@ -184,7 +173,7 @@ def create_table(client: DynamoDBClient, name: str) -> None:
             BillingMode="PAY_PER_REQUEST",
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ResourceInUseException":
+        if error_code(error) != "ResourceInUseException":
             raise
     client.get_waiter("table_exists").wait(
         TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
@@ -198,16 +187,21 @@ def create_table(client: DynamoDBClient, name: str) -> None:
         )
 
 
+def table_key(partition: str, sort: str) -> dict[str, AttributeValueTypeDef]:
+    """The key of an item in the timeline table (where claims live too)."""
+    return {"incident_id": attribute(partition), "ts": attribute(sort)}
+
+
 def _to_item(entry: Entry, *, expires_at: int) -> dict[str, AttributeValueTypeDef]:
     # JSON first: it turns datetimes into strings, and floats into Decimals,
     # the only number type DynamoDB's serializer takes.
     data = json.loads(entry.model_dump_json(exclude_none=True), parse_float=Decimal)
     data[TTL_ATTRIBUTE] = expires_at
-    return {key: _serializer.serialize(value) for key, value in data.items()}
+    return {key: attribute(value) for key, value in data.items()}
 
 
 def _from_item(item: dict[str, Any]) -> Entry:
-    data = {key: _plain(_deserializer.deserialize(value)) for key, value in item.items()}
+    data = plain(item)
     data.pop(TTL_ATTRIBUTE, None)
     detail = data.pop("detail", None) or {}
     if not isinstance(detail, dict):  # Not ours: keep it, under its own name.
@@ -221,14 +215,3 @@ def _from_item(item: dict[str, Any]) -> Entry:
         phase=data.get("phase"),
         detail=detail,
     )
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal: make them int or float again."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(inner) for key, inner in value.items()}
-    if isinstance(value, list | set):
-        return [_plain(inner) for inner in value]
-    return value
