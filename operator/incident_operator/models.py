@@ -464,6 +464,11 @@ class Incident(Model):
     spec: IncidentSpec
     status: IncidentStatus = Field(default_factory=IncidentStatus)
 
+    @property
+    def reference(self) -> str:
+        """namespace/name: how people, Slack buttons, the timeline and claims name it."""
+        return f"{self.metadata.get('namespace', '')}/{self.metadata.get('name', '')}"
+
 
 class ResponsePolicy(Model):
     """How incidents for matching services are assessed, acted on and announced."""

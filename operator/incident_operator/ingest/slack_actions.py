@@ -64,7 +64,6 @@ from ..notify.slack_blocks import (
     timeline_from_status,
     who_said,
 )
-from ..notify.story import reference
 from ..timeline import Timeline
 from ..timeline.dynamodb import DynamoTimeline
 from .jsonbody import JsonRefused, loads
@@ -301,9 +300,9 @@ async def _decide(
         # Changed since we read it (another click, the operator): judge again.
         fresh = await _read(objects, incident.metadata["namespace"], incident.metadata["name"])
         if fresh is None:
-            return f"Incident {reference(incident)} no longer exists."
+            return f"Incident {incident.reference} no longer exists."
         incident = fresh
-    return f"Incident {reference(incident)} kept changing; nothing was decided. Please try again."
+    return f"Incident {incident.reference} kept changing; nothing was decided. Please try again."
 
 
 async def _judge(
@@ -315,7 +314,7 @@ async def _judge(
 ) -> Verdict:
     status = incident.status
     approval = status.approval
-    ref = reference(incident)
+    ref = incident.reference
     phase = status.phase or "Triggered"
     if approval is not None and approval.state in ("Approved", "Rejected"):
         who = who_said(approval.by, approval.via) or "someone"
@@ -380,7 +379,7 @@ async def _show_timeline(reply: _Replier, incident: Incident, timeline: Timeline
     if timeline is not None:
         try:
             entries = await asyncio.wait_for(
-                timeline.read(reference(incident)), timeout=TIMELINE_READ_SECONDS
+                timeline.read(incident.reference), timeout=TIMELINE_READ_SECONDS
             )
             if entries:
                 text = timeline_from_entries(incident, entries)

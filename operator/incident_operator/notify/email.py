@@ -36,7 +36,7 @@ from ..models import Incident
 from ..policy import Policy
 from ..timeline.dynamodb import table_key
 from .channel import ChannelFailed, Told
-from .story import describe, reference
+from .story import describe
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -198,7 +198,7 @@ class EmailChannel:
                 retryable=False,
             )
         key = EmailKey(
-            incident_id=reference(incident),
+            incident_id=incident.reference,
             uid=str(incident.metadata.get("uid", "")),
             owner=uuid.uuid4().hex,
         )

@@ -218,7 +218,7 @@ def _metadata(event: str, incident: Incident, **extra: str) -> dict[str, Any]:
         "event_type": event,
         "event_payload": {
             "uid": metadata.get("uid", ""),
-            "incident": f"{metadata.get('namespace', '')}/{metadata.get('name', '')}",
+            "incident": incident.reference,
             **extra,
         },
     }

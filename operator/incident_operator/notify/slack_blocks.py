@@ -12,7 +12,7 @@ from typing import Any
 from ..models import Incident, Record
 from ..text import reveal
 from ..timeline import Entry
-from .story import kubectl_command, reference, truncation
+from .story import kubectl_command, truncation
 
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
@@ -113,7 +113,7 @@ def _button(text: str, action_id: str, incident: Incident, *, style: str | None 
         "type": "button",
         "text": {"type": "plain_text", "text": text},
         "action_id": action_id,
-        "value": reference(incident),
+        "value": incident.reference,
     }
     if style:
         button["style"] = style
@@ -148,7 +148,7 @@ def record_text(record: Record) -> str:
 
 
 def timeline_from_entries(incident: Incident, entries: Sequence[Entry]) -> str:
-    lines = [f"*Timeline of {escape(reference(incident))}*"]
+    lines = [f"*Timeline of {escape(incident.reference)}*"]
     for entry in entries:
         when = entry.ts.split("#", 1)[0][:19].replace("T", " ")
         lines.append(f"`{when}` *{escape(entry.kind)}*: {escape(entry.message)}")
@@ -159,7 +159,7 @@ def timeline_from_status(incident: Incident) -> str:
     """What the Incident itself tells, for when the timeline table cannot be read."""
     status = incident.status
     lines = [
-        f"*{escape(reference(incident))}* is *{status.phase or 'Triggered'}*"
+        f"*{escape(incident.reference)}* is *{status.phase or 'Triggered'}*"
         + (f" ({status.occurrences} occurrences)" if status.occurrences > 1 else "")
     ]
     if status.first_seen:

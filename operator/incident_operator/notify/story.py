@@ -16,7 +16,7 @@ def describe(
 ) -> str:
     """The escalation, as text; `label` and `code` give the markup (Jira's, or none)."""
     lines = [
-        f"Incident {reference(incident)} was escalated to a human by incident-operator.",
+        f"Incident {incident.reference} was escalated to a human by incident-operator.",
         "",
         *(f"{label(name)} {value}" for name, value in facts(incident)),
         "",
@@ -60,11 +60,6 @@ def truncation(count: int) -> str:
         f"{count} more alert(s) of this Alertmanager group were left out of its "
         "notification (max_alerts); the group is bigger than what arrived"
     )
-
-
-def reference(incident: Incident) -> str:
-    """namespace/name: how people (and Slack buttons) name an Incident."""
-    return f"{incident.metadata.get('namespace', '')}/{incident.metadata.get('name', '')}"
 
 
 def kubectl_command(incident: Incident) -> str:

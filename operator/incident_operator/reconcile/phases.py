@@ -346,7 +346,7 @@ async def _remediate(
     if remediation.result == "Pending":
         try:
             receipt = await ports.remediator.restart(
-                incident_id=_incident_id(incident), target=target, limits=limits
+                incident_id=incident.reference, target=target, limits=limits
             )
         except RestartOutcomeUnknown as unknown:
             # Not a failure yet: the claim is kept and the next call settles
@@ -439,8 +439,3 @@ def _target(incident: Incident, ports: Ports) -> Target:
         default_cluster=ports.default_cluster,
         default_region=ports.default_region,
     )
-
-
-def _incident_id(incident: Incident) -> str:
-    metadata = incident.metadata
-    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
