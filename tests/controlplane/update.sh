@@ -36,6 +36,8 @@ godebug_line="$(grep -m1 '^godebug ' "$modfile" || true)"
 # The etcd server version Kubernetes selects for this release.
 etcd="$(grep -m1 'go.etcd.io/etcd/server/v3 ' "$modfile" | awk '{print $2}')"
 go get "k8s.io/kubernetes@${version}" "go.etcd.io/etcd/server/v3@${etcd}"
-go get -tool k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+go get -tool k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
 go mod tidy
 echo "pinned Kubernetes ${version}, etcd ${etcd}"

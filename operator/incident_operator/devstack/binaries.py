@@ -1,17 +1,23 @@
-"""Build (once) the binaries of the local control plane: kube-apiserver and etcd.
+"""Build (once) the Kubernetes binaries that tests and the dev stack run.
 
 There is no Docker here, so tests and `incident-operator dev` run a real
-kube-apiserver and etcd as plain processes. They are compiled from Go modules
-by the small module in `tests/controlplane/` (see its `update.sh` for how the
-versions are pinned) into a cache outside the repository, keyed by those
-versions and by go.sum, so a second run finds them and starts in seconds.
+kube-apiserver and etcd as plain processes; the one-node cluster tests add
+a kubelet, kube-controller-manager, kube-scheduler and kube-proxy. All are
+compiled from Go modules by the small module in `tests/controlplane/` (see
+its `update.sh` for how the versions are pinned) into one cache outside the
+repository, keyed by those versions and by go.sum, so a second run finds
+them and starts in seconds. Every Kubernetes command is built the same way
+(`_kubernetes_command`); the node's are built only when asked for.
 
-    python -m incident_operator.devstack.binaries      # build or reuse, print paths
+    python -m incident_operator.devstack.binaries          # control plane: build or reuse
+    python -m incident_operator.devstack.binaries --node   # and the node's binaries
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -20,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +41,7 @@ CACHE_ROOT = Path(
     )
 )
 
-KUBE_APISERVER = "k8s.io/kubernetes/cmd/kube-apiserver"
-KUBECTL = "k8s.io/kubernetes/cmd/kubectl"
+KUBERNETES_COMMANDS = "k8s.io/kubernetes/cmd"
 ETCD = "./etcd"
 
 
@@ -47,6 +52,17 @@ class Binaries:
     kubectl: Path
     kubernetes_version: str
     etcd_version: str
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What turns the control plane into a one-node cluster."""
+
+    kubelet: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    kubernetes_version: str
 
 
 def pinned_versions(go_module: Path = GO_MODULE) -> tuple[str, str]:
@@ -68,32 +84,67 @@ def cache_dir(go_module: Path = GO_MODULE) -> Path:
 def ensure_binaries(*, go_module: Path = GO_MODULE, log: bool = True) -> Binaries:
     """Return the control-plane binaries, building what the cache lacks."""
     k8s, etcd = pinned_versions(go_module)
-    target = cache_dir(go_module)
-    target.mkdir(parents=True, exist_ok=True)
-    say = _say if log else _quiet
-    # One builder at a time: parallel test sessions would otherwise compile
-    # the same 100 MB binary twice and race on the rename.
-    with open(target / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        minor = k8s.lstrip("v").split(".")[1]
-        k8s_ldflags = " ".join(
-            f"-X k8s.io/component-base/version.{key}={value}"
-            for key, value in {
-                "gitVersion": k8s,
-                "gitMajor": "1",
-                "gitMinor": minor,
-                "gitTreeState": "clean",
-                "buildDate": "1970-01-01T00:00:00Z",
-            }.items()
-        )
-        apiserver = _build(go_module, KUBE_APISERVER, target / "kube-apiserver", k8s_ldflags, say)
+    with _build_lock(go_module) as target:
+        say = _say if log else _quiet
+        apiserver = _kubernetes_command(go_module, "kube-apiserver", target, say)
         etcd_bin = _build(go_module, ETCD, target / "etcd", "", say)
         system_kubectl = shutil.which("kubectl")
         if system_kubectl:
             kubectl = Path(system_kubectl)
         else:
-            kubectl = _build(go_module, KUBECTL, target / "kubectl", k8s_ldflags, say)
+            kubectl = _kubernetes_command(go_module, "kubectl", target, say)
     return Binaries(apiserver, etcd_bin, kubectl, k8s, etcd)
+
+
+def ensure_node_binaries(*, go_module: Path = GO_MODULE, log: bool = True) -> NodeBinaries:
+    """Return the node's binaries (same release, same cache), building what it lacks."""
+    k8s, _ = pinned_versions(go_module)
+    with _build_lock(go_module) as target:
+        say = _say if log else _quiet
+        built = {
+            name: _kubernetes_command(go_module, name, target, say)
+            for name in ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+        }
+    return NodeBinaries(
+        kubelet=built["kubelet"],
+        kube_controller_manager=built["kube-controller-manager"],
+        kube_scheduler=built["kube-scheduler"],
+        kube_proxy=built["kube-proxy"],
+        kubernetes_version=k8s,
+    )
+
+
+@contextlib.contextmanager
+def _build_lock(go_module: Path) -> Iterator[Path]:
+    """The versioned cache directory, held by this process alone."""
+    target = cache_dir(go_module)
+    target.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: parallel test sessions would otherwise compile
+    # the same 100 MB binary twice and race on the rename.
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield target
+
+
+def _kubernetes_command(
+    go_module: Path, name: str, target: Path, say: Callable[[str], None]
+) -> Path:
+    """Build k8s.io/kubernetes/cmd/<name> at the pinned release, version stamped."""
+    k8s, _ = pinned_versions(go_module)
+    minor = k8s.lstrip("v").split(".")[1]
+    # Without these, /version and `kubelet --version` say v0.0.0 and helm's
+    # kubeVersion checks fail.
+    ldflags = " ".join(
+        f"-X k8s.io/component-base/version.{key}={value}"
+        for key, value in {
+            "gitVersion": k8s,
+            "gitMajor": "1",
+            "gitMinor": minor,
+            "gitTreeState": "clean",
+            "buildDate": "1970-01-01T00:00:00Z",
+        }.items()
+    )
+    return _build(go_module, f"{KUBERNETES_COMMANDS}/{name}", target / name, ldflags, say)
 
 
 def _build(
@@ -149,10 +200,21 @@ def _quiet(message: str) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m incident_operator.devstack.binaries")
+    parser.add_argument(
+        "--node", action="store_true", help="also kubelet, controller-manager, scheduler, proxy"
+    )
+    arguments = parser.parse_args()
     binaries = ensure_binaries()
     print(f"kube-apiserver {binaries.kubernetes_version}: {binaries.kube_apiserver}")
     print(f"etcd {binaries.etcd_version}: {binaries.etcd}")
     print(f"kubectl: {binaries.kubectl}")
+    if arguments.node:
+        node = ensure_node_binaries()
+        print(f"kubelet: {node.kubelet}")
+        print(f"kube-controller-manager: {node.kube_controller_manager}")
+        print(f"kube-scheduler: {node.kube_scheduler}")
+        print(f"kube-proxy: {node.kube_proxy}")
 
 
 if __name__ == "__main__":
