@@ -24,8 +24,9 @@ from incident_operator.remediate import (
     Target,
     resolve,
 )
+from incident_operator.remediate.claims import new_claim
+from incident_operator.remediate.dynamo_guard import DynamoGuard
 from incident_operator.remediate.ecs import EcsRemediator, judge_rollout
-from incident_operator.remediate.guard import DynamoGuard, new_claim
 
 CHECKOUT = Target(region=REGION, cluster="demo", service="checkout")
 LIMITS = RemediationPolicy()  # cooldown 900 s, 3 per hour

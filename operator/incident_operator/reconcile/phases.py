@@ -11,7 +11,7 @@ later), or None (nothing to do). It acts only through the `Ports` it is given
 Events and the timeline is the caller's job.
 
 Side effects are safe to repeat: the assessment has none, and a restart is
-claimed in DynamoDB before it happens (see remediate/guard.py), so a retry
+claimed in DynamoDB before it happens (see remediate/claims.py), so a retry
 after a crash finds the claim instead of restarting again.
 """
 

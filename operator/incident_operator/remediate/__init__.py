@@ -3,7 +3,7 @@
 One interface, one implementation per action kind (today: restart an ECS
 service). Every action is at most once per Incident, even across crashes
 and replicas, and bounded per service by the policy's cooldown and hourly
-cap; both are enforced with DynamoDB conditional writes (see `guard.py`).
+cap; both are enforced with DynamoDB conditional writes (see `claims.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..aws import explain, transient
 from ..models import RemediationPolicy
 from .target import Target, UnresolvedTarget, resolve
 
@@ -24,6 +27,7 @@ __all__ = [
     "Rollout",
     "Target",
     "UnresolvedTarget",
+    "aws_failure",
     "resolve",
 ]
 
@@ -67,3 +71,11 @@ class Remediator(Protocol):
     ) -> RestartReceipt: ...
 
     async def rollout(self, *, target: Target, deployment_id: str) -> Rollout: ...
+
+
+def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> RemediationFailed:
+    """The exception for a failed AWS call: a transient one is asked again
+    later (RestartOutcomeUnknown: every step can be), any other is final."""
+    if transient(error):
+        return RestartOutcomeUnknown(explain(error, doing=doing) + " (will try again)")
+    return RemediationFailed(explain(error, doing=doing))

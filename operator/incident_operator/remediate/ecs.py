@@ -5,7 +5,7 @@ tasks of the same task definition and drains the old ones. The sequence:
 
 1. The Incident's claim already names a deployment: done before, reuse it.
 2. Describe the service; remember its PRIMARY deployment P.
-3. Claim the restart (`guard.py`: the claim, the cooldown and the hourly cap
+3. Claim the restart (`claims.py`: the claim, the cooldown and the hourly cap
    in one conditional transaction), recording P.
 4. UpdateService; the new PRIMARY deployment D is the answer.
 5. Write D into the claim.
@@ -77,16 +77,11 @@ from . import (
     RestartRefused,
     Rollout,
     Target,
-)
-from .guard import (
-    Claim,
-    DynamoGuard,
-    MemoryGuard,
-    RestartGuard,
     aws_failure,
-    new_claim,
-    taken_over,
 )
+from .claims import Claim, RestartGuard, new_claim, taken_over
+from .dynamo_guard import DynamoGuard
+from .memory_guard import MemoryGuard
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -7,7 +7,7 @@ after a crash) leaves exactly one item. Items carry `expires_at` (epoch
 seconds) for DynamoDB's TTL; enabling TTL on the table is infrastructure's
 job, `create_table` does it for the dev stack and the tests.
 
-The restart guards (`remediate/guard.py`) keep their items in the same table
+The restart claims (`remediate/dynamo_guard.py`) keep their items in the same table
 under `guard#...` partition keys, which never collide with an Incident's
 `namespace/name`.
 """

@@ -1,58 +1,36 @@
-"""Restart guards: one restart per Incident, and a cooldown and hourly cap per service.
+"""`DynamoGuard`: restart claims in the timeline table (see claims.py for the rules).
 
-`DynamoGuard` keeps its state in the timeline table, so it holds across
-processes, replicas and crashes. Claiming a restart is one
-`TransactWriteItems` that, atomically:
+Claiming a restart is one `TransactWriteItems` that, atomically:
 
 1. puts the Incident's claim         (`guard#incident#<incident>`, `restart`)
    if there is none yet;
-2. stamps the service's last restart (`guard#service#<target>`, `cooldown`)
+2. stamps the target's last restart  (`guard#service#<target>`, `cooldown`)
    if the previous stamp is older than the cooldown;
 3. counts the restart in its hour    (`guard#service#<target>`, `hour#<UTC hour>`)
    if that hour is below the cap.
 
-`<target>` is the canonical `region/cluster/service` (see target.py): an ARN
-and a name of one service share one cooldown and one cap.
-
 If any condition fails, nothing is written, and the cancellation reasons say
-which one: an existing claim (checked first: a retry of the same Incident is
-not a cooldown violation), the cooldown, or the cap. The hourly cap counts
-fixed UTC clock hours (11:00-12:00), not a sliding 60 minutes: simple to
-store and to explain, at the price of allowing up to twice the cap across an
-hour boundary; the cooldown bounds bursts within that.
-
-A claim records the service's PRIMARY deployment seen just before the ECS
-call (`previous_deployment_id`), and the new deployment once the call
-returned. A claim without a new deployment means its process stopped in
-between; `EcsRemediator` compares deployments to tell "restarted, not yet
-written down" from "never restarted" (see there).
-
-Time comes from this host's clock: replicas with skewed clocks see the
-cooldown shifted by the skew.
-
-`MemoryGuard` applies the same rules inside one process, for when no table is
-configured: it cannot stop another replica, and forgets everything on a
-restart, so production must set TIMELINE_TABLE.
+which one. The state is in DynamoDB, so it holds across processes, replicas
+and crashes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..aws import attribute, error_code, explain, plain, transient
+from ..aws import attribute, error_code, plain
 from ..models import RemediationPolicy
 from ..timeline.dynamodb import table_key as _key
-from . import RemediationFailed, RestartOutcomeUnknown, RestartRefused
+from . import RemediationFailed, aws_failure
+from .claims import Claim, cap_refusal, cooldown_refusal, epoch, iso, latest
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -65,12 +43,12 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-CLAIM_SORT_KEY = "restart"
-COOLDOWN_SORT_KEY = "cooldown"
 # Conflicting concurrent transactions are cancelled by DynamoDB
 # ("TransactionConflict") rather than queued; the loser re-evaluates, and
 # normally then meets the winner's condition (cooldown, claim).
 CONFLICT_ATTEMPTS = 4
+CLAIM_SORT_KEY = "restart"
+COOLDOWN_SORT_KEY = "cooldown"
 
 
 def incident_key(incident_id: str) -> str:
@@ -79,123 +57,6 @@ def incident_key(incident_id: str) -> str:
 
 def service_key(target: str) -> str:
     return f"guard#service#{target}"
-
-
-def hour_key(now: datetime) -> str:
-    return "hour#" + now.astimezone(UTC).strftime("%Y-%m-%dT%H")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """An Incident's right to its one restart, and what became of it."""
-
-    incident_id: str
-    target: str  # region/cluster/service, canonical
-    claimed_by: str  # a token per restart attempt, for compare-and-swap
-    claimed_at: datetime
-    cooldown_stamp: float  # the service's last-restart stamp this claim wrote
-    hour: str  # the hour bucket it was counted in
-    previous_deployment_id: str | None = None
-    deployment_id: str | None = None
-    restarted_at: datetime | None = None
-
-
-def new_claim(
-    *, incident_id: str, target: str, owner: str, previous_deployment_id: str, now: datetime
-) -> Claim:
-    return Claim(
-        incident_id=incident_id,
-        target=target,
-        claimed_by=owner,
-        claimed_at=now,
-        cooldown_stamp=_epoch(now),
-        hour=hour_key(now),
-        previous_deployment_id=previous_deployment_id,
-    )
-
-
-def taken_over(claim: Claim, *, owner: str, previous_deployment_id: str, now: datetime) -> Claim:
-    """The claim as a new attempt holds it; it stays counted in its first hour."""
-    return replace(
-        claim,
-        claimed_by=owner,
-        claimed_at=now,
-        cooldown_stamp=_epoch(now),
-        previous_deployment_id=previous_deployment_id,
-    )
-
-
-class RestartGuard(Protocol):
-    async def read(self, incident_id: str) -> Claim | None: ...
-
-    async def claim(self, claim: Claim, *, limits: RemediationPolicy) -> Claim:
-        """Store a new claim (see `new_claim`), or raise RestartRefused.
-
-        If the Incident was claimed before, returns that claim unchanged
-        (its `claimed_by` is not the new claim's).
-        """
-        ...
-
-    async def take_over(
-        self, claim: Claim, taken: Claim, *, limits: RemediationPolicy
-    ) -> Claim | None:
-        """Replace an abandoned claim (no deployment recorded) by `taken` (see `taken_over`).
-
-        The cooldown is checked again (the claim's own stamp does not count),
-        since much may have happened since the claim was made. None: someone
-        else changed the claim first.
-        """
-        ...
-
-    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
-        """Record the restart's deployment; returns the claim as stored (first writer wins)."""
-        ...
-
-    async def release(self, claim: Claim) -> None:
-        """Undo a claim whose restart certainly did not happen, so others may restart."""
-        ...
-
-
-# --- refusals -------------------------------------------------------------
-
-
-def cooldown_refusal(
-    *, target: str, limits: RemediationPolicy, last_at: float, last_incident: str | None
-) -> tuple[datetime, RestartRefused]:
-    last = datetime.fromtimestamp(last_at, UTC)
-    allowed = last + timedelta(seconds=limits.cooldown_seconds)
-    by = f" for incident {last_incident}" if last_incident else ""
-    return allowed, RestartRefused(
-        "Cooldown",
-        f"{target} was restarted at {_iso(last)}{by}; the cooldown of "
-        f"{limits.cooldown_seconds}s allows the next restart at {_iso(allowed)}.",
-    )
-
-
-def cap_refusal(
-    *, target: str, limits: RemediationPolicy, now: datetime
-) -> tuple[datetime, RestartRefused]:
-    start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    allowed = start + timedelta(hours=1)
-    if limits.max_per_hour == 0:
-        return allowed, RestartRefused(
-            "HourlyCap", f"The policy allows no automatic restarts of {target} (maxPerHour: 0)."
-        )
-    return allowed, RestartRefused(
-        "HourlyCap",
-        f"{target} was already restarted {limits.max_per_hour} times in the hour from "
-        f"{_iso(start)} (cap {limits.max_per_hour} per clock hour, UTC); "
-        f"the next restart is allowed at {_iso(allowed)}.",
-    )
-
-
-def _latest(*refusals: tuple[datetime, RestartRefused] | None) -> RestartRefused:
-    """When several limits forbid a restart, report the one that lasts longest."""
-    found = [refusal for refusal in refusals if refusal is not None]
-    return max(found, key=lambda refusal: refusal[0])[1]
-
-
-# --- DynamoDB -------------------------------------------------------------
 
 
 class DynamoGuard:
@@ -261,7 +122,7 @@ class DynamoGuard:
                     "ExpressionAttributeValues": {
                         ":one": attribute(1),
                         ":cap": attribute(limits.max_per_hour),
-                        ":expires": attribute(int(_epoch(hour_start)) + 3600 + 24 * 3600),
+                        ":expires": attribute(int(epoch(hour_start)) + 3600 + 24 * 3600),
                     },
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
@@ -291,11 +152,11 @@ class DynamoGuard:
             cooldown = cooldown_refusal(
                 target=claim.target,
                 limits=limits,
-                last_at=float(stamp.get("last_restart_at", {}).get("N", _epoch(now))),
+                last_at=float(stamp.get("last_restart_at", {}).get("N", epoch(now))),
                 last_incident=stamp.get("last_incident", {}).get("S"),
             )
         cap = cap_refusal(target=claim.target, limits=limits, now=now) if capped else None
-        raise _latest(cooldown, cap)
+        raise latest(cooldown, cap)
 
     def _take_over(self, old: Claim, taken: Claim, limits: RemediationPolicy) -> Claim | None:
         items: list[TransactWriteItemTypeDef] = [
@@ -310,7 +171,7 @@ class DynamoGuard:
                     "ExpressionAttributeValues": {
                         ":new": attribute(taken.claimed_by),
                         ":old": attribute(old.claimed_by),
-                        ":at": attribute(_iso(taken.claimed_at, precise=True)),
+                        ":at": attribute(iso(taken.claimed_at, precise=True)),
                         ":stamp": attribute(taken.cooldown_stamp),
                         ":previous": attribute(taken.previous_deployment_id or ""),
                     },
@@ -341,7 +202,7 @@ class DynamoGuard:
                 "AND attribute_not_exists(deployment_id)",
                 ExpressionAttributeValues={
                     ":deployment": attribute(deployment_id),
-                    ":at": attribute(_iso(restarted_at, precise=True)),
+                    ":at": attribute(iso(restarted_at, precise=True)),
                 },
             )
         except ClientError as error:
@@ -408,10 +269,10 @@ class DynamoGuard:
             "incident": attribute(claim.incident_id),
             "target": attribute(claim.target),
             "claimed_by": attribute(claim.claimed_by),
-            "claimed_at": attribute(_iso(claim.claimed_at, precise=True)),
+            "claimed_at": attribute(iso(claim.claimed_at, precise=True)),
             "cooldown_stamp": attribute(claim.cooldown_stamp),
             "hour": attribute(claim.hour),
-            "expires_at": attribute(int(_epoch(claim.claimed_at)) + self._claim_ttl),
+            "expires_at": attribute(int(epoch(claim.claimed_at)) + self._claim_ttl),
         }
         if claim.previous_deployment_id is not None:
             item["previous_deployment_id"] = attribute(claim.previous_deployment_id)
@@ -422,7 +283,7 @@ class DynamoGuard:
     ) -> UpdateTypeDef:
         values: dict[str, AttributeValueTypeDef] = {
             ":stamp": attribute(claim.cooldown_stamp),
-            ":iso": attribute(_iso(claim.claimed_at)),
+            ":iso": attribute(iso(claim.claimed_at)),
             ":incident": attribute(claim.incident_id),
             ":expires": attribute(int(claim.cooldown_stamp) + limits.cooldown_seconds + 24 * 3600),
         }
@@ -475,117 +336,6 @@ class DynamoGuard:
             raise aws_failure(error, doing=doing) from error
 
 
-# --- one process ----------------------------------------------------------
-
-
-class MemoryGuard:
-    """The same rules as DynamoGuard, in this process's memory only.
-
-    Without a table nothing stops a second replica, and a crash forgets every
-    claim: acceptable for a laptop, not for production (set TIMELINE_TABLE).
-    Thread-safe; remembers the latest `incidents` claims.
-    """
-
-    def __init__(self, *, incidents: int = 10_000) -> None:
-        self._lock = threading.Lock()
-        self._incidents = incidents
-        self._claims: OrderedDict[str, Claim] = OrderedDict()
-        self._stamps: dict[str, tuple[float, str]] = {}  # target -> (last restart, incident)
-        self._hours: dict[tuple[str, str], int] = {}  # (target, hour) -> restarts
-
-    async def read(self, incident_id: str) -> Claim | None:
-        return self._claims.get(incident_id)
-
-    async def claim(self, claim: Claim, *, limits: RemediationPolicy) -> Claim:
-        incident_id, target = claim.incident_id, claim.target
-        with self._lock:
-            existing = self._claims.get(incident_id)
-            if existing is not None:
-                return existing
-            cooldown = self._cooldown(claim, limits, exempt_own=False)
-            restarts = self._hours.get((target, claim.hour), 0)
-            cap = (
-                cap_refusal(target=target, limits=limits, now=claim.claimed_at)
-                if restarts >= limits.max_per_hour
-                else None
-            )
-            if cooldown or cap:
-                raise _latest(cooldown, cap)
-            self._claims[incident_id] = claim
-            self._stamps[target] = (claim.cooldown_stamp, incident_id)
-            self._hours[(target, claim.hour)] = restarts + 1
-            self._forget_old(claim.claimed_at)
-        return claim
-
-    async def take_over(
-        self, claim: Claim, taken: Claim, *, limits: RemediationPolicy
-    ) -> Claim | None:
-        with self._lock:
-            current = self._claims.get(claim.incident_id)
-            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
-                return None
-            cooldown = self._cooldown(taken, limits, exempt_own=True)
-            if cooldown:
-                raise cooldown[1]
-            self._claims[claim.incident_id] = taken
-            self._stamps[taken.target] = (taken.cooldown_stamp, taken.incident_id)
-        return taken
-
-    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
-        with self._lock:
-            current = self._claims.get(claim.incident_id, claim)
-            if current.deployment_id is None:
-                current = replace(current, deployment_id=deployment_id, restarted_at=restarted_at)
-                self._claims[claim.incident_id] = current
-            return current
-
-    async def release(self, claim: Claim) -> None:
-        with self._lock:
-            current = self._claims.get(claim.incident_id)
-            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
-                return
-            del self._claims[claim.incident_id]
-            if self._stamps.get(claim.target) == (claim.cooldown_stamp, claim.incident_id):
-                del self._stamps[claim.target]
-            bucket = (claim.target, claim.hour)
-            if self._hours.get(bucket, 0) > 0:
-                self._hours[bucket] -= 1
-
-    def _cooldown(
-        self, claim: Claim, limits: RemediationPolicy, *, exempt_own: bool
-    ) -> tuple[datetime, RestartRefused] | None:
-        last = self._stamps.get(claim.target)
-        if last is None or limits.cooldown_seconds == 0:
-            return None
-        last_at, last_incident = last
-        if exempt_own and last_incident == claim.incident_id:
-            return None
-        if last_at < claim.cooldown_stamp - limits.cooldown_seconds:
-            return None
-        return cooldown_refusal(
-            target=claim.target, limits=limits, last_at=last_at, last_incident=last_incident
-        )
-
-    def _forget_old(self, now: datetime) -> None:
-        while len(self._claims) > self._incidents:
-            self._claims.popitem(last=False)
-        # Only the current hour's count matters; hour keys sort as times.
-        current = hour_key(now)
-        for bucket in [bucket for bucket in self._hours if bucket[1] < current]:
-            del self._hours[bucket]
-
-
-# --- helpers --------------------------------------------------------------
-
-
-def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> RemediationFailed:
-    """The exception for a failed AWS call: a transient one is asked again
-    later (RestartOutcomeUnknown: every step can be), any other is final."""
-    if transient(error):
-        return RestartOutcomeUnknown(explain(error, doing=doing) + " (will try again)")
-    return RemediationFailed(explain(error, doing=doing))
-
-
 def _claim_from(item: Any) -> Claim:
     values = plain(item)
 
@@ -605,12 +355,3 @@ def _claim_from(item: Any) -> Claim:
         deployment_id=text("deployment_id"),
         restarted_at=datetime.fromisoformat(restarted_at) if restarted_at else None,
     )
-
-
-def _epoch(moment: datetime) -> float:
-    return round(moment.timestamp(), 3)
-
-
-def _iso(moment: datetime, *, precise: bool = False) -> str:
-    spec = "milliseconds" if precise else "seconds"
-    return moment.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
