@@ -26,6 +26,20 @@ def api_client(*, pool_size: int = 32) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def read_incident(
+    objects: client.CustomObjectsApi, namespace: str, name: str, **request: Any
+) -> dict[str, Any] | None:
+    """The Incident as the API server has it now, or None if it does not exist."""
+    try:
+        return objects.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, namespace, "incidents", name, **request
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def patch_status_if_unchanged(
     objects: client.CustomObjectsApi,
     namespace: str,

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import urllib3
 from kubernetes import client
 
-from ..kube import patch_status_if_unchanged
+from ..kube import patch_status_if_unchanged, read_incident
 from ..models import API_VERSION, CLOSED_PHASES, GROUP, VERSION, IncidentStatus
 from .alarm import InvalidAlarm, ReceivedAlarm
 from .names import fingerprint_hash, incident_name, label_value
@@ -230,19 +230,7 @@ class AlarmRecorder:
         raise ApiUnavailable(f"gave up on {key!r} after {MAX_ATTEMPTS} write conflicts")
 
     def _get(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._call(  # type: ignore[no-any-return]
-                self._objects.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self._namespace,
-                "incidents",
-                name,
-            )
-        except client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._call(read_incident, self._objects, self._namespace, name)  # type: ignore[no-any-return]
 
     def _create(self, name: str, alarm: ReceivedAlarm) -> dict[str, Any] | None:
         body = incident_object(name, alarm)

@@ -52,8 +52,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..config import Settings
-from ..kube import patch_status_if_unchanged
-from ..models import GROUP, TERMINAL_PHASES, VERSION, Incident
+from ..kube import patch_status_if_unchanged, read_incident
+from ..models import TERMINAL_PHASES, Incident
 from ..notify.channel import ChannelFailed
 from ..notify.slack import slack_call, slack_client
 from ..notify.slack_blocks import (
@@ -265,15 +265,8 @@ def _origin(url: str) -> Origin | None:
 
 
 async def _read(objects: client.CustomObjectsApi, namespace: str, name: str) -> Incident | None:
-    try:
-        body = await asyncio.to_thread(
-            objects.get_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return Incident.model_validate(body)
+    body = await asyncio.to_thread(read_incident, objects, namespace, name)
+    return Incident.model_validate(body) if body is not None else None
 
 
 async def _decide(
