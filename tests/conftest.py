@@ -15,8 +15,15 @@ from incident_operator import crd
 from incident_operator.devstack.controlplane import ControlPlane
 from incident_operator.models import GROUP, VERSION
 
-# Fakes of third-party services and AWS, each a pytest plugin of its own.
-pytest_plugins = ["fakes.gemini", "fakes.slack", "fakes.jira", "aws_fixtures"]
+# Fakes of third-party services and AWS, each a pytest plugin of its own; the
+# real Alertmanager (built into the cache) for the interop tests.
+pytest_plugins = [
+    "fakes.gemini",
+    "fakes.slack",
+    "fakes.jira",
+    "aws_fixtures",
+    "alertmanager_support",
+]
 
 
 @pytest.fixture(scope="session")
