@@ -43,6 +43,7 @@ from incident_operator.ingest.names import incident_name
 from incident_operator.ingest.recorder import incident_object
 from incident_operator.ingest.sources import generic
 from incident_operator.models import API_VERSION, GROUP, VERSION
+from incident_operator.remediate.target import service_name
 from incident_operator.timeline.dynamodb import create_table
 
 REGION = "us-east-1"
@@ -292,7 +293,7 @@ def webhook_objects(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for body in bodies:
         payload = generic.source.payload.model_validate(body)
         (alarm,) = generic.source.parse(payload).alarms
-        name = incident_name(service=alarm.service.name, fingerprint=alarm.fingerprint)
+        name = incident_name(service=service_name(alarm.service), fingerprint=alarm.fingerprint)
         made.append(incident_object(name, alarm))
     return made
 

@@ -478,3 +478,16 @@ async def test_a_repeat_of_a_firing_alert_moves_last_seen_without_counting(
     assert repeat.json()["incidents"][0]["result"] == "redelivery"
     assert after.get("occurrences", 1) == before.get("occurrences", 1) == 1
     assert datetime.fromisoformat(after["lastSeen"]) > datetime.fromisoformat(before["lastSeen"])
+
+
+async def test_an_incident_is_named_after_its_plain_service_even_given_an_arn(
+    api: client.ApiClient, namespace: str
+) -> None:
+    arn = "arn:aws:ecs:us-east-1:123456789012:service/demo/payments"
+    async with webhook(api, namespace, token=new_token()) as http:
+        response = await http.post("/alert", json=generic_alert(arn, incident_id="by-arn"))
+    assert response.status_code == 200, response.text
+    [incident] = incidents(api, namespace)
+    assert incident["metadata"]["name"].startswith("payments-")
+    assert incident["metadata"]["labels"]["incident-response.dev/service"] == "payments"
+    assert incident["spec"]["service"]["name"] == arn  # what was observed, as it was

@@ -33,6 +33,7 @@ from kubernetes import client
 
 from ..kube import patch_status_if_unchanged, read_incident
 from ..models import API_VERSION, CLOSED_PHASES, GROUP, VERSION, IncidentStatus
+from ..remediate.target import service_name
 from .alarm import InvalidAlarm, ReceivedAlarm
 from .names import fingerprint_hash, incident_name, label_value
 
@@ -154,7 +155,9 @@ class AlarmRecorder:
         # call created the Incident, that alarm is counted already.
         counted_by_create: ReceivedAlarm | None = None
         for attempt in range(MAX_ATTEMPTS):
-            name = incident_name(service=first.service.name, fingerprint=key, generation=generation)
+            name = incident_name(
+                service=service_name(first.service), fingerprint=key, generation=generation
+            )
             # The object as this process last wrote or read it: if nobody else
             # wrote since, the patch below needs no read first; if somebody
             # did, its resourceVersion makes the patch fail and we read.
@@ -303,7 +306,7 @@ def incident_object(name: str, alarm: ReceivedAlarm) -> dict[str, Any]:
                 "app.kubernetes.io/managed-by": "incident-operator",
                 f"{GROUP}/source": alarm.source,
                 f"{GROUP}/severity": alarm.severity,
-                f"{GROUP}/service": label_value(alarm.service.name),
+                f"{GROUP}/service": label_value(service_name(alarm.service)),
                 f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
             },
         },
