@@ -172,4 +172,4 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
     }
     assert phases == {"checkout": "Resolved", "payments": "Escalated", "search": "Resolved"}
-    assert "resolved by restarting demo/checkout" in result.stdout
+    assert "resolved by restarting us-east-1/demo/checkout" in result.stdout
