@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .binaries import Binaries, ensure_binaries
 
 _PR_SET_PDEATHSIG = 1
+# Services' cluster IPs; the `kubernetes` Service gets the first one.
+SERVICE_CIDR = "10.96.0.0/16"
 
 
 def _die_with_parent() -> None:
@@ -78,6 +80,16 @@ class ControlPlane:
             plane.stop()
             raise
         return plane
+
+    @property
+    def service_account_key(self) -> Path:
+        """The key that signs (and verifies) ServiceAccount tokens."""
+        return self.workdir / "sa.key"
+
+    @property
+    def ca_file(self) -> Path:
+        """What verifies the API server's serving certificate (the kubeconfig's CA)."""
+        return self.workdir / "certs" / "apiserver.crt"
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -179,7 +191,7 @@ class ControlPlane:
                 # No kubernetes Service endpoints to keep: nothing in-cluster
                 # dials the API server here, and loopback is refused for them.
                 "--endpoint-reconciler-type=none",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={key_file}",
                 f"--service-account-signing-key-file={key_file}",
