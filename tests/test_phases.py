@@ -1,8 +1,11 @@
-"""The phase machine, transition by transition (no cluster needed).
+"""The phase machine, transition by transition: pure decisions, no ports, no fakes.
 
-The ports here are small test doubles of *our own* interfaces (Assessor,
-Remediator); the real implementations have their own tests against moto and
-the fake Gemini server, and the operator tests run them together.
+`decide()` is a function of the Incident, its policy, the time and the facts
+gathered for it (an assessment, what executing the action came to, how its
+rollout is going); each test hands it those and reads the transition. The
+few tests at the end check the other two steps of a pass: `wants()` (which
+intent the next decision needs) and `gather()` (carrying it out through the
+ports, with small stand-ins of our own interfaces).
 """
 
 from __future__ import annotations
@@ -21,7 +24,20 @@ from incident_operator.models import (
     ResponsePolicySpec,
 )
 from incident_operator.policy import DEFAULT, Policy
-from incident_operator.reconcile.phases import Ports, Transition, Wait, advance
+from incident_operator.reconcile.phases import (
+    AssessIt,
+    Defaults,
+    Execute,
+    Facts,
+    Ports,
+    Transition,
+    Verify,
+    Wait,
+    advance,
+    decide,
+    gather,
+    wants,
+)
 from incident_operator.remediate import (
     RemediationFailed,
     RestartOutcomeUnknown,
@@ -33,44 +49,22 @@ from incident_operator.remediate import (
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 CHECKOUT = "eu-west-1/prod/checkout"  # the builders' Incident's canonical target
+DEFAULTS = Defaults(cluster="default-cluster", region="us-east-1")
+RECEIPT = RestartReceipt(deployment_id="ecs-svc/123", started_at=NOW)
+NOTHING = Facts()  # nothing gathered
 
 
-class ScriptedRemediator:
-    def __init__(
-        self, *, refuse: RemediationFailed | RestartRefused | None = None,
-        rollout: Rollout = "Succeeded",
-    ):  # fmt: skip
-        self.restarts: list[tuple[str, Target]] = []
-        self.refuse = refuse
-        self.fail: str | None = None
-        self.next_rollout: Rollout = rollout
-
-    async def restart(
-        self, *, incident_id: str, target: Target, limits: RemediationPolicy
-    ) -> RestartReceipt:
-        if self.refuse:
-            raise self.refuse
-        if self.fail:
-            raise RemediationFailed(self.fail)
-        self.restarts.append((incident_id, target))
-        return RestartReceipt(deployment_id="ecs-svc/123", started_at=NOW)
-
-    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
-        return self.next_rollout
-
-
-def decided(action: str, decision: str = "SAFE") -> Any:
-    async def assess(incident: Incident, policy: Policy) -> Assessment:
-        return Assessment(
+def assessed(action: str = "restart_service", decision: str = "SAFE") -> Facts:
+    return Facts(
+        assessment=Assessment(
             decision=decision,  # type: ignore[arg-type]
             action=action,  # type: ignore[arg-type]
             message=f"{decision} {action}",
             confidence=0.9,
             assessor="rules",
-            policy=policy.name,
+            policy="p",
         )
-
-    return assess
+    )
 
 
 def make(status: dict[str, Any] | None = None, **spec: Any) -> Incident:
@@ -84,33 +78,30 @@ def policy(**spec: Any) -> Policy:
     return Policy("p", ResponsePolicySpec.model_validate(spec))
 
 
-async def step(
-    incident: Incident, *, ports: Ports, policy: Policy = DEFAULT, now: datetime = NOW
+def step(
+    incident: Incident,
+    facts: Facts = NOTHING,
+    *,
+    policy: Policy = DEFAULT,
+    now: datetime = NOW,
+    defaults: Defaults = DEFAULTS,
 ) -> Transition | Wait | None:
-    return await advance(incident, policy=policy, ports=ports, now=now)
-
-
-def ports(assess: Any = None, remediator: ScriptedRemediator | None = None) -> Ports:
-    return Ports(
-        assess=assess or decided("restart_service"),
-        remediator=remediator or ScriptedRemediator(),
-        default_cluster="default-cluster",
-    )
+    return decide(incident, policy=policy, now=now, facts=facts, defaults=defaults)
 
 
 def conditions(transition: Transition) -> dict[str, tuple[str, str]]:
     return {c.type: (c.status, c.reason) for c in transition.conditions}
 
 
-async def test_triggered_moves_to_assessing_and_records_receipt() -> None:
-    result = await step(make({"phase": "Triggered"}), ports=ports())
+def test_triggered_moves_to_assessing_and_records_receipt() -> None:
+    result = step(make({"phase": "Triggered"}))
     assert isinstance(result, Transition) and result.phase == "Assessing"
     assert conditions(result)["Assessed"] == ("Unknown", "Assessing")
     assert [r.kind for r in result.records] == ["received"]
 
 
-async def test_restart_needing_approval_waits_for_it() -> None:
-    result = await step(make({"phase": "Assessing"}), ports=ports())
+def test_restart_needing_approval_waits_for_it() -> None:
+    result = step(make({"phase": "Assessing"}), assessed())
     assert isinstance(result, Transition) and result.phase == "AwaitingApproval"
     approval = result.status["approval"]
     assert approval["required"] is True and approval["state"] == "Pending"
@@ -122,12 +113,9 @@ async def test_restart_needing_approval_waits_for_it() -> None:
     assert conditions(result)["Assessed"] == ("True", "Safe")
 
 
-async def test_restart_without_approval_records_the_intent_first() -> None:
-    remediator = ScriptedRemediator()
+def test_restart_without_approval_records_the_intent_first() -> None:
     no_approval = policy(approval={"requiredFor": []})
-    result = await step(
-        make({"phase": "Assessing"}), ports=ports(remediator=remediator), policy=no_approval
-    )
+    result = step(make({"phase": "Assessing"}), assessed(), policy=no_approval)
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert result.status["remediation"] == {
         "action": "restart_service",
@@ -136,7 +124,8 @@ async def test_restart_without_approval_records_the_intent_first() -> None:
     }
     assert result.status["approval"]["action"] == "restart_service"
     assert result.status["approval"]["target"] == CHECKOUT
-    assert remediator.restarts == []  # the intent is written before any action
+    # The intent is written before any action: nothing is to be gathered yet.
+    assert result.status["remediation"]["result"] == "Pending"
 
 
 @pytest.mark.parametrize(
@@ -147,16 +136,17 @@ async def test_restart_without_approval_records_the_intent_first() -> None:
         ("ignore", "SAFE", "Ignored", "ignored"),
     ],
 )
-async def test_assessment_outcomes(action: str, decision: str, phase: str, kind: str) -> None:
-    result = await step(make({"phase": "Assessing"}), ports=ports(decided(action, decision)))
+def test_assessment_outcomes(action: str, decision: str, phase: str, kind: str) -> None:
+    result = step(make({"phase": "Assessing"}), assessed(action, decision))
     assert isinstance(result, Transition) and result.phase == phase
     assert [r.kind for r in result.records] == ["assessment", kind]
 
 
-async def test_restart_without_any_cluster_escalates() -> None:
+def test_restart_without_any_cluster_escalates() -> None:
     incident = make({"phase": "Assessing"}, service={"name": "checkout"})
-    no_default = Ports(assess=decided("restart_service"), remediator=ScriptedRemediator())
-    result = await step(incident, ports=no_default, policy=policy(approval={"requiredFor": []}))
+    no_default = Defaults(cluster=None)
+    no_approval = policy(approval={"requiredFor": []})
+    result = step(incident, assessed(), policy=no_approval, defaults=no_default)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.records[-1].reason == "NoTarget"
     assert "no ECS cluster" in result.records[-1].message
@@ -178,16 +168,15 @@ def awaiting(service: dict[str, Any] | None = None, **approval: Any) -> Incident
     return make(status, **({"service": service} if service else {}))
 
 
-async def test_pending_approval_waits_until_the_deadline() -> None:
+def test_pending_approval_waits_until_the_deadline() -> None:
     deadline = NOW + timedelta(minutes=10)
     incident = awaiting(state="Pending", deadline=deadline.isoformat())
-    result = await step(incident, ports=ports())
-    assert result == Wait(600.0)
+    assert step(incident) == Wait(600.0)
 
 
-async def test_approval_starts_the_remediation() -> None:
+def test_approval_starts_the_remediation() -> None:
     incident = awaiting(state="Approved", by="U123", via="slack")
-    result = await step(incident, ports=ports())
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert conditions(result)["Approved"] == ("True", "Approved")
     assert "U123 via slack" in result.records[0].message
@@ -206,44 +195,41 @@ async def test_approval_starts_the_remediation() -> None:
         ({"action": "ignore"}, None),
     ],
 )
-async def test_an_approval_acts_only_on_what_it_approved(
+def test_an_approval_acts_only_on_what_it_approved(
     approved: dict[str, Any], service: dict[str, Any] | None
 ) -> None:
-    remediator = ScriptedRemediator()
     incident = awaiting(service, state="Approved", by="U123", via="kubectl", **approved)
-    result = await step(incident, ports=ports(remediator=remediator))
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.records[-1].reason == "ApprovalMismatch"
-    assert "remediation" not in result.status
-    assert remediator.restarts == []
+    assert "remediation" not in result.status  # no intent: nothing will be executed
 
 
-async def test_an_approved_action_the_policy_no_longer_allows_is_not_started() -> None:
+def test_an_approved_action_the_policy_no_longer_allows_is_not_started() -> None:
     incident = awaiting(state="Approved", by="U123", via="slack")
     now_forbidden = policy(allowedActions=["notify_team", "ignore"])
-    result = await step(incident, ports=ports(), policy=now_forbidden)
+    result = step(incident, policy=now_forbidden)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.records[-1].reason == "ActionNotAllowed"
     assert "remediation" not in result.status
 
 
-async def test_rejection_escalates_without_acting() -> None:
-    remediator = ScriptedRemediator()
+def test_rejection_escalates_without_acting() -> None:
     incident = awaiting(state="Rejected", by="U9", via="slack")
-    result = await step(incident, ports=ports(remediator=remediator))
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert conditions(result)["Approved"] == ("False", "Rejected")
-    assert remediator.restarts == []
+    assert "remediation" not in result.status
 
 
 @pytest.mark.parametrize(
     ("on_timeout", "phase"),
     [("escalate", "Escalated"), ("approve", "Remediating"), ("ignore", "Ignored")],
 )
-async def test_expired_approval_follows_the_policy(on_timeout: str, phase: str) -> None:
+def test_expired_approval_follows_the_policy(on_timeout: str, phase: str) -> None:
     deadline = NOW - timedelta(seconds=1)
     incident = awaiting(state="Pending", deadline=deadline.isoformat())
-    result = await step(incident, ports=ports(), policy=policy(approval={"onTimeout": on_timeout}))
+    result = step(incident, policy=policy(approval={"onTimeout": on_timeout}))
     assert isinstance(result, Transition) and result.phase == phase
     assert result.status["approval"]["state"] == "Expired"
     assert result.status["approval"]["via"] == "timeout"
@@ -263,13 +249,9 @@ def remediating(result: str = "Pending", **extra: Any) -> Incident:
     )
 
 
-async def test_remediation_restarts_once_and_records_the_deployment() -> None:
-    remediator = ScriptedRemediator()
-    result = await step(remediating(), ports=ports(remediator=remediator))
+def test_an_executed_restart_records_its_deployment() -> None:
+    result = step(remediating(), Facts(executed=RECEIPT))
     assert isinstance(result, Transition) and result.phase == "Remediating"
-    assert remediator.restarts == [
-        ("prod/checkout-abc", Target(region="eu-west-1", cluster="prod", service="checkout"))
-    ]
     assert result.status["remediation"]["result"] == "InProgress"
     assert result.status["remediation"]["deploymentId"] == "ecs-svc/123"
     assert [r.kind for r in result.records] == ["action_started"]
@@ -280,83 +262,77 @@ async def test_remediation_restarts_once_and_records_the_deployment() -> None:
     ("rollout", "phase", "result_"),
     [("Succeeded", "Resolved", "Succeeded"), ("Failed", "Escalated", "Failed")],
 )
-async def test_rollout_outcome(rollout: Rollout, phase: str, result_: str) -> None:
-    remediator = ScriptedRemediator(rollout=rollout)
+def test_rollout_outcome(rollout: Rollout, phase: str, result_: str) -> None:
     incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
-    result = await step(incident, ports=ports(remediator=remediator))
+    result = step(incident, Facts(rollout=rollout))
     assert isinstance(result, Transition) and result.phase == phase
     assert result.status["remediation"]["result"] == result_
-    assert remediator.restarts == []
 
 
-async def test_rollout_in_progress_waits_then_times_out() -> None:
-    remediator = ScriptedRemediator(rollout="InProgress")
+def test_rollout_in_progress_waits_then_times_out() -> None:
     incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
-    assert isinstance(await step(incident, ports=ports(remediator=remediator)), Wait)
+    going = Facts(rollout="InProgress")
+    assert isinstance(step(incident, going), Wait)
     late = NOW + timedelta(seconds=601)
-    result = await step(incident, ports=ports(remediator=remediator), now=late)
+    result = step(incident, going, now=late)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.status["remediation"]["result"] == "TimedOut"
 
 
-async def test_refused_restart_escalates_with_the_reason() -> None:
+def test_refused_restart_escalates_with_the_reason() -> None:
     refused = RestartRefused("Cooldown", "checkout restarted 3 minutes ago")
-    result = await step(remediating(), ports=ports(remediator=ScriptedRemediator(refuse=refused)))
+    result = step(remediating(), Facts(executed=refused))
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.status["remediation"]["result"] == "Refused"
     assert conditions(result)["Remediated"] == ("False", "Cooldown")
 
 
-async def test_unknown_restart_outcome_is_asked_again_not_escalated() -> None:
-    remediator = ScriptedRemediator()
-    remediator.refuse = RestartOutcomeUnknown("UpdateService timed out")
+def test_unknown_restart_outcome_is_asked_again_not_escalated() -> None:
+    unknown = Facts(executed=RestartOutcomeUnknown("UpdateService timed out"))
     incident = remediating()
     incident.status.conditions = []
-    assert await step(incident, ports=ports(remediator=remediator)) == Wait(10.0)
+    assert step(incident, unknown) == Wait(10.0)
     late = NOW + timedelta(seconds=601)
     intent = Condition(
         type="Remediated", status="Unknown", reason="Pending", last_transition_time=NOW
     )
     incident.status.conditions = [intent]
-    result = await step(incident, ports=ports(remediator=remediator), now=late)
+    result = step(incident, unknown, now=late)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert conditions(result)["Remediated"] == ("False", "OutcomeUnknown")
 
 
-async def test_failed_restart_escalates() -> None:
-    remediator = ScriptedRemediator()
-    remediator.fail = "ServiceNotFoundException"
-    result = await step(remediating(), ports=ports(remediator=remediator))
+def test_failed_restart_escalates() -> None:
+    failed = Facts(executed=RemediationFailed("ServiceNotFoundException"))
+    result = step(remediating(), failed)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.status["remediation"]["result"] == "Failed"
 
 
 @pytest.mark.parametrize("phase", ["Triggered", "Assessing", "AwaitingApproval", "Escalated"])
-async def test_recovery_resolves_an_open_incident(phase: str) -> None:
-    remediator = ScriptedRemediator()
+def test_recovery_resolves_an_open_incident(phase: str) -> None:
     incident = make({"phase": phase, "alarmState": "OK"})
-    result = await step(incident, ports=ports(remediator=remediator))
+    assert wants(incident, defaults=DEFAULTS) is None  # nobody to ask, nothing to do
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Resolved"
     assert conditions(result)["Resolved"] == ("True", "AlarmRecovered")
-    assert remediator.restarts == []
 
 
-async def test_a_remediation_whose_target_changed_is_not_carried_out() -> None:
-    remediator = ScriptedRemediator()
+def test_a_remediation_whose_target_changed_is_not_carried_out() -> None:
     incident = remediating()
     assert incident.status.remediation is not None
     incident.status.remediation.target = "eu-west-1/prod/payments"
-    result = await step(incident, ports=ports(remediator=remediator))
+    assert wants(incident, defaults=DEFAULTS) is None  # nothing is executed
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.records[-1].reason == "TargetChanged"
-    assert remediator.restarts == []
 
 
-async def test_recovery_cancels_a_pending_approval() -> None:
+def test_recovery_cancels_a_pending_approval() -> None:
     deadline = NOW + timedelta(minutes=10)
     incident = awaiting(state="Pending", deadline=deadline.isoformat())
     incident.status.alarm_state = "OK"
-    result = await step(incident, ports=ports())
+    result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Resolved"
     assert result.status["approval"]["state"] == "Cancelled"
     assert result.status["approval"]["target"] == CHECKOUT
@@ -376,11 +352,9 @@ ARN = "arn:aws:ecs:eu-west-1:123456789012:service/prod/checkout"
         {"name": "checkout", "cluster": "prod", "region": "eu-west-1"},
     ],
 )
-async def test_every_alias_of_a_service_is_one_target(service: dict[str, Any]) -> None:
+def test_every_alias_of_a_service_is_one_target(service: dict[str, Any]) -> None:
     no_approval = policy(approval={"requiredFor": []})
-    result = await step(
-        make({"phase": "Assessing"}, service=service), ports=ports(), policy=no_approval
-    )
+    result = step(make({"phase": "Assessing"}, service=service), assessed(), policy=no_approval)
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert result.status["remediation"]["target"] == CHECKOUT
 
@@ -397,31 +371,105 @@ async def test_every_alias_of_a_service_is_one_target(service: dict[str, Any]) -
         ({"name": "AWS/RDS", "platform": "none"}, "names no ECS service"),
     ],
 )
-async def test_a_target_that_does_not_resolve_is_never_acted_on(
+def test_a_target_that_does_not_resolve_is_never_acted_on(
     service: dict[str, Any], why: str
 ) -> None:
-    remediator = ScriptedRemediator()
     no_approval = policy(approval={"requiredFor": []})
-    result = await step(
-        make({"phase": "Assessing"}, service=service),
-        ports=ports(remediator=remediator),
-        policy=no_approval,
-    )
+    result = step(make({"phase": "Assessing"}, service=service), assessed(), policy=no_approval)
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.records[-1].reason == "NoTarget"
     assert why in result.records[-1].message
     assert "remediation" not in result.status and "approval" not in result.status
 
 
-async def test_recovery_during_a_restart_lets_it_finish() -> None:
-    remediator = ScriptedRemediator()
+def test_recovery_during_a_restart_lets_it_finish() -> None:
     incident = remediating()
     incident.status.alarm_state = "OK"
-    result = await step(incident, ports=ports(remediator=remediator))
+    target = Target(region="eu-west-1", cluster="prod", service="checkout")
+    assert wants(incident, defaults=DEFAULTS) == Execute(target)
+    result = step(incident, Facts(executed=RECEIPT))
     assert isinstance(result, Transition) and result.phase == "Remediating"
-    assert len(remediator.restarts) == 1
 
 
 @pytest.mark.parametrize("phase", ["Resolved", "Failed", "Escalated", "Ignored"])
-async def test_finished_incidents_are_left_alone(phase: str) -> None:
-    assert await step(make({"phase": phase}), ports=ports()) is None
+def test_finished_incidents_are_left_alone(phase: str) -> None:
+    incident = make({"phase": phase})
+    assert wants(incident, defaults=DEFAULTS) is None
+    assert step(incident) is None
+
+
+def test_nothing_gathered_means_nothing_decided() -> None:
+    # A decision that needs a fact never guesses it.
+    assert step(make({"phase": "Assessing"})) is None
+    assert step(remediating()) is None
+    assert step(remediating("InProgress", deploymentId="d-1")) is None
+
+
+# --- the other two steps of a pass: wants() and gather() ----------------------
+
+
+def test_each_phase_wants_what_its_decision_needs() -> None:
+    target = Target(region="eu-west-1", cluster="prod", service="checkout")
+    assert wants(make({"phase": "Triggered"}), defaults=DEFAULTS) is None
+    assert wants(make({"phase": "Assessing"}), defaults=DEFAULTS) == AssessIt()
+    assert wants(awaiting(state="Approved"), defaults=DEFAULTS) is None
+    assert wants(remediating(), defaults=DEFAULTS) == Execute(target)
+    in_progress = remediating("InProgress", deploymentId="d-1")
+    assert wants(in_progress, defaults=DEFAULTS) == Verify(target, "d-1")
+
+
+class Recorder:
+    """Our Remediator interface, recording what it is asked to do."""
+
+    def __init__(self, *, fail: RemediationFailed | RestartRefused | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail = fail
+
+    async def restart(
+        self, *, incident_id: str, target: Target, limits: RemediationPolicy
+    ) -> RestartReceipt:
+        self.calls.append(("restart", (incident_id, target)))
+        if self.fail:
+            raise self.fail
+        return RECEIPT
+
+    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
+        self.calls.append(("rollout", (target, deployment_id)))
+        if self.fail:
+            raise self.fail
+        return "Succeeded"
+
+
+def ports(remediator: Recorder, answer: Facts | None = None) -> Ports:
+    async def assess(incident: Incident, policy: Policy) -> Assessment:
+        assert answer is not None and answer.assessment is not None
+        return answer.assessment
+
+    return Ports(assess=assess, remediator=remediator)
+
+
+async def test_gather_carries_the_intent_out_and_hands_failures_back_as_facts() -> None:
+    target = Target(region="eu-west-1", cluster="prod", service="checkout")
+    incident, pol = remediating(), DEFAULT
+    done = Recorder()
+    facts = await gather(Execute(target), incident=incident, policy=pol, ports=ports(done))
+    assert facts == Facts(executed=RECEIPT)
+    assert done.calls == [("restart", ("prod/checkout-abc", target))]
+
+    refused = RestartRefused("Cooldown", "restarted 3 minutes ago")
+    facts = await gather(
+        Execute(target), incident=incident, policy=pol, ports=ports(Recorder(fail=refused))
+    )
+    assert facts.executed is refused
+
+    looked = await gather(Verify(target, "d-1"), incident=incident, policy=pol, ports=ports(done))
+    assert looked == Facts(rollout="Succeeded")
+    assert await gather(None, incident=incident, policy=pol, ports=ports(done)) == Facts()
+
+
+async def test_a_pass_assesses_then_decides() -> None:
+    answer = assessed("ignore")
+    result = await advance(
+        make({"phase": "Assessing"}), policy=DEFAULT, ports=ports(Recorder(), answer), now=NOW
+    )
+    assert isinstance(result, Transition) and result.phase == "Ignored"

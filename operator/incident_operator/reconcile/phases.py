@@ -4,15 +4,22 @@
                           \\-> Escalated (a human is needed)   \\-> Ignored
     any open phase --(alarm back to OK)--> Resolved
 
-`advance()` looks at an Incident and returns what should happen next: a
-`Transition` (the status to write and what to record), a `Wait` (look again
-later), or None (nothing to do). It acts only through the `Ports` it is given
-(assessor, remediator), so it reads as the business process; writing status,
-Events and the timeline is the caller's job.
+The machine decides; it does not act. A pass is three steps, as
+cert-manager's controllers take them:
 
-Side effects are safe to repeat: the assessment has none, and a restart is
-claimed in DynamoDB before it happens (see remediate/claims.py), so a retry
-after a crash finds the claim instead of restarting again.
+1. `wants()`: what the decision needs that the Incident cannot tell (an
+   intent: assess it, execute its recorded action, verify that action).
+2. `gather()`: carry that intent out through the `Ports` (the assessor, the
+   remediator) and hand back the `Facts`. The only I/O, and safe to repeat:
+   the assessment has no side effect, and an action is claimed in DynamoDB
+   before it happens (see remediate/claims.py), so a retry after a crash
+   finds the claim instead of acting again.
+3. `decide()`: a pure function of the Incident, its policy, the time and the
+   facts, returning a `Transition` (the status to write and what to record),
+   a `Wait` (look again later) or None (nothing to do).
+
+`advance()` runs the three. Writing status, Events and the timeline is the
+caller's job. Every transition is in `decide()` and the functions it calls.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from ..remediate import (
     RemediationFailed,
     Remediator,
     RestartOutcomeUnknown,
+    RestartReceipt,
     RestartRefused,
+    Rollout,
     Target,
     UnresolvedTarget,
     resolve,
@@ -55,14 +64,57 @@ UNKNOWN_OUTCOME_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What a target the alarm leaves open defaults to: ECS_CLUSTER_NAME, AWS_REGION."""
+
+    cluster: str | None = None
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
 class Ports:
-    """What the machine may act through."""
+    """What `gather()` acts through, and the defaults of this installation."""
 
     assess: Callable[[Incident, Policy], Awaitable[Assessment]]
     remediator: Remediator
-    # What a target the alarm leaves open defaults to: ECS_CLUSTER_NAME, AWS_REGION.
     default_cluster: str | None = None
     default_region: str = "us-east-1"
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(cluster=self.default_cluster, region=self.default_region)
+
+
+@dataclass(frozen=True)
+class AssessIt:
+    """Intent: ask the policy's assessor about the Incident."""
+
+
+@dataclass(frozen=True)
+class Execute:
+    """Intent: carry out the recorded action on its target (claimed first)."""
+
+    target: Target
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Intent: look at how the action's rollout is going."""
+
+    target: Target
+    deployment_id: str
+
+
+Intent = AssessIt | Execute | Verify
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What `gather()` found out for `decide()`; failures are facts too."""
+
+    assessment: Assessment | None = None
+    executed: RestartReceipt | RestartRefused | RemediationFailed | None = None
+    rollout: Rollout | RemediationFailed | None = None
 
 
 @dataclass
@@ -123,6 +175,74 @@ class _Builder:
 
 
 async def advance(incident: Incident, *, policy: Policy, ports: Ports, now: datetime) -> Outcome:
+    """One pass: gather what the decision needs, then decide."""
+    intent = wants(incident, defaults=ports.defaults)
+    facts = await gather(intent, incident=incident, policy=policy, ports=ports)
+    return decide(incident, policy=policy, defaults=ports.defaults, now=now, facts=facts)
+
+
+def wants(incident: Incident, *, defaults: Defaults) -> Intent | None:
+    """What the next decision needs done or looked at first; None: nothing."""
+    status = incident.status
+    phase = status.phase or "Triggered"
+    if phase in CLOSED_PHASES or phase in HANDED_OFF_PHASES:
+        return None
+    if status.alarm_state == "OK" and phase != "Remediating":
+        return None  # recovered: nothing to ask anyone
+    if phase == "Assessing":
+        return AssessIt()
+    remediation = status.remediation
+    if phase != "Remediating" or remediation is None:
+        return None
+    try:
+        target = _target(incident, defaults)
+    except UnresolvedTarget:
+        return None  # decide() escalates
+    if remediation.target != str(target):
+        return None  # decide() escalates: only the recorded target is acted on
+    if remediation.result == "Pending":
+        return Execute(target)
+    if remediation.result == "InProgress" and remediation.deployment_id:
+        return Verify(target, remediation.deployment_id)
+    return None
+
+
+async def gather(
+    intent: Intent | None, *, incident: Incident, policy: Policy, ports: Ports
+) -> Facts:
+    """Carry the intent out; what happened is handed back as facts."""
+    if isinstance(intent, AssessIt):
+        return Facts(assessment=await ports.assess(incident, policy))
+    if isinstance(intent, Execute):
+        try:
+            receipt = await ports.remediator.restart(
+                incident_id=incident.reference,
+                target=intent.target,
+                limits=policy.spec.remediation,
+            )
+        except (RestartRefused, RemediationFailed) as failure:
+            return Facts(executed=failure)
+        return Facts(executed=receipt)
+    if isinstance(intent, Verify):
+        try:
+            rollout = await ports.remediator.rollout(
+                target=intent.target, deployment_id=intent.deployment_id
+            )
+        except RemediationFailed as failure:
+            return Facts(rollout=failure)
+        return Facts(rollout=rollout)
+    return Facts()
+
+
+def decide(
+    incident: Incident,
+    *,
+    policy: Policy,
+    now: datetime,
+    facts: Facts = Facts(),
+    defaults: Defaults = Defaults(),
+) -> Outcome:
+    """The next transition, from the Incident, its policy, the time and the facts."""
     status = incident.status
     phase = status.phase or "Triggered"
     if phase in CLOSED_PHASES:
@@ -139,11 +259,13 @@ async def advance(incident: Incident, *, policy: Policy, ports: Ports, now: date
             .to("Assessing")
         )
     if phase == "Assessing":
-        return await _assess(incident, policy=policy, ports=ports, step=step)
+        if facts.assessment is None:
+            return None  # nothing gathered: nothing to decide yet
+        return _assessed(incident, facts.assessment, policy=policy, defaults=defaults, step=step)
     if phase == "AwaitingApproval":
-        return _approval(incident, policy=policy, ports=ports, step=step)
+        return _approval(incident, policy=policy, defaults=defaults, step=step)
     if phase == "Remediating":
-        return await _remediate(incident, policy=policy, ports=ports, step=step)
+        return _remediate(incident, facts, policy=policy, defaults=defaults, step=step)
     return None
 
 
@@ -171,8 +293,14 @@ def _recovered(incident: Incident, now: datetime) -> Transition:
     )
 
 
-async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Builder) -> Outcome:
-    assessment = await ports.assess(incident, policy)
+def _assessed(
+    incident: Incident,
+    assessment: Assessment,
+    *,
+    policy: Policy,
+    defaults: Defaults,
+    step: _Builder,
+) -> Outcome:
     step.set(assessment=assessment.to_api(), message=assessment.message)
     step.condition(
         "Assessed",
@@ -196,7 +324,7 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
         return step.record("ignored", "Ignored", assessment.message).to("Ignored")
     # restart_service
     try:
-        target = _target(incident, ports)
+        target = _target(incident, defaults)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {assessment.action}: {why}")
     if assessment.action in policy.spec.approval.required_for:
@@ -240,7 +368,7 @@ async def _assess(incident: Incident, *, policy: Policy, ports: Ports, step: _Bu
     return _start_remediation(step, action=assessment.action, target=target, policy=policy)
 
 
-def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builder) -> Outcome:
+def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _Builder) -> Outcome:
     approval = incident.status.approval
     assessment = incident.status.assessment
     if approval is None or assessment is None:  # written by hand, or lost: ask again
@@ -250,7 +378,7 @@ def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builde
         step.condition("Approved", "True", "Approved", f"approved by {who}")
         step.record("approval", "Approved", f"restart approved by {who}")
         return _approved(
-            incident, approval, assessment.action, ports=ports, policy=policy, step=step
+            incident, approval, assessment.action, defaults=defaults, policy=policy, step=step
         )
     if approval.state == "Rejected":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
@@ -269,7 +397,7 @@ def _approval(incident: Incident, *, policy: Policy, ports: Ports, step: _Builde
     step.record("approval", "Expired", f"approval timed out; policy says {on_timeout}")
     if on_timeout == "approve":
         return _approved(
-            incident, approval, assessment.action, ports=ports, policy=policy, step=step
+            incident, approval, assessment.action, defaults=defaults, policy=policy, step=step
         )
     if on_timeout == "ignore":
         return step.record("ignored", "Ignored", "approval timed out; ignored").to("Ignored")
@@ -281,7 +409,7 @@ def _approved(
     approval: Approval,
     action: Action,
     *,
-    ports: Ports,
+    defaults: Defaults,
     policy: Policy,
     step: _Builder,
 ) -> Transition:
@@ -293,7 +421,7 @@ def _approved(
     done, so it goes to a human instead.
     """
     try:
-        target = _target(incident, ports)
+        target = _target(incident, defaults)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {action}: {why}")
     if (approval.action, approval.target) != (action, str(target)):
@@ -325,14 +453,14 @@ def _start_remediation(
     )
 
 
-async def _remediate(
-    incident: Incident, *, policy: Policy, ports: Ports, step: _Builder
+def _remediate(
+    incident: Incident, facts: Facts, *, policy: Policy, defaults: Defaults, step: _Builder
 ) -> Outcome:
     remediation = incident.status.remediation
     if remediation is None:
         return _escalate(step, "NoRemediation", "remediating without a recorded action or target")
     try:
-        target = _target(incident, ports)
+        target = _target(incident, defaults)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {remediation.action}: {why}")
     if remediation.target != str(target):
@@ -344,11 +472,11 @@ async def _remediate(
         )
     limits = policy.spec.remediation
     if remediation.result == "Pending":
-        try:
-            receipt = await ports.remediator.restart(
-                incident_id=incident.reference, target=target, limits=limits
-            )
-        except RestartOutcomeUnknown as unknown:
+        executed = facts.executed
+        if executed is None:
+            return None  # nothing gathered: nothing to decide yet
+        if isinstance(executed, RestartOutcomeUnknown):
+            unknown = executed
             # Not a failure yet: the claim is kept and the next call settles
             # it (adopts the restart, or makes it). Give up only past the
             # rollout timeout, counted from the recorded intent.
@@ -358,16 +486,19 @@ async def _remediate(
                 return Wait(UNKNOWN_OUTCOME_RETRY_SECONDS)
             step.condition("Remediated", "False", "OutcomeUnknown", str(unknown))
             return _escalate(step, "OutcomeUnknown", f"restart outcome unknown: {unknown}")
-        except RestartRefused as refused:
+        if isinstance(executed, RestartRefused):
+            refused = executed
             failed = remediation.model_copy(update={"result": "Refused", "message": str(refused)})
             step.set(remediation=failed.to_api())
             step.condition("Remediated", "False", refused.reason, str(refused))
             return _escalate(step, refused.reason, f"restart refused: {refused}")
-        except RemediationFailed as error:
+        if isinstance(executed, RemediationFailed):
+            error = executed
             failed = remediation.model_copy(update={"result": "Failed", "message": str(error)})
             step.set(remediation=failed.to_api())
             step.condition("Remediated", "False", "ActionFailed", str(error))
             return _escalate(step, "ActionFailed", f"restart failed: {error}")
+        receipt = executed
         in_progress = remediation.model_copy(
             update={
                 "result": "InProgress",
@@ -386,19 +517,22 @@ async def _remediate(
             .to("Remediating", wake_after=ROLLOUT_POLL_SECONDS)
         )
     if remediation.result == "InProgress" and remediation.deployment_id:
-        try:
-            rollout = await ports.remediator.rollout(
-                target=target, deployment_id=remediation.deployment_id
-            )
-        except RestartOutcomeUnknown:
+        looked = facts.rollout
+        if looked is None:
+            return None  # nothing gathered: nothing to decide yet
+        rollout: Rollout
+        if isinstance(looked, RestartOutcomeUnknown):
             rollout = "InProgress"  # cannot look now (AWS throttled, say): look again
-        except RemediationFailed as error:
+        elif isinstance(looked, RemediationFailed):
+            error = looked
             failed = remediation.model_copy(
                 update={"result": "Failed", "finished_at": step.now, "message": str(error)}
             )
             step.set(remediation=failed.to_api())
             step.condition("Remediated", "False", "RolloutUnknown", str(error))
             return _escalate(step, "RolloutUnknown", f"cannot follow the rollout: {error}")
+        else:
+            rollout = looked
         if rollout == "InProgress":
             started = remediation.started_at or step.now
             timeout = timedelta(seconds=limits.rollout_timeout_seconds)
@@ -433,9 +567,9 @@ def _escalate(step: _Builder, reason: str, message: str) -> Transition:
     )
 
 
-def _target(incident: Incident, ports: Ports) -> Target:
+def _target(incident: Incident, defaults: Defaults) -> Target:
     return resolve(
         incident.spec.service,
-        default_cluster=ports.default_cluster,
-        default_region=ports.default_region,
+        default_cluster=defaults.cluster,
+        default_region=defaults.region,
     )
