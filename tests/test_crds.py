@@ -67,7 +67,9 @@ def test_incident_crd_shape() -> None:
     default_columns = [
         c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")
     ]
-    assert default_columns == ["SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "COUNT", "AGE"]
+    assert default_columns == [
+        "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "COUNT", "AGE",
+    ]  # fmt: skip
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["assessment"]["properties"]["message"]["maxLength"] == 200
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]

@@ -172,4 +172,11 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
     }
     assert phases == {"checkout": "Resolved", "payments": "Escalated", "search": "Resolved"}
+    # What came of each action is a column: search was resolved without its restart.
+    outcomes = {
+        line.split()[0].split("-")[0]: line.split()[6] for line in table.strip().splitlines()[1:]
+    }
+    assert table.split()[6] == "OUTCOME"
+    assert outcomes["checkout"] == "RestartSucceeded"
+    assert outcomes["search"] == "NotNeeded"
     assert "resolved by restarting us-east-1/demo/checkout" in result.stdout

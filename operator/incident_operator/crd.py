@@ -99,6 +99,9 @@ def incident_crd() -> dict[str, Any]:
         ("Phase", "string", ".status.phase", 0),
         ("Decision", "string", ".status.assessment.decision", 0),
         ("Action", "string", ".status.assessment.action", 0),
+        # What came of the action: RestartSucceeded, NotNeeded (recovered before
+        # it ran), Cooldown, Rejected... so ACTION alone never reads as "done".
+        ("Outcome", "string", '.status.conditions[?(@.type=="Remediated")].reason', 0),
         ("Count", "integer", ".status.occurrences", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
         ("Message", "string", ".status.assessment.message", 1),
