@@ -15,7 +15,6 @@ control plane and helm, and is reused while the pin does not change.
 from __future__ import annotations
 
 import collections
-import fcntl
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .binaries import CACHE_ROOT
+from .binaries import CACHE_ROOT, locked_cache
 
 ALERTMANAGER_VERSION = "v0.35.0"
 ALERTMANAGER_MODULE = "github.com/prometheus/alertmanager"
@@ -42,13 +41,8 @@ def cache_dir(version: str = ALERTMANAGER_VERSION) -> Path:
 
 def ensure_alertmanager(*, version: str = ALERTMANAGER_VERSION, log: bool = True) -> Path:
     """Return the path of alertmanager `version`, building it when the cache lacks it."""
-    target = cache_dir(version)
-    target.mkdir(parents=True, exist_ok=True)
-    binary = target / "alertmanager"
-    # One builder at a time: two test sessions would otherwise build twice
-    # and race on the rename.
-    with open(target / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_cache(cache_dir(version)) as target:
+        binary = target / "alertmanager"
         if not binary.exists():
             _build(version, binary, log=log)
     return binary

@@ -114,13 +114,19 @@ def ensure_node_binaries(*, go_module: Path = GO_MODULE, log: bool = True) -> No
     )
 
 
+def _build_lock(go_module: Path) -> contextlib.AbstractContextManager[Path]:
+    return locked_cache(cache_dir(go_module))
+
+
 @contextlib.contextmanager
-def _build_lock(go_module: Path) -> Iterator[Path]:
-    """The versioned cache directory, held by this process alone."""
-    target = cache_dir(go_module)
+def locked_cache(target: Path) -> Iterator[Path]:
+    """A versioned cache directory, held by this process alone while in use.
+
+    One builder at a time: parallel test sessions would otherwise compile the
+    same binary twice and race on the rename. Every tool built from Go here
+    (control plane, node, helm, Alertmanager) goes through it.
+    """
     target.mkdir(parents=True, exist_ok=True)
-    # One builder at a time: parallel test sessions would otherwise compile
-    # the same 100 MB binary twice and race on the rename.
     with open(target / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield target

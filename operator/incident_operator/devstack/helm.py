@@ -10,7 +10,6 @@ the same cache root, and is reused while the pin does not change.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .binaries import CACHE_ROOT
+from .binaries import CACHE_ROOT, locked_cache
 
 # The newest release the Go module proxy served (`go list -m -versions
 # helm.sh/helm/v4`). The chart itself sticks to apiVersion v2 features, so
@@ -33,12 +32,8 @@ def cache_dir(version: str = HELM_VERSION) -> Path:
 
 def ensure_helm(*, version: str = HELM_VERSION, log: bool = True) -> Path:
     """Return the path of helm `version`, building it when the cache lacks it."""
-    target = cache_dir(version)
-    target.mkdir(parents=True, exist_ok=True)
-    binary = target / "helm"
-    # One builder at a time: two test sessions would otherwise race on GOBIN.
-    with open(target / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked_cache(cache_dir(version)) as target:
+        binary = target / "helm"
         if not binary.exists():
             _build(version, binary, log=log)
     return binary
