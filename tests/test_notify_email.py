@@ -4,7 +4,9 @@ before sending, never sent twice across a crash; failures reported."""
 from __future__ import annotations
 
 from aws_fixtures import Aws
+from incident_operator.models import Incident
 from incident_operator.notify.email import DynamoEmailClaims, EmailChannel, MemoryEmailClaims
+from incident_operator.notify.story import describe
 from notify_support import assessed, incident, notifier, policy, transition
 
 SENDER = "incidents@example.com"
@@ -91,3 +93,13 @@ async def test_an_unverified_sender_is_reported_and_the_claim_released(aws: Aws)
     retried = await notifier(channel(aws, table=table)).announce(subject, policy=policy())
     assert retried.status == "True", retried
     assert sent(aws) == 1
+
+
+def test_the_escalation_text_spells_hidden_characters_out() -> None:
+    # Jira issues and emails show alarm text: a bidi override there would make
+    # it read as something else.
+    subject = escalated()
+    assert isinstance(subject, Incident)
+    subject.spec.summary = "disk \u202eecafrus\u202c full"
+    text = describe(subject, link_template=None)
+    assert "\\u202eecafrus\\u202c" in text and "\u202e" not in text

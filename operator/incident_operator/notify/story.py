@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..models import Incident
+from ..text import reveal
 
 
 def describe(
@@ -18,7 +19,8 @@ def describe(
     lines = [
         f"Incident {incident.reference} was escalated to a human by incident-operator.",
         "",
-        *(f"{label(name)} {value}" for name, value in facts(incident)),
+        # Alarm text spelled out where it could mislead (a bidi override...).
+        *(f"{label(name)} {reveal(value)}" for name, value in facts(incident)),
         "",
         f"See it: {code(kubectl_command(incident))}",
     ]
