@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SOURCES = operator tests bench
 
-.PHONY: help venv controlplane helm alertmanager cluster-deps lint typecheck test crds lock demo bench clean
+.PHONY: help venv controlplane helm alertmanager cluster-deps cluster lint typecheck test crds lock demo bench clean
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
@@ -15,6 +15,7 @@ help:
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
 	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
 	@echo "make cluster-deps  install the Debian packages of the one-node cluster tests (root)"
+	@echo "make cluster       build or reuse the node's binaries and the local base image"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
 	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
@@ -44,6 +45,12 @@ alertmanager: venv
 cluster-deps:
 	@tests/cluster/install-packages.sh
 
+# kubelet, controller-manager, scheduler, kube-proxy; the debootstrap base and
+# pause images. Built here, with progress lines, rather than silently inside pytest.
+cluster: venv controlplane cluster-deps
+	@$(BIN)/python -m incident_operator.devstack.binaries --node >&2
+	@$(BIN)/python -m incident_operator.devstack.image >&2
+
 lint: venv
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
@@ -51,7 +58,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv controlplane helm alertmanager cluster-deps lint typecheck
+test: venv controlplane helm alertmanager cluster-deps cluster lint typecheck
 	$(BIN)/pytest
 
 # The chart ships the same files; a test fails when the two differ.

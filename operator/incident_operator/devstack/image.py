@@ -17,11 +17,12 @@ the way a Docker user would, with buildah instead:
 
 Images leave the store as archives that `ctr images import` reads.
 
-    python -m incident_operator.devstack.image     # build or reuse, print names and sizes
+    python -m incident_operator.devstack.image     # base and pause: build or reuse
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,7 @@ def ensure_base_image(*, log: bool = True) -> str:
         # A slim image: no apt lists, no docs.
         for leftover in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
             shutil.rmtree(rootfs / leftover, ignore_errors=True)
-        container = buildah("from", "scratch").strip()
-        try:
+        with _new_image(name) as container:
             mountpoint = Path(buildah("mount", container).strip())
             _run(["cp", "-a", f"{rootfs}/.", str(mountpoint)])
             buildah("umount", container)
@@ -121,12 +121,20 @@ def ensure_base_image(*, log: bool = True) -> str:
                 "python3",
                 container,
             )
-            buildah("commit", "--rm", container, name)
-        except BaseException:
-            subprocess.run(_buildah_command("rm", container), capture_output=True)
-            raise
     _say(f"built {name} in {time.monotonic() - started:.0f}s", log)
     return name
+
+
+@contextlib.contextmanager
+def _new_image(name: str) -> Iterator[str]:
+    """A working container from scratch, committed as `name` if the block succeeds."""
+    container = buildah("from", "scratch").strip()
+    try:
+        yield container
+        buildah("commit", "--rm", container, name)
+    except BaseException:
+        subprocess.run(_buildah_command("rm", container), capture_output=True)
+        raise
 
 
 def _base_digest() -> str:
@@ -173,14 +181,9 @@ def ensure_pause_image(*, log: bool = True) -> str:
         _run(["gcc", "-Os", "-Wall", "-static", f"-DVERSION=v{PAUSE_VERSION}-incident",
               "-o", str(binary), str(source)])  # fmt: skip
         _run(["strip", str(binary)])
-        container = buildah("from", "scratch").strip()
-        try:
+        with _new_image(name) as container:
             buildah("copy", "--chmod", "0755", container, str(binary), "/pause")
             buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container)
-            buildah("commit", "--rm", container, name)
-        except BaseException:
-            subprocess.run(_buildah_command("rm", container), capture_output=True)
-            raise
     _say(f"built {name} in {time.monotonic() - started:.0f}s", log)
     return name
 
@@ -252,10 +255,9 @@ def _say(message: str, log: bool) -> None:
 
 
 def main() -> None:
-    base = ensure_base_image()
-    pause = ensure_pause_image()
-    project = build_project_image(tag="localhost/incident-operator:dev", base=base)
-    for name in (base, pause, project):
+    """Build or reuse what does not change with the sources: the base and pause images.
+    (The project image is built by the test session, from the tree as it is.)"""
+    for name in (ensure_base_image(), ensure_pause_image()):
         print(f"{name}: {image_size(name) / 1e6:.0f} MB")
 
 
