@@ -151,15 +151,25 @@ def test_kubectl_get_incidents_shows_the_columns(
                     "confidence": 0.8,
                     "assessor": "rules",
                 },
+                "conditions": [
+                    {
+                        "type": "Remediated",
+                        "status": "Unknown",
+                        "reason": "RolloutInProgress",
+                        "message": "restarting",
+                        "lastTransitionTime": "2026-11-30T08:00:00Z",
+                    }
+                ],
             }
         },
     )
     out = control_plane.kubectl("get", "inc", "-n", namespace).stdout.splitlines()
     assert out[0].split() == [
-        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "COUNT", "AGE",
+        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "COUNT", "AGE",
     ]  # fmt: skip
-    assert out[1].split()[:7] == [
-        "checkout-cpu-high", "checkout", "high", "Remediating", "SAFE", "restart_service", "4",
+    assert out[1].split()[:8] == [
+        "checkout-cpu-high", "checkout", "high", "Remediating", "SAFE", "restart_service",
+        "RolloutInProgress", "4",
     ]  # fmt: skip
     wide = control_plane.kubectl("get", "incidents", "-n", namespace, "-o", "wide").stdout
     assert "CPU saturation; a restart clears it" in wide
