@@ -54,6 +54,10 @@ MAX_NAME = 256
 # characters): long enough that an identifier is never cut, which could make
 # two services one.
 MAX_IDENTIFIER = 1024
+# Finished Incidents are deleted after a week by default (ResponsePolicy
+# `retention`), so etcd stays small however long the operator runs.
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+MAX_RETENTION_SECONDS = 3650 * 24 * 3600
 
 # No control, format (bidi overrides, zero-width) or private-use characters,
 # nor line/paragraph separators (lone surrogates are refused at ingest): a
@@ -366,6 +370,16 @@ class RemediationPolicy(Model):
     rollout_timeout_seconds: Annotated[int, Field(ge=10, le=6 * 3600)] = 600
 
 
+class RetentionPolicy(Model):
+    """How long a finished Incident stays in the cluster (its timeline stays in DynamoDB)."""
+
+    seconds: Annotated[int, Field(ge=0, le=MAX_RETENTION_SECONDS)] = Field(
+        DEFAULT_RETENTION_SECONDS,
+        description="Seconds a finished Incident (Resolved, Ignored, Failed) stays after its "
+        "last transition or alarm, then the operator deletes it; 0 keeps it forever.",
+    )
+
+
 class SlackTarget(Model):
     channel: ShortText
 
@@ -432,6 +446,7 @@ class ResponsePolicySpec(Model):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     remediation: RemediationPolicy = Field(default_factory=RemediationPolicy)
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
     @model_validator(mode="after")
     def rules_can_apply(self) -> ResponsePolicySpec:
