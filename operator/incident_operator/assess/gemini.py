@@ -19,6 +19,7 @@ from google import genai
 from google.genai import errors, types
 from pydantic import ConfigDict, ValidationError
 
+from .. import metrics
 from ..models import Assessment, Decision, IncidentSpec
 from ..policy import Policy
 from .guardrails import escalation
@@ -100,6 +101,19 @@ def _describe(error: BaseException, *, timeout_s: float) -> tuple[str, str]:
     )
 
 
+def _failure_reason(error: BaseException) -> str:
+    """A failed call's reason, as a bounded label for the failures metric."""
+    if isinstance(error, errors.APIError):
+        if error.code == 429:
+            return "rate_limited"
+        return "server_error" if (error.code or 0) >= 500 else "client_error"
+    if isinstance(error, TimeoutError | httpx2.TimeoutException):
+        return "timeout"
+    if isinstance(error, httpx2.TransportError | ConnectionError):
+        return "connection"
+    return "other"
+
+
 class GeminiAssessor:
     name: Literal["rules", "gemini"] = "gemini"
 
@@ -144,6 +158,13 @@ class GeminiAssessor:
             )
             prompt_tokens, output_tokens = _tokens(response)
             answer = response.parsed
+            metrics.ai_call(
+                model=model,
+                seconds=time.monotonic() - started,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                failure=None if isinstance(answer, Answer) else "unparseable",
+            )
             if not isinstance(answer, Answer):
                 reason = f"unparseable answer: {_why_unparseable(response)}"
                 log.warning("gemini answer unparseable", extra={"model": model, "reason": reason})
@@ -170,6 +191,9 @@ class GeminiAssessor:
             # Any failure escalates (an assessor never raises); the cause is
             # logged with its traceback and kept in the rationale.
             message, reason = _describe(error, timeout_s=self._timeout_s)
+            metrics.ai_call(
+                model=model, seconds=time.monotonic() - started, failure=_failure_reason(error)
+            )
             log.warning("gemini assessment failed", exc_info=True, extra={"model": model})
             return escalation(
                 assessor="gemini",

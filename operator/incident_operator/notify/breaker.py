@@ -34,6 +34,13 @@ class CircuitBreaker:
         return left if left > 0 else None
 
     @property
+    def state(self) -> str:
+        """closed, open (the channel is skipped), or half_open (the next call is a trial)."""
+        if self._opened_at is None:
+            return "closed"
+        return "open" if self.open_for() is not None else "half_open"
+
+    @property
     def failures(self) -> int:
         return self._failures
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import metrics
 from ..models import Incident
 from ..policy import Policy
 from . import Announced
@@ -68,6 +69,9 @@ class FanOutNotifier:
         outcomes = await asyncio.gather(
             *(self._one(channel, incident, policy) for channel in self._channels)
         )
+        for outcome in outcomes:
+            if outcome.result != "idle":
+                metrics.NOTIFICATIONS.labels(outcome.channel, outcome.result).inc()
         return summarize(outcomes)
 
     async def _one(self, channel: Channel, incident: Incident, policy: Policy) -> Outcome:
