@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,23 +64,48 @@ def _webhook(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
+    import asyncio
 
     from . import logs
     from .config import Settings
     from .reconcile import handlers  # noqa: F401 - registers the handlers with kopf
+    from .reconcile.leadership import LeaseConfig, default_identity
+    from .reconcile.run import RunOptions, run
 
     logs.configure(args.log_level)
     configured = [n.strip() for n in Settings().watch_namespaces.split(",") if n.strip()]
     namespaces = args.namespace or configured
-    kopf.run(
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        clusterwide=not namespaces,
+    lease = None
+    if args.leader_elect:
+        try:
+            lease = LeaseConfig(
+                name=args.lease_name,
+                namespace=args.lease_namespace or _own_namespace(namespaces),
+                identity=args.identity or default_identity(),
+                lease_duration=args.lease_duration,
+                renew_deadline=args.renew_deadline,
+                retry_period=args.retry_period,
+            )
+        except ValueError as error:
+            print(f"refusing to start: {error}", file=sys.stderr)
+            return 2
+    options = RunOptions(
         namespaces=namespaces,
-        liveness_endpoint=args.liveness,
+        listen=args.liveness,
+        lease=lease,
+        shutdown_grace=args.shutdown_grace,
     )
-    return 0
+    return asyncio.run(run(options))
+
+
+def _own_namespace(watched: list[str]) -> str:
+    """Where the Lease lives unless told: the pod's namespace, else the first watched."""
+    mounted = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if mounted.exists():
+        return mounted.read_text().strip()
+    return watched[0] if watched else "default"
 
 
 def _timeline(args: argparse.Namespace) -> int:
@@ -116,6 +142,13 @@ def _dev(args: argparse.Namespace) -> int:
     )
 
 
+def lease_seconds(value: str) -> int:
+    """Whole seconds, at least 1: the Lease stores leaseDurationSeconds as an integer."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: whole seconds, at least 1")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="incident-operator",
@@ -146,14 +179,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this namespace (repeatable; default: WATCH_NAMESPACES, else all)",
     )
     run.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="coordinate replicas through this kopf peering object (default: standalone)",
-    )
-    run.add_argument(
         "--liveness",
         metavar="URL",
-        help="serve liveness probes, e.g. http://0.0.0.0:8081/healthz",
+        default="http://0.0.0.0:8081/healthz",
+        help="serve the health check here, and /metrics beside it (default: %(default)s)",
+    )
+    election = run.add_argument_group(
+        "leader election", "one replica acts, the others stand by (a coordination.k8s.io Lease)"
+    )
+    election.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect a leader through a Lease (default: on); off, this process acts at once",
+    )
+    election.add_argument("--lease-name", default="incident-operator", help="default: %(default)s")
+    election.add_argument(
+        "--lease-namespace",
+        help="default: POD_NAMESPACE, the pod's namespace, else the first watched namespace",
+    )
+    election.add_argument(
+        "--identity", help="this replica's name in the Lease (default: POD_NAME, else host_pid)"
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=lease_seconds,
+        default=15,
+        metavar="SECONDS",
+        help="how long a standby waits for a silent leader (default: %(default)s)",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a leader that has not renewed for this long stops; < lease duration "
+        "(default: %(default)s)",
+    )
+    election.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the leader renews and a standby looks (default: %(default)s)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running passes may finish before they are abandoned "
+        "(default: %(default)s)",
     )
     run.add_argument("--log-level", default="info")
     run.set_defaults(handler=_run)

@@ -1,4 +1,5 @@
-"""The kopf handlers. They only load state and hand it to the Reconciler.
+"""The kopf handlers. They only load state and hand it to the Reconciler
+(and tell the census and the retention what the watch saw).
 
 Only `on.event` handlers are used, deliberately: they keep no progress or
 diff-base annotations on the object and need no finalizer, so kopf itself
@@ -20,7 +21,7 @@ from kubernetes import client
 from ..config import Settings
 from ..models import GROUP, VERSION, ResponsePolicySpec
 from ..policy import Policy
-from .wiring import build_reconciler
+from .wiring import build_parts
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # 5,000 Incidents, one unchunked list peaked 60 MB higher.
     settings.watching.chunk_size = LIST_CHUNK
     settings.queueing.idle_timeout = 0.2
-    config = Settings()
-    memo.reconciler, memo.policies, api = build_reconciler(config)
+    parts = build_parts(Settings())
+    memo.parts, memo.policies, api = parts, parts.policies, parts.api
+    memo.reconciler, memo.retention, memo.census = parts.reconciler, parts.retention, parts.census
     # Load every ResponsePolicy before the first Incident is looked at, so
     # no Incident is ever assessed under the default by mistake.
     listed = await asyncio.to_thread(
@@ -47,17 +49,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     for item in listed["items"]:
         _put_policy(memo, item)
+    # Kept in memo: the event loop holds tasks only weakly.
+    memo.retention_task = asyncio.create_task(parts.retention.run(), name="retention")
     log.info("operator configured", extra={"policies": len(listed["items"])})
 
 
 @kopf.on.event(GROUP, VERSION, "incidents")
 async def incident_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] == "DELETED":
-        memo.reconciler.forget(body["metadata"]["uid"])
+        uid = body["metadata"]["uid"]
+        memo.reconciler.forget(uid)
+        memo.retention.forget(uid)
+        memo.census.forget(uid)
         return
+    incident = event["object"]
+    memo.census.observe(incident)
+    memo.retention.observe(incident)
     # Queued, not awaited: the pass runs in the reconciler's own bounded
     # pool, so kopf's per-object worker for this event ends at once.
-    memo.reconciler.submit(event["object"])
+    memo.reconciler.submit(incident)
 
 
 @kopf.on.event(GROUP, VERSION, "responsepolicies")
@@ -66,11 +76,7 @@ async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
         memo.policies.remove(body["metadata"]["namespace"], body["metadata"]["name"])
     else:
         _put_policy(memo, dict(body))
-
-
-@kopf.on.probe(id="incidents")
-def probe(memo: kopf.Memo, **_: Any) -> str:
-    return "ok" if getattr(memo, "reconciler", None) is not None else "starting"
+    memo.retention.policies_changed()
 
 
 def _put_policy(memo: kopf.Memo, body: dict[str, Any]) -> None:

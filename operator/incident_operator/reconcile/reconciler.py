@@ -39,6 +39,7 @@ from typing import Any
 
 from kubernetes import client
 
+from .. import metrics
 from ..crashpoints import crash_point
 from ..kube import patch_status_if_unchanged
 from ..models import (
@@ -89,6 +90,9 @@ class Policies:
     def remove(self, namespace: str, name: str) -> None:
         self._by_namespace.get(namespace, {}).pop(name, None)
 
+    def named(self, namespace: str, name: str) -> Policy | None:
+        return self._by_namespace.get(namespace, {}).get(name)
+
     def for_incident(self, incident: Incident) -> Policy:
         namespace = incident.metadata.get("namespace", "")
         policies = self._by_namespace.get(namespace, {})
@@ -138,6 +142,7 @@ class Reconciler:
         self._published: dict[str, str] = {}  # uid -> the latest transition published
         self._occurrences_published: dict[str, int] = {}
         self._instance = socket.gethostname()
+        self._closed = False
 
     # --- entry points ---------------------------------------------------------
 
@@ -150,7 +155,7 @@ class Reconciler:
         a pass is due anyway, and a read may be older than the watch.
         """
         uid = body["metadata"]["uid"]
-        if uid in self._waiting and not replace:
+        if self._closed or (uid in self._waiting and not replace):
             return
         is_open = _open(body)
         waiting = self._waiting.get(uid)
@@ -168,6 +173,26 @@ class Reconciler:
         """No pass running and none waiting."""
         return not self._waiting and not self._running
 
+    @property
+    def depth(self) -> int:
+        """Incidents waiting for a pass or in one."""
+        return len(self._waiting) + len(self._running)
+
+    async def close(self, *, grace: float) -> None:
+        """Act no more: take no new pass, give the running ones `grace` seconds
+        to finish, then cancel them (abandoned as by a crash, which every step
+        survives: the next leader takes them up from the Incidents' status)."""
+        self._closed = True
+        self._waiting.clear()
+        for uid in list(self._wakeups):
+            self._cancel_wakeup(uid)
+        tasks = self._workers | self._tasks
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def _work(self) -> None:
         """Run due passes one after the other until none is due."""
         while self._due or self._due_finished:
@@ -177,7 +202,8 @@ class Reconciler:
             body = _unpack(self._waiting.pop(uid)[1])
             self._running.add(uid)
             try:
-                await self._pass(body)
+                with metrics.PASS_SECONDS.time():
+                    await self._pass(body)
             finally:
                 self._running.discard(uid)
                 if uid in self._waiting:  # changed during the pass: again
@@ -255,6 +281,7 @@ class Reconciler:
             written = await self._write(incident, outcome)
             if written is not None:
                 crash_point("after-write")
+                metrics.transition_written(incident, written)
                 log.info(
                     "transition",
                     extra={
@@ -511,6 +538,8 @@ class Reconciler:
 
     def _wake_by_name(self, uid: str, namespace: str, name: str, seconds: float) -> None:
         self._cancel_wakeup(uid)
+        if self._closed:
+            return
         loop = asyncio.get_running_loop()
 
         def wake() -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kubernetes import client
 
+from .. import metrics
 from ..assess import Assessor
 from ..assess.factory import assess, build_assessor
 from ..config import Settings
 from ..kube import api_client
 from ..models import Assessment, Incident
 from ..notify.factory import build_notifier
+from ..notify.fanout import FanOutNotifier
 from ..policy import Policy
 from ..remediate.ecs import EcsRemediator
 from ..timeline import Timeline
 from ..timeline.dynamodb import DynamoTimeline, LogTimeline
 from .phases import Ports
 from .reconciler import Policies, Reconciler
+from .retention import Retention
 
 
 def build_timeline(settings: Settings) -> Timeline:
@@ -54,16 +59,34 @@ def build_ports(settings: Settings) -> Ports:
     )
 
 
-def build_reconciler(settings: Settings) -> tuple[Reconciler, Policies, client.ApiClient]:
+@dataclass(frozen=True)
+class Parts:
+    """What a leading operator runs: everything that acts, and what it watches."""
+
+    api: client.ApiClient
+    policies: Policies
+    reconciler: Reconciler
+    retention: Retention
+    census: metrics.Census
+
+
+def build_parts(settings: Settings) -> Parts:
     api = api_client()
     policies = Policies()
+    notifier = build_notifier(settings)
     reconciler = Reconciler(
         api=api,
         ports=build_ports(settings),
         timeline=build_timeline(settings),
         policies=policies,
-        notifier=build_notifier(settings),
+        notifier=notifier,
         # A channel that failed is told again once its breaker would let it.
         retell_after=settings.notify_breaker_cooloff_seconds,
     )
-    return reconciler, policies, api
+    census = metrics.Census()
+    metrics.watch_census(census)
+    metrics.watch_queue(lambda: reconciler.depth)
+    if isinstance(notifier, FanOutNotifier):
+        metrics.watch_breakers(notifier.breakers)
+    retention = Retention(api=api, policies=policies)
+    return Parts(api, policies, reconciler, retention, census)
