@@ -35,16 +35,34 @@ def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = 30.0)
 
 
 class OperatorProcess:
-    """`incident-operator run` for one namespace, started, killed and restarted at will."""
+    """`incident-operator run` for one namespace, started, killed and restarted at will.
 
-    def __init__(self, *, namespace: str, env: dict[str, str], log_dir: Path) -> None:
+    Like one pod: its identity in the Lease stays the same across restarts,
+    so a restarted process takes its own Lease back at once; two objects are
+    two pods (`name` tells them apart, and their logs).
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "operator",
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.namespace = namespace
         self.env = env
-        self.log_path = log_dir / "operator.log"
+        self.name = name
+        self.identity = f"{name}-{os.urandom(3).hex()}"
+        self.args = args
+        self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, *, wait: bool = True) -> OperatorProcess:
+    def start(self, *, wait: bool = True, until: str = "acting") -> OperatorProcess:
+        """Start it; `wait`: until it is `acting` (leading, its startup done), or
+        only `alive` (serving its health check: a standby is)."""
         self.port = free_port()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -57,6 +75,9 @@ class OperatorProcess:
                 self.namespace,
                 "--liveness",
                 f"http://127.0.0.1:{self.port}/healthz",
+                "--identity",
+                self.identity,
+                *self.args,
             ],
             env={**os.environ, **self.env},
             stdout=log,
@@ -64,17 +85,28 @@ class OperatorProcess:
         )
         log.close()
         if wait:
-            wait_for("the operator's liveness endpoint", self._alive, timeout=30)
+            wait_for(f"the operator to be {until}", lambda: self._alive(until), timeout=30)
         return self
 
-    def _alive(self) -> bool:
+    def _alive(self, until: str) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"operator exited:\n{self.logs()[-3000:]}")
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200
+            answer = httpx.get(f"http://127.0.0.1:{self.port}/healthz")
         except httpx.TransportError:
             return False
+        return answer.status_code == 200 and (until == "alive" or answer.json()["acting"])
+
+    def health(self) -> dict[str, Any]:
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def metrics(self) -> str:
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
+        answer.raise_for_status()
+        return answer.text
 
     def supervise_until(self, what: str, check: Callable[[], bool], *, timeout: float) -> None:
         """Wait for `check`, restarting the operator whenever it dies, as a

@@ -1,0 +1,86 @@
+"""Finished Incidents are deleted once their policy's retention is over; the
+timeline in DynamoDB stays, and nothing unfinished or kept forever goes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from aws_fixtures import Aws
+from operator_support import OperatorProcess, create_policy, get_incident, operator_env, wait_for
+from test_operator import AUTO_RESTART, raise_alarm, timeline, wait_phase
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+RETENTION = 2
+
+
+@pytest.fixture
+def operator(
+    kubeconfig: Path, namespace: str, aws: Aws, tmp_path: Path, api: client.ApiClient
+) -> Iterator[OperatorProcess]:
+    aws.timeline_table()
+    aws.ecs_service(cluster="demo", service="checkout", running=2)
+    short = {"retention": {"seconds": RETENTION}}
+    create_policy(api, namespace, "checkout-auto", {**AUTO_RESTART, **short})
+    # search goes to a human (Escalated: not finished until its alarm recovers).
+    create_policy(api, namespace, "search-human",
+                  {"match": {"services": ["search"]}, "rules": [{"action": "notify_team"}],
+                   **short})  # fmt: skip
+    # payments' alarms are ignored, and kept forever.
+    create_policy(api, namespace, "payments-ignore",
+                  {"match": {"services": ["payments"]}, "rules": [{"action": "ignore"}],
+                   "retention": {"seconds": 0}})  # fmt: skip
+    process = OperatorProcess(
+        namespace=namespace, env=operator_env(kubeconfig, aws), log_dir=tmp_path
+    ).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def exists(api: client.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        get_incident(api, namespace, name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+async def test_finished_incidents_are_deleted_after_their_retention_and_their_timeline_stays(
+    api: client.ApiClient, namespace: str, aws: Aws, operator: OperatorProcess
+) -> None:
+    resolved = await raise_alarm(api, namespace)
+    escalated = await raise_alarm(api, namespace, service="search", alarm="search-latency")
+    kept = await raise_alarm(api, namespace, service="payments", alarm="payments-errors")
+    wait_phase(api, namespace, resolved, "Resolved")
+    wait_phase(api, namespace, escalated, "Escalated")
+    wait_phase(api, namespace, kept, "Ignored")
+    finished = time.monotonic()
+
+    wait_for(f"{resolved} to be deleted", lambda: not exists(api, namespace, resolved),
+             timeout=RETENTION + 10)  # fmt: skip
+    print(f"retention: deleted {time.monotonic() - finished:.2f}s after it was Resolved")
+    kinds = [entry["kind"] for entry in timeline(aws, namespace, resolved)]
+    assert kinds == ["received", "assessment", "action_started", "action_finished", "resolved"]
+    assert "deleted after its retention period" in operator.logs()
+
+    # Twice the retention later: the escalation (a human's until its alarm
+    # recovers) and the Incident whose policy keeps it forever are still there.
+    time.sleep(2 * RETENTION)
+    assert exists(api, namespace, escalated) and exists(api, namespace, kept)
+
+    # The escalated alarm recovers: resolved, hence finished, hence deleted.
+    await raise_alarm(api, namespace, service="search", alarm="search-latency", state="OK")
+    wait_phase(api, namespace, escalated, "Resolved")
+    wait_for(f"{escalated} to be deleted once resolved",
+             lambda: not exists(api, namespace, escalated), timeout=RETENTION + 10)  # fmt: skip
+    assert timeline(aws, namespace, escalated)
+    assert exists(api, namespace, kept)
