@@ -41,8 +41,9 @@ _ALARM_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 4320
 
 TRANSITIONS = Counter(
     "incident_operator_transitions_total",
-    "Phase transitions written, by the phase left and the phase entered.",
-    ["from_phase", "to_phase"],
+    "Phase transitions written, by service, the phase left and the phase entered "
+    "(from Triggered: a new Incident).",
+    ["service", "from_phase", "to_phase"],
     registry=REGISTRY,
 )
 Stage = Literal["assessment", "approval", "remediation", "resolution"]
@@ -143,10 +144,10 @@ def transition_written(before: Incident, after: Incident) -> None:
     it, `after` as the API server stored it."""
     old, new = before.status, after.status
     old_phase, new_phase = old.phase or "Triggered", new.phase or "Triggered"
-    TRANSITIONS.labels(old_phase, new_phase).inc()
+    labels = (_service(after.spec.service), after.spec.severity)
+    TRANSITIONS.labels(labels[0], old_phase, new_phase).inc()
     last = new.last_transition
     kinds = {record.kind for record in last.records} if last else set()
-    labels = (_service(after.spec.service), after.spec.severity)
     alarm = new.first_seen or _timestamp(after.metadata.get("creationTimestamp"))
 
     def since_alarm(stage: Stage) -> None:
