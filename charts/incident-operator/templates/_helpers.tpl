@@ -51,8 +51,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default .Release.Namespace .Values.incidentNamespace }}
 {{- end }}
 
-{{- define "incident-operator.peeringName" -}}
-{{- default (include "incident-operator.fullname" .) .Values.operator.peering.name }}
+{{/* The operator replicas' Lease (leader election), in the release's namespace. */}}
+{{- define "incident-operator.leaseName" -}}
+{{- printf "%s-operator" (include "incident-operator.fullname" .) }}
 {{- end }}
 
 {{/* The `config` map as env entries; empty values are left out so defaults apply. */}}
@@ -103,7 +104,7 @@ capabilities:
 {{- define "incident-operator.operatorRules" -}}
 - apiGroups: [incident-response.dev]
   resources: [incidents]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
 - apiGroups: [incident-response.dev]
   resources: [incidents/status]
   verbs: [patch]
