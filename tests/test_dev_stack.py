@@ -89,6 +89,13 @@ def test_dev_stack_serves_writes_env_and_stops_cleanly(tmp_path: Path) -> None:
             return out == "Escalated"
 
         wait_for(f"{name} to be escalated (medium -> notify_team)", escalated, timeout=30)
+        # The operator's metrics, where .dev/env says they are.
+        scraped = httpx.get(env["INCIDENT_OPERATOR_METRICS_URL"]).text
+        assert "incident_operator_leader 1.0" in scraped
+        assert (
+            'incident_operator_incidents{phase="Escalated",service="search",severity="medium"} 1.0'
+            in scraped
+        )
         children = descendants(dev.pid)
         assert len(children) >= 4  # etcd, kube-apiserver, operator, webhook
     finally:

@@ -69,6 +69,8 @@ class DevStack:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     namespace: str = "default"
+    # The operator's /healthz and /metrics: one port, kept across its restarts.
+    operator_port: int = field(default_factory=free_port)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -196,10 +198,12 @@ class DevStack:
         return process
 
     def _start_operator(self) -> None:
-        health = free_port()
+        health = self.operator_port
+        # One identity across restarts, as a container restarted in its pod:
+        # the new process takes the dead one's Lease back at once.
         process = self._spawn(
             "operator", "run", "--namespace", self.namespace,
-            "--liveness", f"http://127.0.0.1:{health}/healthz",
+            "--liveness", f"http://127.0.0.1:{health}/healthz", "--identity", "dev-operator",
         )  # fmt: skip
         wait_for(
             "the operator to come up",
@@ -253,6 +257,7 @@ class DevStack:
             "KUBECONFIG": str(self.kubeconfig),
             "INCIDENT_WEBHOOK_URL": self.webhook_url,
             "INCIDENT_WEBHOOK_TOKEN": self.token,
+            "INCIDENT_OPERATOR_METRICS_URL": f"http://127.0.0.1:{self.operator_port}/metrics",
             "AWS_ENDPOINT_URL": self.aws_endpoint,
             "AWS_ACCESS_KEY_ID": "dev",
             "AWS_SECRET_ACCESS_KEY": "dev",
@@ -280,6 +285,7 @@ class DevStack:
                 f"  AWS (moto)  {self.aws_endpoint}",
                 f"  operator    pid {self.processes['operator'].pid} "
                 f"(in {self.state_dir / 'operator.pid'}; `kill -9` it: it is restarted)",
+                f"  metrics     http://127.0.0.1:{self.operator_port}/metrics",
                 "",
                 f"In another shell:  source {env}",
                 "  curl -sS $INCIDENT_WEBHOOK_URL/alert \\",
