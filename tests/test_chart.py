@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -93,8 +94,17 @@ def container(manifests: Manifests, component: str, fullname: str = "io-incident
 # Non-default values touching every switch; secrets only by reference.
 EVERYTHING = {
     "watchNamespaces": ["ops", "payments"],
-    "operator": {"peering": {"enabled": True}, "serviceAccount": {"annotations": {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/incident-operator"}}},
+    "operator": {
+        "replicas": 3,
+        "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20,
+                           "retryPeriodSeconds": 4},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "serviceAccount": {"annotations": {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/incident-operator"}},
+    },
+    "prometheusRule": {"enabled": True, "stuckAfterSeconds": 900,
+                       "labels": {"release": "prometheus"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Incidents"}},
     "webhook": {
         "replicas": 3,
         "ingress": {"enabled": True, "className": "nginx",
@@ -116,9 +126,8 @@ def test_chart_crds_are_the_generated_ones() -> None:
     for name, definition in crd.file_names().items():
         shipped = (CHART / "crds" / name).read_text()
         assert shipped == crd.render(definition) == (REPO / "crds" / name).read_text(), name
-    # Besides ours, only kopf's peering kinds.
-    extra = {p.name for p in (CHART / "crds").iterdir()} - set(crd.file_names())
-    assert extra == {"kopf-peering.yaml"}
+    # Only ours: no kopf peering (it pauses replicas rather than electing one).
+    assert {p.name for p in (CHART / "crds").iterdir()} == set(crd.file_names())
 
 
 # Settings the chart sets itself, and the ones with no place in a cluster.
@@ -155,17 +164,34 @@ def test_lint_passes_with_default_and_other_values(helm: Path, tmp_path: Path) -
 # --- rendering ------------------------------------------------------------------
 
 
-def test_defaults_render_one_recreated_operator_and_a_hardened_webhook(
+def test_defaults_render_two_electing_operators_and_a_hardened_webhook(
     helm: Path, tmp_path: Path
 ) -> None:
     manifests = render(helm, values_file(tmp_path, {}))
     deployment = find(manifests, "Deployment", "io-incident-operator-operator")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     operator = container(manifests, "operator")
-    assert operator["args"][:3] == ["run", "--liveness", "http://0.0.0.0:8081/healthz"]
-    assert "--peering" not in operator["args"] and "--namespace" not in operator["args"]
-    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    args = operator["args"]
+    assert args[:3] == ["run", "--liveness", "http://0.0.0.0:8081/healthz"]
+    assert "--peering" not in args and "--namespace" not in args
+    lease = {args[i]: args[i + 1] for i, a in enumerate(args) if a.startswith("--lease")}
+    assert lease == {"--lease-name": "io-incident-operator-operator", "--lease-namespace": "ops",
+                     "--lease-duration": "15"}  # fmt: skip
+    assert args[args.index("--renew-deadline") + 1] == "10"
+    assert args[args.index("--retry-period") + 1] == "2"
+    pod_name = next(e for e in operator["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # A drain or an upgrade takes one replica at a time; they prefer two nodes.
+    budget = find(manifests, "PodDisruptionBudget", "io-incident-operator-operator")
+    assert budget["spec"]["maxUnavailable"] == 1
+    affinity = pod_spec(manifests, "operator")["affinity"]["podAntiAffinity"]
+    assert affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    service = find(manifests, "Service", "io-incident-operator-operator")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8081, "targetPort": "http", "protocol": "TCP"}
+    ]
     webhook = container(manifests, "webhook")
     assert webhook["args"][:3] == ["webhook", "--port", "8080"]
     assert webhook["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -189,22 +215,31 @@ def test_defaults_render_one_recreated_operator_and_a_hardened_webhook(
         assert container(manifests, component)["resources"]["limits"]["memory"]
     # Every namespace watched: the operator's rights are one ClusterRole.
     assert find(manifests, "ClusterRole", "io-incident-operator-operator")
-    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "Role"] == [
-        "io-incident-operator-webhook"
-    ]
-    assert not kinds(manifests) & {"Secret", "Ingress", "ServiceMonitor", "ClusterKopfPeering"}
+    assert sorted(m["metadata"]["name"] for m in manifests if m["kind"] == "Role") == [
+        "io-incident-operator-operator-lease", "io-incident-operator-webhook"
+    ]  # fmt: skip
+    lease_role = find(manifests, "Role", "io-incident-operator-operator-lease", "ops")
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["io-incident-operator-operator"],
+         "verbs": ["get", "update", "list", "watch"]},
+    ]  # fmt: skip
+    assert not kinds(manifests) & {
+        "Secret", "Ingress", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ClusterKopfPeering"
+    }  # fmt: skip
 
 
 def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
     manifests = render(helm, values_file(tmp_path, EVERYTHING))
     args = container(manifests, "operator")["args"]
-    assert args[args.index("--peering") + 1] == "io-incident-operator"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["ops", "payments"]
+    assert args[args.index("--lease-duration") + 1] == "30"
+    assert args[args.index("--renew-deadline") + 1] == "20"
+    assert find(manifests, "Deployment", "io-incident-operator-operator")["spec"]["replicas"] == 3
     for namespace in ("ops", "payments"):
         role = find(manifests, "Role", "io-incident-operator-operator", namespace)
-        peering_rules = [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"]]
-        assert {v for r in peering_rules for v in r["verbs"]} == {"list", "watch", "patch"}
-        assert find(manifests, "KopfPeering", "io-incident-operator", namespace)
+        assert {r["apiGroups"][0] for r in role["rules"]} == {"incident-response.dev", ""}
     # What stays cluster-wide when namespaces are given: no Incident rights.
     cluster_rules = find(manifests, "ClusterRole", "io-incident-operator-operator")["rules"]
     assert {r["resources"][0] for r in cluster_rules} == {
@@ -219,14 +254,37 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
     assert env["INGEST_MAX_ALERTS_PER_REQUEST"] == "50"
     ingress = find(manifests, "Ingress", "io-incident-operator-webhook")
     assert ingress["spec"]["ingressClassName"] == "nginx"
-    monitor = find(manifests, "ServiceMonitor", "io-incident-operator-webhook")
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    for component in ("webhook", "operator"):
+        monitor = find(manifests, "ServiceMonitor", f"io-incident-operator-{component}")
+        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        # It selects the component's Service, by labels that Service has.
+        service = find(manifests, "Service", f"io-incident-operator-{component}")
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= service["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"][0]["port"] in {
+            p["name"] for p in service["spec"]["ports"]
+        }
+    rules = find(manifests, "PrometheusRule", "io-incident-operator")
+    alerts = {r["alert"]: r for r in rules["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {
+        "IncidentOperatorNoLeader",
+        "IncidentNotificationChannelFailing",
+        "IncidentStuck",
+        "IncidentAwaitingApprovalTooLong",
+        "IncidentAIFailing",
+    }
+    assert alerts["IncidentStuck"]["expr"].endswith("> 900")
+    dashboard = find(manifests, "ConfigMap", "io-incident-operator-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Incidents"}
+    assert json.loads(dashboard["data"]["incident-operator.json"])["uid"] == "incident-operator"
     # Each process gets only the credentials it uses, by reference, optional.
     refs = {
         component: {
             e["name"]: e["valueFrom"]["secretKeyRef"]
             for e in container(manifests, component)["env"]
-            if "valueFrom" in e
+            if "secretKeyRef" in e.get("valueFrom", {})
         }
         for component in ("operator", "webhook")
     }
@@ -239,7 +297,21 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
-        ({"operator": {"replicas": 2}}, "pauses every replica"),
+        (
+            {
+                "operator": {
+                    "leaderElection": {
+                        "leaseDurationSeconds": 10,
+                        "renewDeadlineSeconds": 10,
+                        "retryPeriodSeconds": 2,
+                    }
+                }
+            },
+            "below leaseDurationSeconds",
+        ),
+        ({"operator": {"peering": {"enabled": True}}}, "peering"),  # gone: it froze replicas
+        ({"prometheusRule": {"aiFailureRatio": 2}}, "aiFailureRatio"),
+        ({"operator": {"serviceMonitor": {"interval": "often"}}}, "interval"),
         ({"webhook": {"ingestTokens": {"existingSecret": ""}}}, "ingestTokens.existingSecret"),
         ({"watchNamespaces": ["payments"]}, "watchNamespaces must include ops"),
         ({"config": {"JIRA_TOKEN": "hunter2"}}, "JIRA_TOKEN"),
@@ -257,6 +329,70 @@ def test_misconfiguration_is_refused_saying_why(
     )  # fmt: skip
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+# --- the dashboard and the alerts name what the code exports -------------------
+
+# PromQL words that are not metric names.
+_PROMQL = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+           "and", "or", "unless", "le", "inf", "nan"}  # fmt: skip
+
+
+def exported_series() -> set[str]:
+    """Every series name the operator and the webhook export."""
+    from prometheus_client import CollectorRegistry
+
+    from incident_operator import metrics
+    from incident_operator.ingest.metrics import IngestMetrics
+
+    families = dict(metrics.families())
+    webhook = CollectorRegistry()
+    IngestMetrics(webhook)
+    families |= {family.name: family.type for family in webhook.collect()}
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    return {name + suffix for name, kind in families.items() for suffix in suffixes[kind]}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # strings (label values, legends)
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # groupings
+    words = re.findall(r"\b[A-Za-z_:][A-Za-z0-9_:]*\b(?!\s*\()", expr)
+    return {w for w in words if w.lower() not in _PROMQL and not w.startswith("$")}
+
+
+def test_the_dashboard_is_valid_json_and_every_query_names_an_exported_metric() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "incident-operator.json").read_text())
+    exported = exported_series()
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    assert len(queries) >= 20
+    for expr in queries:
+        names = metric_names(expr)
+        assert names, f"names no metric: {expr}"
+        assert names <= exported, f"{expr}: not exported: {names - exported}"
+    # What the issue asks to see.
+    titles = " | ".join(panel["title"] for panel in dashboard["panels"])
+    for wanted in ("per service", "MTTA", "MTTR", "auto-remediated", "noisy", "AI latency",
+                   "AI tokens", "Notification failures"):  # fmt: skip
+        assert wanted in titles or any(wanted in json.dumps(p) for p in dashboard["panels"]), wanted
+    # Every operator metric family is on it somewhere.
+    from incident_operator import metrics
+
+    shown = set().union(*(metric_names(expr) for expr in queries))
+    assert {n for n in metrics.families() if not any(s.startswith(n) for s in shown)} == set()
+
+
+def test_every_alert_names_an_exported_metric(helm: Path, tmp_path: Path) -> None:
+    manifests = render(helm, values_file(tmp_path, {"prometheusRule": {"enabled": True}}))
+    rules = find(manifests, "PrometheusRule", "io-incident-operator")["spec"]["groups"][0]["rules"]
+    exported = exported_series()
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names and names <= exported, (rule["alert"], names - exported)
 
 
 # --- installed into the real API server ---------------------------------------
@@ -308,13 +444,13 @@ def release(
     api: client.ApiClient,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Release:
-    """The chart installed for one watched namespace, with peering, as a cautious user would."""
+    """The chart installed for one watched namespace, as a cautious user would."""
     namespace = fresh_namespace(api, "chart")
     directory = tmp_path_factory.mktemp("release")
     ports = {"webhook": free_port(), "liveness": free_port()}
     values = {
         "watchNamespaces": [namespace],
-        "operator": {"peering": {"enabled": True}, "livenessPort": ports["liveness"]},
+        "operator": {"livenessPort": ports["liveness"]},
         "webhook": {"port": ports["webhook"], "ingress": {"enabled": True}},
         "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "demo"},
     }
@@ -357,15 +493,82 @@ def test_default_install_is_accepted(
 
 
 def test_install_created_every_object(release: Release, api: client.ApiClient) -> None:
-    custom = client.CustomObjectsApi(api)
-    peering = custom.get_namespaced_custom_object(
-        "kopf.dev", "v1", release.namespace, "kopfpeerings", release.name
+    budget = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget(
+        f"{release.name}-operator", release.namespace
     )
-    assert peering["metadata"]["name"] == release.name
+    assert budget.spec.max_unavailable == 1
+    service = client.CoreV1Api(api).read_namespaced_service(
+        f"{release.name}-operator", release.namespace
+    )
+    assert service.spec.ports[0].name == "http"
     ingress = client.NetworkingV1Api(api).read_namespaced_ingress(
         f"{release.name}-webhook", release.namespace
     )
     assert ingress.spec.rules[0].host == "incidents.example.com"
+
+
+# The Prometheus Operator's own CRDs, from its Go module (the project's
+# toolchain fetches Go modules anyway): ServiceMonitors and PrometheusRules are
+# checked against the real schemas.
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+MONITORING_CRDS = ("servicemonitors", "prometheusrules")
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> None:
+    go = shutil.which("go")
+    assert go, "Go is needed to fetch the Prometheus Operator's CRDs (as for the control plane)"
+    download = subprocess.run(
+        [go, "mod", "download", "-json", PROMETHEUS_OPERATOR],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.mktemp("go"),
+    )  # fmt: skip
+    assert download.returncode == 0, download.stderr + download.stdout
+    source = Path(json.loads(download.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    extensions = client.ApiextensionsV1Api(api)
+    for plural in MONITORING_CRDS:
+        definition = yaml.safe_load((source / f"monitoring.coreos.com_{plural}.yaml").read_text())
+        try:
+            extensions.create_custom_resource_definition(definition)
+        except client.ApiException as error:
+            assert error.status == 409, error.body  # installed by an earlier run of this module
+        name = f"{plural}.monitoring.coreos.com"
+
+        def established(name: str = name) -> bool:
+            found = extensions.read_custom_resource_definition(name).status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in found)
+
+        wait_for(f"CRD {name}", established, timeout=30)
+
+
+def test_the_monitoring_objects_install_against_the_prometheus_operators_schemas(
+    helm: Path,
+    control_plane: ControlPlane,
+    api: client.ApiClient,
+    tmp_path: Path,
+    monitoring_crds: None,
+) -> None:
+    namespace = fresh_namespace(api, "chart-monitoring")
+    values = {
+        "operator": {"serviceMonitor": {"enabled": True}},
+        "webhook": {"serviceMonitor": {"enabled": True}},
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+    }
+    install(helm, control_plane, namespace, values_file(tmp_path, values))
+    custom = client.CustomObjectsApi(api)
+    fullname = f"{namespace}-incident-operator"
+    monitors = custom.list_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+    )["items"]
+    assert {m["metadata"]["name"] for m in monitors} == {f"{fullname}-operator",
+                                                         f"{fullname}-webhook"}  # fmt: skip
+    rule = custom.get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "prometheusrules", fullname
+    )
+    assert len(rule["spec"]["groups"][0]["rules"]) == 5
+    dashboard = client.CoreV1Api(api).read_namespaced_config_map(f"{fullname}-dashboard", namespace)
+    assert dashboard.metadata.labels["grafana_dashboard"] == "1"
+    assert json.loads(dashboard.data["incident-operator.json"])["panels"]
 
 
 class LocalPod:
@@ -382,7 +585,10 @@ class LocalPod:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INGEST_"))}
         for entry in spec["env"]:
             value = entry.get("value")
-            if value is None:
+            field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if field == "metadata.name":  # the downward API: the pod's name
+                value = f"{component}-local-pod"
+            elif value is None:
                 value = _secret_value(api, release.namespace, entry["valueFrom"]["secretKeyRef"])
             if value is None:
                 continue  # an optional key that is absent: the kubelet leaves it unset
@@ -516,9 +722,15 @@ def test_an_alarm_goes_through_the_pipeline_with_the_charts_rights(
     assert aws.primary()["id"] != before
     reasons = {e.reason for e in events_for(api, namespace, name)}
     assert {"Triggered", "Assessed", "RestartSucceeded"} <= reasons
-    # Nothing the operator does was refused.
+    # It led through the chart's Lease, as the pod it stands for.
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(
+        f"{release.name}-operator", namespace
+    )
+    assert lease.spec.holder_identity == "operator-local-pod"
+    # Nothing the operator does was refused (the Lease's watch included).
     for pod in pods.values():
         assert "Forbidden" not in pod.log.read_text()
+        assert "may not watch the Lease" not in pod.log.read_text()
 
 
 def _wait_phase(
@@ -571,8 +783,9 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
 
 # Not "patch incidents": the webhook never writes an Incident's spec or metadata.
 WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status"}
+# "delete incidents": a finished one, at the end of its retention.
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
-                "list responsepolicies", "create events"}  # fmt: skip
+                "delete incidents", "list responsepolicies", "create events"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -605,11 +818,12 @@ def test_neither_account_can_read_secrets_and_the_webhook_cannot_delete(
                     "incident-ingest-tokens", release.namespace
                 )
             assert denied.value.status == 403
-            with pytest.raises(client.ApiException) as denied:
-                client.CustomObjectsApi(identity).delete_namespaced_custom_object(
-                    GROUP, VERSION, release.namespace, "incidents", "victim"
-                )
-            assert denied.value.status == 403
+    with config.new_client_from_config(config_file=str(release.webhook_kubeconfig)) as webhook:
+        with pytest.raises(client.ApiException) as denied:
+            client.CustomObjectsApi(webhook).delete_namespaced_custom_object(
+                GROUP, VERSION, release.namespace, "incidents", "victim"
+            )
+        assert denied.value.status == 403
     assert custom.get_namespaced_custom_object(
         GROUP, VERSION, release.namespace, "incidents", "victim"
     )
@@ -650,6 +864,22 @@ def test_the_webhook_cannot_rewrite_an_incident_only_its_status(
     assert "incident-response.dev/service" not in current["metadata"].get("labels", {})
     assert "finalizers" not in current["metadata"]
     assert current["status"]["occurrences"] == 2
+
+
+def test_the_operator_may_hold_its_one_lease_and_no_other(release: Release) -> None:
+    def on(verb: str, name: str = "", namespace: str = release.namespace) -> dict[str, str]:
+        return {"group": "coordination.k8s.io", "resource": "leases", "verb": verb,
+                "namespace": namespace, **({"name": name} if name else {})}  # fmt: skip
+
+    ours = f"{release.name}-operator"
+    for verb in ("get", "update", "watch", "list"):
+        assert allowed(release.operator_kubeconfig, **on(verb, ours)), verb
+        assert not allowed(release.operator_kubeconfig, **on(verb, "kube-scheduler")), verb
+    assert allowed(release.operator_kubeconfig, **on("create"))
+    assert not allowed(release.operator_kubeconfig, **on("delete", ours))
+    assert not allowed(release.operator_kubeconfig, **on("list"))  # all of them
+    assert not allowed(release.operator_kubeconfig, **on("get", ours, "kube-system"))
+    assert not allowed(release.webhook_kubeconfig, **on("get", ours))
 
 
 # --- the IAM policy the docs ship -----------------------------------------------

@@ -124,7 +124,7 @@ def test_no_secret_is_baked_in() -> None:
     "values",
     [
         {},
-        {"watchNamespaces": ["ops", "payments"], "operator": {"peering": {"enabled": True}},
+        {"watchNamespaces": ["ops", "payments"], "operator": {"shutdownGraceSeconds": 2.5},
          "webhook": {"authDisabled": True}},
     ],
 )  # fmt: skip
