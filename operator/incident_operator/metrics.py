@@ -147,7 +147,8 @@ def transition_written(before: Incident, after: Incident) -> None:
     labels = (_service(after.spec.service), after.spec.severity)
     TRANSITIONS.labels(labels[0], old_phase, new_phase).inc()
     last = new.last_transition
-    kinds = {record.kind for record in last.records} if last else set()
+    records = last.records if last else []
+    kinds = {record.kind for record in records}
     alarm = new.first_seen or _timestamp(after.metadata.get("creationTimestamp"))
 
     def since_alarm(stage: Stage) -> None:
@@ -158,8 +159,11 @@ def transition_written(before: Incident, after: Incident) -> None:
     if "assessment" in kinds and new.assessment is not None:
         ASSESSMENTS.labels(new.assessment.assessor, new.assessment.decision).inc()
         since_alarm("assessment")
-    was = old.approval.state if old.approval else None
-    if new.approval is not None and new.approval.state in _DECIDED and was not in _DECIDED:
+    # A person's decision arrives in status before the pass that records it
+    # (so `old` already says Approved): the record tells. The policy's own
+    # approval is written with the assessment, with no record of its own.
+    decided = any(r.kind == "approval" and r.reason in _DECIDED for r in records)
+    if decided or (old.approval is None and new.approval and new.approval.state in _DECIDED):
         since_alarm("approval")
     if "action_started" in kinds:
         since_alarm("remediation")
