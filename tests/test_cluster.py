@@ -138,6 +138,13 @@ class Release:
         )
         return [p for p in listed.items if terminating or p.metadata.deletion_timestamp is None]
 
+    def leader(self) -> str | None:
+        """The operator pod holding the Lease (its identity is its pod's name)."""
+        lease = client.CoordinationV1Api(self.api).read_namespaced_lease(
+            f"{self.fullname}-operator", self.namespace
+        )
+        return lease.spec.holder_identity or None
+
     def webhook_url(self) -> str:
         """The webhook's Service, by its cluster IP (kube-proxy's rules route it)."""
         service = client.CoreV1Api(self.api).read_namespaced_service(
@@ -298,6 +305,10 @@ def _check_hardened(release: Release, cluster_plane: ControlPlane) -> None:
         )  # fmt: skip
         assert attempt.returncode != 0 and "Read-only file system" in attempt.stderr
     assert len(release.pods("webhook")) == 2  # the chart's default
+    # Two operators: one leads, the other stands by.
+    operators = {pod.metadata.name for pod in release.pods("operator")}
+    assert len(operators) == 2
+    wait_for("an operator to lead", lambda: release.leader() in operators, timeout=60)
 
 
 def _ready(pod: Any) -> bool:
@@ -341,7 +352,7 @@ STUCK_ROLLOUT = {
 }
 
 
-def test_deleting_the_operator_pod_mid_remediation_restarts_nothing_twice(
+def test_deleting_the_leader_pod_mid_remediation_restarts_nothing_twice(
     production: Release, aws: Aws
 ) -> None:
     aws.timeline_table()
@@ -353,12 +364,17 @@ def test_deleting_the_operator_pod_mid_remediation_restarts_nothing_twice(
     )  # fmt: skip
     production.wait_phase(name, "Remediating")
     wait_for("the restart", lambda: aws.server.served_count("UpdateService") == 1, timeout=30)
-    (first,) = production.pods("operator")
-    production.kubectl("delete", "pod", first.metadata.name, "--wait=false")
-    # The Deployment brings a new pod, which takes the Incident over.
+    leader, operators = production.leader(), {p.metadata.name for p in production.pods("operator")}
+    assert leader in operators
+    production.kubectl("delete", "pod", leader, "--wait=false")
+    deleted = time.monotonic()
+    # Its SIGTERM hands the Lease over: the standby leads at once and takes
+    # the Incident over; the Deployment brings a new standby.
+    wait_for("the standby to lead", lambda: production.leader() not in (None, leader),
+             timeout=30)  # fmt: skip
+    print(f"cluster: the standby led {time.monotonic() - deleted:.2f}s after the delete")
     wait_for("a new operator pod", lambda: [
-        p for p in production.pods("operator")
-        if p.metadata.name != first.metadata.name and _ready(p)
+        p for p in production.pods("operator") if p.metadata.name not in operators and _ready(p)
     ], timeout=120)  # fmt: skip
     incident = production.wait_phase(name, "Escalated", timeout=120)
     assert incident["status"]["remediation"]["result"] == "TimedOut"
