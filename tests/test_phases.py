@@ -454,7 +454,7 @@ async def test_gather_carries_the_intent_out_and_hands_failures_back_as_facts() 
     done = Recorder()
     facts = await gather(Execute(target), incident=incident, policy=pol, ports=ports(done))
     assert facts == Facts(executed=RECEIPT)
-    assert done.calls == [("restart", ("prod/checkout-abc", target))]
+    assert done.calls == [("restart", ("prod/checkout-abc@u-1", target))]
 
     refused = RestartRefused("Cooldown", "restarted 3 minutes ago")
     facts = await gather(

@@ -84,3 +84,30 @@ async def test_finished_incidents_are_deleted_after_their_retention_and_their_ti
              lambda: not exists(api, namespace, escalated), timeout=RETENTION + 10)  # fmt: skip
     assert timeline(aws, namespace, escalated)
     assert exists(api, namespace, kept)
+
+
+async def test_an_incident_that_gets_a_deleted_ones_name_makes_its_own_restart(
+    api: client.ApiClient, namespace: str, aws: Aws, operator: OperatorProcess
+) -> None:
+    # Once retention deleted an Incident, the next alarm of the same
+    # fingerprint gets its name again. Its restart claim must be its own:
+    # keyed by the name alone, the old claim was taken for the newcomer's,
+    # and it was "resolved" without any restart.
+    aws.ecs_service(cluster="demo", service="orders", running=2)
+    create_policy(api, namespace, "orders-auto",
+                  {"match": {"services": ["orders"]},
+                   "rules": [{"alarmNames": ["*cpu*"], "action": "restart_service"}],
+                   "approval": {"requiredFor": []}, "remediation": {"cooldownSeconds": 0},
+                   "retention": {"seconds": RETENTION}})  # fmt: skip
+    first = await raise_alarm(api, namespace, service="orders", alarm="orders-cpu-sev2")
+    wait_phase(api, namespace, first, "Resolved")
+    restarted = aws.primary(service="orders")["id"]
+    wait_for(f"{first} to be deleted", lambda: not exists(api, namespace, first),
+             timeout=RETENTION + 10)  # fmt: skip
+
+    again = await raise_alarm(api, namespace, service="orders", alarm="orders-cpu-sev2")
+    assert again == first  # the same name, a new Incident
+    incident = wait_phase(api, namespace, again, "Resolved")
+
+    assert aws.primary(service="orders")["id"] != restarted  # restarted again, for real
+    assert incident["status"]["remediation"]["deploymentId"] == aws.primary(service="orders")["id"]

@@ -481,8 +481,19 @@ class Incident(Model):
 
     @property
     def reference(self) -> str:
-        """namespace/name: how people, Slack buttons, the timeline and claims name it."""
+        """namespace/name: how people, Slack buttons and the timeline name it."""
         return f"{self.metadata.get('namespace', '')}/{self.metadata.get('name', '')}"
+
+    @property
+    def identity(self) -> str:
+        """namespace/name@uid: this Incident for good, as its claims know it.
+
+        A name comes back: once retention deletes an Incident, the next alarm
+        of the same fingerprint gets its name again. A claim keyed by the name
+        alone would be taken by the newcomer for its own (a restart it never
+        made); the uid tells them apart.
+        """
+        return f"{self.reference}@{self.metadata.get('uid', '')}"
 
 
 class ResponsePolicy(Model):

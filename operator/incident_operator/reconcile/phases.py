@@ -216,7 +216,7 @@ async def gather(
     if isinstance(intent, Execute):
         try:
             receipt = await ports.remediator.restart(
-                incident_id=incident.reference,
+                incident_id=incident.identity,
                 target=intent.target,
                 limits=policy.spec.remediation,
             )
