@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -389,20 +390,57 @@ def test_an_upgrade_rolls_the_pods_and_the_pipeline_still_works(
     values["webhook"]["logLevel"] = "debug"
     values["operator"]["logLevel"] = "debug"
     production.values.write_text(yaml.safe_dump(values))
-    run_helm(production.helm, production.plane, "upgrade", production.namespace, str(CHART),
-             "-n", production.namespace, "-f", str(production.values), "--wait",
-             "--timeout", "5m")  # fmt: skip
-    # Until the old pods are gone, not only terminating: a webhook that got
-    # SIGTERM refuses connections while kube-proxy may still route to it.
-    wait_for("only new pods", lambda: all(
-        p.metadata.name not in before and _ready(p)
-        for c in ("operator", "webhook") for p in production.pods(c, terminating=True)
-    ) and len(production.pods("webhook", terminating=True)) == 2, timeout=120)  # fmt: skip
+    # Alarms keep coming during the rollout; none may meet a closed port or a
+    # 5xx (a stopping webhook keeps serving until its endpoint is withdrawn).
+    sender = _Sender(production)
+    sender.start()
+    try:
+        run_helm(production.helm, production.plane, "upgrade", production.namespace, str(CHART),
+                 "-n", production.namespace, "-f", str(production.values), "--wait",
+                 "--timeout", "5m")  # fmt: skip
+        wait_for("only new pods", lambda: all(
+            p.metadata.name not in before and _ready(p)
+            for c in ("operator", "webhook") for p in production.pods(c, terminating=True)
+        ) and len(production.pods("webhook", terminating=True)) == 2, timeout=120)  # fmt: skip
+    finally:
+        sender.stop()
+    assert sender.sent >= 20, sender.sent
+    assert sender.failures == [], sender.failures[:5]
     for component in ("operator", "webhook"):
         args = production.pods(component)[0].spec.containers[0].args
         assert args[args.index("--log-level") + 1] == "debug"
     production.wait_service()
     test_an_alarm_through_the_service_is_resolved_by_the_operator_pod(production, aws)
+
+
+class _Sender(threading.Thread):
+    """Posts an alarm to the webhook's Service every 0.2 s, noting every failure."""
+
+    def __init__(self, release: Release) -> None:
+        super().__init__(daemon=True)
+        self.release = release
+        self.url = f"{release.webhook_url()}/alerts/cloudwatch"
+        self.sent = 0
+        self.failures: list[str] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.release.token}"}
+        while not self._done.wait(0.2):
+            # A low-severity alarm: ignored by the rules, nothing restarted.
+            event = eventbridge_alarm("search-noise-sev5", service="search", cluster="demo",
+                                      region="us-east-1")  # fmt: skip
+            try:
+                answer = httpx.post(self.url, json=event, headers=headers, timeout=30)
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code}: {answer.text[:200]}")
+            except httpx.TransportError as error:
+                self.failures.append(f"{type(error).__name__}: {error}")
+            self.sent += 1
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=60)
 
 
 def test_uninstall_leaves_no_workload(production: Release) -> None:
