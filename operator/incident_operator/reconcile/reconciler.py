@@ -41,14 +41,12 @@ from kubernetes import client
 
 from .. import metrics
 from ..crashpoints import crash_point
-from ..kube import patch_status_if_unchanged
+from ..kube import patch_status_if_unchanged, read_incident
 from ..models import (
     API_VERSION,
     CLOSED_PHASES,
-    GROUP,
     HANDED_OFF_PHASES,
     TERMINAL_PHASES,
-    VERSION,
     Incident,
     IncidentStatus,
     LastTransition,
@@ -423,20 +421,13 @@ class Reconciler:
         return Incident.model_validate(body)
 
     async def _get(self, incident: Incident) -> Incident | None:
-        try:
-            body = await asyncio.to_thread(
-                self._objects.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                incident.metadata["namespace"],
-                "incidents",
-                incident.metadata["name"],
-            )
-        except client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return Incident.model_validate(body)
+        body = await asyncio.to_thread(
+            read_incident,
+            self._objects,
+            incident.metadata["namespace"],
+            incident.metadata["name"],
+        )
+        return Incident.model_validate(body) if body is not None else None
 
     # --- publishing: Events and the timeline ----------------------------------
 
@@ -557,22 +548,14 @@ class Reconciler:
 
     async def _wake(self, uid: str, namespace: str, name: str) -> None:
         try:
-            body = await asyncio.to_thread(
-                self._objects.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                "incidents",
-                name,
-            )
+            body = await asyncio.to_thread(read_incident, self._objects, namespace, name)
         except client.ApiException as error:
-            if error.status == 404:
-                return  # deleted: nothing left to do
             problem: object = f"API server answered {error.status}"
         except Exception as error:  # unreachable, timed out: try again
             problem = error
         else:
-            self.submit(body, replace=False)
+            if body is not None:  # else deleted: nothing left to do
+                self.submit(body, replace=False)
             return
         # The read failed, not the Incident: without another wake-up it would
         # wait for a change that may never come (unless one is due already).
