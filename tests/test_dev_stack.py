@@ -158,6 +158,8 @@ def test_dev_restarts_its_operator_when_it_is_killed(tmp_path: Path) -> None:
         dev.send_signal(signal.SIGTERM)
         output, _ = dev.communicate(timeout=60)
     assert dev.returncode == 0, output
+    # Its exports go with it: a second shell must not talk to a stack that is gone.
+    assert not (state / "env").exists()
     assert f"operator (pid {first}) was killed by SIGKILL; restarting it in 1s" in output
     assert f"operator running, pid {second}" in output
     time.sleep(0.5)
@@ -174,6 +176,7 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / ".dev" / "env").exists()  # the demo's stack is gone, so are its exports
     table = result.stdout.split("$ kubectl get incidents", 1)[1].split("$ incident-operator")[0]
     phases = {
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]

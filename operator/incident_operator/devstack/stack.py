@@ -76,6 +76,9 @@ class DevStack:
 
     def start(self) -> DevStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # A stack killed before it could clean up left its exports: they name
+        # servers that are gone. The new ones are written once all is up.
+        self._env_file.unlink(missing_ok=True)
         try:
             self._start_kubernetes()
             self._install_crds()
@@ -89,6 +92,8 @@ class DevStack:
         return self
 
     def stop(self) -> None:
+        # First, so that no other shell sources exports of a stack going away.
+        self._env_file.unlink(missing_ok=True)
         for name, process in reversed(list(self.processes.items())):
             if process.poll() is None:
                 say(f"stopping {name}")
@@ -266,13 +271,20 @@ class DevStack:
             "TIMELINE_TABLE": TIMELINE_TABLE,
         }
 
+    @property
+    def _env_file(self) -> Path:
+        return self.state_dir / "env"
+
     def _write_env(self) -> None:
+        """The exports, whole or not at all: written aside (readable by us
+        alone from the start, it holds the token), then renamed into place."""
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.exports().items()]
-        path = self.state_dir / "env"
-        path.write_text(
-            "# Written by `incident-operator dev`; `source` it.\n" + "\n".join(lines) + "\n"
-        )
-        path.chmod(0o600)
+        text = "# Written by `incident-operator dev`; `source` it.\n" + "\n".join(lines) + "\n"
+        partial = self._env_file.with_name(f".env.{os.getpid()}")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(partial, self._env_file)
 
     def describe(self) -> str:
         env = self.state_dir / "env"
