@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from incident_operator import __version__
 from incident_operator.models import GROUP, VERSION
 from webhook_support import (
     alertmanager,
@@ -301,7 +302,8 @@ async def test_service_endpoints(api: client.ApiClient, namespace: str) -> None:
         metrics = (await http.get("/metrics")).text
         spec = (await http.get("/openapi.json")).json()
     assert root.status_code == health.status_code == ready.status_code == 200
-    assert health.json() == {"status": "healthy"}
+    assert health.json() == {"status": "healthy", "version": __version__}
+    assert __version__ == "0.1.0"  # the package's own, as installed
     assert 'incident_alarms_received_total{outcome="created",source="generic"} 1.0' in metrics
     assert 'incident_alarms_received_total{outcome="counted",source="generic"} 1.0' in metrics
     assert 'incident_alarm_dedup_hits_total{kind="occurrence",source="generic"} 1.0' in metrics

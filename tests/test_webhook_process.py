@@ -15,6 +15,7 @@ import httpx
 import pytest
 from kubernetes import client
 
+from incident_operator import __version__
 from incident_operator.devstack.controlplane import free_port
 from webhook_support import generic_alert, incidents, new_token
 
@@ -55,6 +56,19 @@ def test_served_webhook_creates_incidents_and_logs_json(
     recorded = [line for line in lines if line["message"] == "alarm recorded"]
     assert recorded and recorded[0]["incident"] == response.json()["incidents"][0]["name"]
     assert recorded[0]["level"] == "info" and recorded[0]["source"] == "generic"
+    # The first line says what runs, and which version.
+    assert lines[0]["message"] == f"incident-operator webhook {__version__} starting"
+    assert (lines[0]["component"], lines[0]["version"]) == ("webhook", __version__)
+
+
+def test_the_command_says_its_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "incident_operator.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == f"incident-operator {__version__}"
 
 
 def _serve(

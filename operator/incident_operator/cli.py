@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import crd
+from . import __version__, crd
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def _webhook(args: argparse.Namespace) -> int:
     from .ingest.recorder import AlarmRecorder
     from .kube import api_client
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, component="webhook")
     overrides = {"incident_namespace": args.namespace} if args.namespace else {}
     settings = Settings(**overrides)
     if not settings.ingest_auth_disabled and not (
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     from .reconcile.leadership import LeaseConfig, default_identity
     from .reconcile.run import RunOptions, run
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, component="operator")
     configured = [n.strip() for n in Settings().watch_namespaces.split(",") if n.strip()]
     namespaces = args.namespace or configured
     lease = None
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="incident-operator",
         description="Automated, auditable incident response on Kubernetes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")

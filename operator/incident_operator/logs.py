@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from . import __version__
+
 # Attributes every LogRecord has; anything else came from `extra=` and is ours.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -46,7 +48,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", *, component: str | None = None) -> None:
+    """JSON lines on stderr; with `component`, a first line saying what runs, which version."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -55,3 +58,10 @@ def configure(level: str = "INFO") -> None:
     if root.level > logging.DEBUG:
         for name, quieter in _QUIETER.items():
             logging.getLogger(name).setLevel(quieter)
+    if component is not None:
+        logging.getLogger("incident_operator").info(
+            "incident-operator %s %s starting",
+            component,
+            __version__,
+            extra={"component": component, "version": __version__},
+        )

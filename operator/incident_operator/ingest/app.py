@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import __version__
 from ..config import Settings
 from .alarm import AlarmSource, Delivery, InvalidAlarm, RefusedAlert, require_unicode
 from .auth import TokenCheck
@@ -370,7 +371,7 @@ def create_app(
 
     @app.get("/health", tags=["service"], summary="Liveness")
     async def health() -> dict[str, str]:
-        return {"status": "healthy"}
+        return {"status": "healthy", "version": __version__}
 
     @app.get("/readyz", tags=["service"], summary="Readiness: the Kubernetes API answers")
     async def readyz() -> Response:
