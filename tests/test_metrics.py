@@ -9,6 +9,8 @@ from typing import Any
 from incident_operator import metrics
 from incident_operator.models import Incident
 from incident_operator.notify.breaker import CircuitBreaker
+from incident_operator.notify.log import LogNotifier
+from incident_operator.policy import DEFAULT
 
 AT = "2026-11-30T10:00:00Z"
 ARN = "arn:aws:ecs:us-east-1:123456789012:service/demo/checkout"
@@ -133,3 +135,10 @@ def test_each_breaker_reports_its_state() -> None:
     assert [state[s]() for s in metrics.BREAKER_STATES] == [0, 0, 1]
     breaker.succeeded()
     assert [state[s]() for s in metrics.BREAKER_STATES] == [1, 0, 0]
+
+
+async def test_with_no_channel_the_log_counts_as_one() -> None:
+    told = counted("incident_operator_notifications_total", channel="log", outcome="told")
+    before = told()
+    await LogNotifier().announce(incident("Escalated"), policy=DEFAULT)
+    assert told() == before + 1
