@@ -14,7 +14,6 @@ control plane and helm, and is reused while the pin does not change.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import shutil
@@ -22,11 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .binaries import CACHE_ROOT, locked_cache
+from .binaries import CACHE_ROOT, go_build, locked_cache
 
 ALERTMANAGER_VERSION = "v0.35.0"
 ALERTMANAGER_MODULE = "github.com/prometheus/alertmanager"
@@ -91,7 +89,7 @@ def _build(version: str, binary: Path, *, log: bool) -> None:
         partial = binary.with_name(binary.name + ".partial")
         command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(partial),
                    "./cmd/alertmanager"]  # fmt: skip
-        _build_with_progress(command, cwd=source, env=env, say=say, started=started)
+        go_build(command, name="alertmanager", cwd=source, env=env, say=say, every=15)
         # Rename only a finished binary: an interrupted build leaves nothing
         # that looks done.
         partial.rename(binary)
@@ -123,31 +121,6 @@ def _release_date(download: dict[str, str]) -> str:
     except (KeyError, OSError, ValueError):
         return "unknown"
     return datetime.fromisoformat(moment.replace("Z", "+00:00")).strftime("%Y%m%d-%H:%M:%S")
-
-
-def _build_with_progress(
-    command: list[str],
-    *,
-    cwd: Path,
-    env: dict[str, str],
-    say: Callable[[str], None],
-    started: float,
-) -> None:
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    last_report, tail = started, collections.deque[str](maxlen=40)
-    # `go build -v` names each package it compiles: a line every 15 s says
-    # how far it got (the first build also downloads the dependencies).
-    for compiled, line in enumerate(process.stdout, start=1):
-        tail.append(line)
-        now = time.monotonic()
-        if now - last_report >= 15:
-            say(f"  alertmanager: {compiled} packages, {now - started:.0f}s")
-            last_report = now
-    if process.wait() != 0:
-        raise RuntimeError(f"building alertmanager failed:\n{''.join(tail)}")
 
 
 def _say(message: str) -> None:

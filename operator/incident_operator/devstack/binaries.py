@@ -172,29 +172,43 @@ def _build(
     partial = output.with_name(output.name + ".partial")
     command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(partial), package]
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=go_module,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    last_report, tail = started, collections.deque[str](maxlen=40)
-    # `go build -v` names each package as it compiles it: count them for a
-    # progress line every half minute instead of 2,000 lines of noise.
-    for compiled, line in enumerate(process.stdout, start=1):
-        tail.append(line)
-        now = time.monotonic()
-        if now - last_report >= 30:
-            say(f"  {output.name}: {min(compiled, total)}/{total} packages, {now - started:.0f}s")
-            last_report = now
-    if process.wait() != 0:
-        raise RuntimeError(f"building {package} failed:\n{''.join(tail)}")
+    go_build(command, name=output.name, cwd=go_module, env=env, say=say, total=total)
     partial.rename(output)
     say(f"built {output} in {time.monotonic() - started:.0f}s")
     return output
+
+
+def go_build(
+    command: list[str],
+    *,
+    name: str,
+    cwd: Path,
+    env: dict[str, str],
+    say: Callable[[str], None],
+    total: int | None = None,
+    every: float = 30.0,
+) -> None:
+    """Run `go build -v ...`, saying how far it got every `every` seconds.
+
+    `go build -v` names each package as it compiles it: counted, they make a
+    progress line instead of thousands of lines of noise (the first build
+    also downloads the dependencies). A failure raises with the output's tail.
+    """
+    started = last_report = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    tail = collections.deque[str](maxlen=40)
+    for compiled, line in enumerate(process.stdout, start=1):
+        tail.append(line)
+        now = time.monotonic()
+        if now - last_report >= every:
+            done = f"{min(compiled, total)}/{total}" if total else str(compiled)
+            say(f"  {name}: {done} packages, {now - started:.0f}s")
+            last_report = now
+    if process.wait() != 0:
+        raise RuntimeError(f"building {name} failed:\n{''.join(tail)}")
 
 
 def _say(message: str) -> None:
