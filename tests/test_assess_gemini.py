@@ -90,8 +90,23 @@ async def test_an_answer_becomes_the_assessment(
     assert config["temperature"] == 0
     schema = request.response_schema
     assert schema is not None
-    assert set(schema["properties"]) == {"decision", "action", "message", "confidence", "rationale"}
-    assert schema["properties"]["action"]["enum"] == ["restart_service", "notify_team", "ignore"]
+    assert set(schema["properties"]) == {
+        "decision",
+        "action",
+        "parameters",
+        "message",
+        "confidence",
+        "rationale",
+    }
+    # From the action registry: every action, and every action's parameters with their bounds.
+    assert schema["properties"]["action"]["enum"] == [
+        "restart_service",
+        "scale_service",
+        "notify_team",
+        "ignore",
+    ]
+    desired = schema["properties"]["parameters"]["properties"]["desiredCount"]
+    assert (desired["type"], desired["minimum"], desired["maximum"]) == ("INTEGER", 0, 1000)
     assert set(schema["required"]) == {"decision", "action", "message", "confidence"}
     assert "additionalProperties" not in json.dumps(schema)
 
@@ -182,7 +197,7 @@ async def test_the_policy_chooses_the_model(gemini: FakeGemini, api_key: str) ->
         pytest.param("{}", "decision: Field required", id="empty-object"),
         pytest.param(
             json.dumps({**RESTART, "action": "reboot_host"}),
-            "action: Input should be",
+            "action: Value error, unknown action 'reboot_host'",
             id="wrong-enum",
         ),
         pytest.param(

@@ -189,4 +189,4 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
     assert table.split()[6] == "OUTCOME"
     assert outcomes["checkout"] == "RestartSucceeded"
     assert outcomes["search"] == "NotNeeded"
-    assert "resolved by restarting us-east-1/demo/checkout" in result.stdout
+    assert "resolved by the restart of us-east-1/demo/checkout" in result.stdout

@@ -139,7 +139,7 @@ async def test_a_killed_leader_is_replaced_within_the_lease_duration(
     if how == "crash-right-after-the-ecs-call":
         # The leader dies by SIGKILL between the ECS call and the status write
         # that records it: the hardest moment for the one who takes over.
-        pair.a.env["INCIDENT_OPERATOR_CRASH_AT"] = "after-restart"
+        pair.a.env["INCIDENT_OPERATOR_CRASH_AT"] = "after-act"
         pair.a.env["INCIDENT_OPERATOR_CRASH_LOG"] = str(tmp_path / "crashes")
     pair.start()
     if how == "sigkill-while-rolling-out":
@@ -154,7 +154,7 @@ async def test_a_killed_leader_is_replaced_within_the_lease_duration(
                  timeout=45)  # fmt: skip
         dead = time.monotonic()
         assert pair.a.process.returncode == -signal.SIGKILL
-        assert (tmp_path / "crashes").read_text().split() == ["after-restart"]
+        assert (tmp_path / "crashes").read_text().split() == ["after-act"]
     took = pair.wait_holder(pair.b, timeout=LEASE_DURATION + 5) - dead
     print(f"{how}: the standby took over {took:.2f}s after the leader died")
     # Not before the Lease expired (its last renewal was at most one retry
@@ -168,7 +168,7 @@ async def test_a_killed_leader_is_replaced_within_the_lease_duration(
         incident = wait_phase(api, namespace, name, "Resolved")
         # b found the restart a made (the service moved on from the claimed
         # deployment) and adopted it.
-        assert incident["status"]["remediation"]["deploymentId"] == world.primary()["id"]
+        assert incident["status"]["remediation"]["receipt"] == world.primary()["id"]
         assert_once(api, world, namespace, name, RESOLVED_STORY)
     assert "took over the Lease" in pair.b.logs()
 

@@ -91,7 +91,7 @@ def test_a_restart_whose_outcome_is_unknown_is_an_attempt_with_an_unknown_outcom
 
 
 def test_a_rollout_followed_is_neither_a_new_attempt_nor_an_outcome() -> None:
-    started = {**PENDING, "result": "InProgress", "deploymentId": "d1"}
+    started = {**PENDING, "result": "InProgress", "receipt": "d1"}
     before = incident("Remediating", remediation=started)
     after = incident("Remediating", remediation=started)
     attempts = counted("incident_operator_remediation_attempts_total", action="restart_service")

@@ -135,7 +135,7 @@ async def test_auto_approved_restart_resolves_the_incident(
     assert conditions["Remediated"] == ("True", "RestartSucceeded")
     assert conditions["Resolved"] == ("True", "Remediated")
     # The restart happened: ECS's primary deployment is the one recorded.
-    assert status["remediation"]["deploymentId"] == world.primary()["id"] != before
+    assert status["remediation"]["receipt"] == world.primary()["id"] != before
     expected = ["received", "assessment", "action_started", "action_finished", "resolved"]
     assert timeline_kinds(world, namespace, name, expected) == expected
     # Events carry second-precision timestamps: compare them as a set.
@@ -167,7 +167,7 @@ async def test_restart_waits_for_approval_given_with_kubectl(
                 "action_finished", "resolved"]  # fmt: skip
     assert timeline_kinds(world, namespace, name, expected) == expected
     described = control_plane.kubectl("describe", "incident", name, "-n", namespace).stdout
-    assert "restart approved by alice via kubectl" in described
+    assert "restart_service approved by alice via kubectl" in described
 
 
 async def test_medium_alarm_escalates_without_acting(
@@ -242,7 +242,7 @@ async def test_gemini_cannot_act_outside_the_policy(
         "before-write:3",  # decided, nothing written: each of the first 3 times
         "after-write:3",  # written, Events and timeline not yet: 3 times
         "after-claim",  # restart claimed in DynamoDB, ECS not called
-        "after-restart",  # ECS restarted, nothing recorded
+        "after-act",  # ECS restarted, nothing recorded
     ],
 )
 async def test_killed_operator_resumes_without_repeating_side_effects(
@@ -339,7 +339,7 @@ async def test_a_timed_out_restart_posts_each_event_once_across_crashes(
     assert reasons == {"Triggered": 1, "Assessed": 1, "RestartStarted": 1, "RestartTimedOut": 1}
     timed_out = next(e for e in events if e.reason == "RestartTimedOut")
     assert timed_out.type == "Warning"
-    assert timed_out.message == "rollout of us-east-1/demo/payments not done after 0:00:10"
+    assert timed_out.message == "restart of us-east-1/demo/payments not done after 0:00:10"
     assert "could not post event" not in process.logs()
 
 

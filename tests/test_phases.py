@@ -39,18 +39,18 @@ from incident_operator.reconcile.phases import (
     wants,
 )
 from incident_operator.remediate import (
+    ActionRefused,
+    OutcomeUnknown,
+    Progress,
+    Receipt,
     RemediationFailed,
-    RestartOutcomeUnknown,
-    RestartReceipt,
-    RestartRefused,
-    Rollout,
     Target,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 CHECKOUT = "eu-west-1/prod/checkout"  # the builders' Incident's canonical target
 DEFAULTS = Defaults(cluster="default-cluster", region="us-east-1")
-RECEIPT = RestartReceipt(deployment_id="ecs-svc/123", started_at=NOW)
+RECEIPT = Receipt(ref="ecs-svc/123", started_at=NOW)
 NOTHING = Facts()  # nothing gathered
 
 
@@ -119,6 +119,7 @@ def test_restart_without_approval_records_the_intent_first() -> None:
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert result.status["remediation"] == {
         "action": "restart_service",
+        "parameters": {},
         "target": CHECKOUT,
         "result": "Pending",
     }
@@ -253,7 +254,7 @@ def test_an_executed_restart_records_its_deployment() -> None:
     result = step(remediating(), Facts(executed=RECEIPT))
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert result.status["remediation"]["result"] == "InProgress"
-    assert result.status["remediation"]["deploymentId"] == "ecs-svc/123"
+    assert result.status["remediation"]["receipt"] == "ecs-svc/123"
     assert [r.kind for r in result.records] == ["action_started"]
     assert result.wake_after
 
@@ -262,16 +263,16 @@ def test_an_executed_restart_records_its_deployment() -> None:
     ("rollout", "phase", "result_"),
     [("Succeeded", "Resolved", "Succeeded"), ("Failed", "Escalated", "Failed")],
 )
-def test_rollout_outcome(rollout: Rollout, phase: str, result_: str) -> None:
-    incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
-    result = step(incident, Facts(rollout=rollout))
+def test_rollout_outcome(rollout: Progress, phase: str, result_: str) -> None:
+    incident = remediating("InProgress", receipt="d-1", startedAt=NOW.isoformat())
+    result = step(incident, Facts(progress=rollout))
     assert isinstance(result, Transition) and result.phase == phase
     assert result.status["remediation"]["result"] == result_
 
 
 def test_rollout_in_progress_waits_then_times_out() -> None:
-    incident = remediating("InProgress", deploymentId="d-1", startedAt=NOW.isoformat())
-    going = Facts(rollout="InProgress")
+    incident = remediating("InProgress", receipt="d-1", startedAt=NOW.isoformat())
+    going = Facts(progress="InProgress")
     assert isinstance(step(incident, going), Wait)
     late = NOW + timedelta(seconds=601)
     result = step(incident, going, now=late)
@@ -280,7 +281,7 @@ def test_rollout_in_progress_waits_then_times_out() -> None:
 
 
 def test_refused_restart_escalates_with_the_reason() -> None:
-    refused = RestartRefused("Cooldown", "checkout restarted 3 minutes ago")
+    refused = ActionRefused("Cooldown", "checkout restarted 3 minutes ago")
     result = step(remediating(), Facts(executed=refused))
     assert isinstance(result, Transition) and result.phase == "Escalated"
     assert result.status["remediation"]["result"] == "Refused"
@@ -288,7 +289,7 @@ def test_refused_restart_escalates_with_the_reason() -> None:
 
 
 def test_unknown_restart_outcome_is_asked_again_not_escalated() -> None:
-    unknown = Facts(executed=RestartOutcomeUnknown("UpdateService timed out"))
+    unknown = Facts(executed=OutcomeUnknown("UpdateService timed out"))
     incident = remediating()
     incident.status.conditions = []
     assert step(incident, unknown) == Wait(10.0)
@@ -386,7 +387,7 @@ def test_recovery_during_a_restart_lets_it_finish() -> None:
     incident = remediating()
     incident.status.alarm_state = "OK"
     target = Target(region="eu-west-1", cluster="prod", service="checkout")
-    assert wants(incident, defaults=DEFAULTS) == Execute(target)
+    assert wants(incident, defaults=DEFAULTS) == Execute(target, "restart_service", {})
     result = step(incident, Facts(executed=RECEIPT))
     assert isinstance(result, Transition) and result.phase == "Remediating"
 
@@ -402,7 +403,7 @@ def test_nothing_gathered_means_nothing_decided() -> None:
     # A decision that needs a fact never guesses it.
     assert step(make({"phase": "Assessing"})) is None
     assert step(remediating()) is None
-    assert step(remediating("InProgress", deploymentId="d-1")) is None
+    assert step(remediating("InProgress", receipt="d-1")) is None
 
 
 # --- the other two steps of a pass: wants() and gather() ----------------------
@@ -413,28 +414,37 @@ def test_each_phase_wants_what_its_decision_needs() -> None:
     assert wants(make({"phase": "Triggered"}), defaults=DEFAULTS) is None
     assert wants(make({"phase": "Assessing"}), defaults=DEFAULTS) == AssessIt()
     assert wants(awaiting(state="Approved"), defaults=DEFAULTS) is None
-    assert wants(remediating(), defaults=DEFAULTS) == Execute(target)
-    in_progress = remediating("InProgress", deploymentId="d-1")
-    assert wants(in_progress, defaults=DEFAULTS) == Verify(target, "d-1")
+    assert wants(remediating(), defaults=DEFAULTS) == Execute(target, "restart_service", {})
+    in_progress = remediating("InProgress", receipt="d-1")
+    assert wants(in_progress, defaults=DEFAULTS) == Verify(target, "restart_service", {}, "d-1")
 
 
 class Recorder:
     """Our Remediator interface, recording what it is asked to do."""
 
-    def __init__(self, *, fail: RemediationFailed | RestartRefused | None = None) -> None:
+    def __init__(self, *, fail: RemediationFailed | ActionRefused | None = None) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail = fail
 
-    async def restart(
-        self, *, incident_id: str, target: Target, limits: RemediationPolicy
-    ) -> RestartReceipt:
-        self.calls.append(("restart", (incident_id, target)))
+    async def execute(
+        self,
+        *,
+        action: str,
+        parameters: dict[str, Any],
+        incident_id: str,
+        target: Target,
+        limits: RemediationPolicy,
+        settings: dict[str, Any],
+    ) -> Receipt:
+        self.calls.append((action, (incident_id, target, parameters)))
         if self.fail:
             raise self.fail
         return RECEIPT
 
-    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout:
-        self.calls.append(("rollout", (target, deployment_id)))
+    async def verify(
+        self, *, action: str, parameters: dict[str, Any], target: Target, receipt: str
+    ) -> Progress:
+        self.calls.append(("verify", (action, target, receipt)))
         if self.fail:
             raise self.fail
         return "Succeeded"
@@ -452,18 +462,28 @@ async def test_gather_carries_the_intent_out_and_hands_failures_back_as_facts() 
     target = Target(region="eu-west-1", cluster="prod", service="checkout")
     incident, pol = remediating(), DEFAULT
     done = Recorder()
-    facts = await gather(Execute(target), incident=incident, policy=pol, ports=ports(done))
-    assert facts == Facts(executed=RECEIPT)
-    assert done.calls == [("restart", ("prod/checkout-abc@u-1", target))]
-
-    refused = RestartRefused("Cooldown", "restarted 3 minutes ago")
     facts = await gather(
-        Execute(target), incident=incident, policy=pol, ports=ports(Recorder(fail=refused))
+        Execute(target, "restart_service", {}), incident=incident, policy=pol, ports=ports(done)
+    )
+    assert facts == Facts(executed=RECEIPT)
+    assert done.calls == [("restart_service", ("prod/checkout-abc@u-1", target, {}))]
+
+    refused = ActionRefused("Cooldown", "restarted 3 minutes ago")
+    facts = await gather(
+        Execute(target, "restart_service", {}),
+        incident=incident,
+        policy=pol,
+        ports=ports(Recorder(fail=refused)),
     )
     assert facts.executed is refused
 
-    looked = await gather(Verify(target, "d-1"), incident=incident, policy=pol, ports=ports(done))
-    assert looked == Facts(rollout="Succeeded")
+    looked = await gather(
+        Verify(target, "restart_service", {}, "d-1"),
+        incident=incident,
+        policy=pol,
+        ports=ports(done),
+    )
+    assert looked == Facts(progress="Succeeded")
     assert await gather(None, incident=incident, policy=pol, ports=ports(done)) == Facts()
 
 

@@ -1,7 +1,9 @@
 """Restarting ECS services: once per Incident, within cooldown and cap, across crashes.
 
-Against moto in server mode through real boto3 clients. `aws.count("ecs.UpdateService")`
-counts the restarts actually requested from ECS by every client in a test.
+The executor's claim discipline (remediate/executor.py) through its first
+plugin, `restart_service`. Against moto in server mode through real boto3
+clients. `aws.count("ecs.UpdateService")` counts the restarts actually
+requested from ECS by every client in a test.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import pytest
 from aws_fixtures import REGION, Aws
 from incident_operator.models import RemediationPolicy, ServiceRef
 from incident_operator.remediate import (
+    ActionRefused,
+    Receipt,
     RemediationFailed,
-    RestartReceipt,
-    RestartRefused,
     Target,
     resolve,
 )
 from incident_operator.remediate.claims import new_claim
 from incident_operator.remediate.dynamo_guard import DynamoGuard
-from incident_operator.remediate.ecs import EcsRemediator, judge_rollout
+from incident_operator.remediate.ecs import EcsClients, judge_rollout
+from incident_operator.remediate.executor import Executor
+from incident_operator.remediate.plugin import Context
 
 CHECKOUT = Target(region=REGION, cluster="demo", service="checkout")
 LIMITS = RemediationPolicy()  # cooldown 900 s, 3 per hour
@@ -48,18 +52,47 @@ def table(aws: Aws) -> str:
     return aws.timeline_table()
 
 
-@pytest.fixture
-def remediator(aws: Aws, table: str) -> Callable[..., EcsRemediator]:
-    """A new remediator each call: a fresh process, or another replica."""
+class Restarter:
+    """An executor that restarts: a fresh process, or another replica."""
 
-    def make(**overrides: Any) -> EcsRemediator:
-        options: dict[str, Any] = {
-            "ecs": aws.client("ecs"),
-            "dynamodb": aws.client("dynamodb"),
-            "guard_table": table,
-        }
-        options.update(overrides)
-        return EcsRemediator(**options)
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def restart(
+        self, *, incident_id: str, target: Target, limits: RemediationPolicy
+    ) -> Receipt:
+        return await self.executor.execute(
+            action="restart_service",
+            parameters={},
+            incident_id=incident_id,
+            target=target,
+            limits=limits,
+            settings={},
+        )
+
+    async def rollout(self, *, target: Target, deployment_id: str) -> str:
+        return await self.executor.verify(
+            action="restart_service", parameters={}, target=target, receipt=deployment_id
+        )
+
+
+@pytest.fixture
+def remediator(aws: Aws, table: str) -> Callable[..., Restarter]:
+    """A new executor each call: a fresh process, or another replica.
+
+    `guard_table=None`: claims in memory; `ecs=`: another ECS client; `clock=`.
+    """
+
+    def make(**overrides: Any) -> Restarter:
+        ecs = overrides.get("ecs", aws.client("ecs"))
+        guard_table = overrides.get("guard_table", table)
+        guard = (
+            DynamoGuard(client=aws.client("dynamodb"), table=guard_table) if guard_table else None
+        )
+        context = Context(ecs=EcsClients(ecs=ecs))
+        if "clock" in overrides:
+            context = Context(ecs=context.ecs, clock=overrides["clock"])
+        return Restarter(Executor(context=context, guard=guard))
 
     return make
 
@@ -72,7 +105,7 @@ def restarts(aws: Aws) -> int:
 
 
 async def test_an_incident_restarts_its_service_once(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     before = aws.primary()
 
@@ -81,17 +114,15 @@ async def test_an_incident_restarts_its_service_once(
     again = await remediator().restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
 
     assert not first.reused
-    assert again == RestartReceipt(
-        deployment_id=first.deployment_id, started_at=again.started_at, reused=True
-    )
+    assert again == Receipt(ref=first.ref, started_at=again.started_at, reused=True)
     assert restarts(aws) == 1
     after = aws.primary()
-    assert after["id"] == first.deployment_id != before["id"]
+    assert after["id"] == first.ref != before["id"]
     assert after["createdAt"] > before["createdAt"]
 
 
 async def test_concurrent_calls_for_one_incident_in_one_process_restart_once(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     one = remediator()
 
@@ -100,12 +131,12 @@ async def test_concurrent_calls_for_one_incident_in_one_process_restart_once(
     )
 
     assert restarts(aws) == 1
-    assert {r.deployment_id for r in receipts} == {aws.primary()["id"]}
+    assert {r.ref for r in receipts} == {aws.primary()["id"]}
     assert sorted(r.reused for r in receipts) == [False, True, True, True, True]
 
 
 async def test_every_alias_of_a_service_shares_its_cooldown(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     # ECS accepts the ARN as the service; so does the alarm. Both are one
     # target, so the second Incident meets the first one's cooldown.
@@ -116,21 +147,21 @@ async def test_every_alias_of_a_service_shares_its_cooldown(
     one = remediator()
 
     await one.restart(incident_id="default/a", target=by_arn, limits=LIMITS)
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await one.restart(incident_id="default/b", target=by_name, limits=LIMITS)
 
     assert refused.value.reason == "Cooldown"
-    assert f"{REGION}/demo/checkout was restarted" in str(refused.value)
+    assert f"{REGION}/demo/checkout was last acted on" in str(refused.value)
     assert restarts(aws) == 1
 
 
 async def test_a_target_named_in_another_account_is_refused(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     # Our `checkout` is not the one an alarm of account 210987654321 is about.
     theirs = Target(REGION, "demo", "checkout", account="210987654321")
 
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await remediator().restart(incident_id="default/a", target=theirs, limits=LIMITS)
 
     assert refused.value.reason == "OtherAccount"
@@ -147,14 +178,15 @@ async def claim_then_die(aws: Aws, table: str, incident_id: str) -> None:
         incident_id=incident_id,
         target=str(CHECKOUT),
         owner="the-dead-process",
-        previous_deployment_id=aws.primary()["id"],
+        action="restart_service",
+        before=aws.primary()["id"],
         now=datetime.now(UTC),
     )
     assert await guard.claim(claim, limits=LIMITS) == claim
 
 
 async def test_dying_after_the_claim_before_the_ecs_call_still_restarts_once(
-    aws: Aws, table: str, remediator: Callable[..., EcsRemediator]
+    aws: Aws, table: str, remediator: Callable[..., Restarter]
 ) -> None:
     await claim_then_die(aws, table, "default/a")
     assert restarts(aws) == 0
@@ -165,11 +197,11 @@ async def test_dying_after_the_claim_before_the_ecs_call_still_restarts_once(
     assert restarts(aws) == 1
     assert not receipt.reused
     assert again.reused
-    assert again.deployment_id == receipt.deployment_id == aws.primary()["id"]
+    assert again.ref == receipt.ref == aws.primary()["id"]
 
 
 async def test_dying_after_the_ecs_call_adopts_that_restart(
-    aws: Aws, table: str, remediator: Callable[..., EcsRemediator]
+    aws: Aws, table: str, remediator: Callable[..., Restarter]
 ) -> None:
     await claim_then_die(aws, table, "default/a")
     # The dead process's ECS call went through; writing down its result did not.
@@ -184,13 +216,13 @@ async def test_dying_after_the_ecs_call_adopts_that_restart(
 
     assert restarts(aws) == 1  # the dead process's; none added
     assert receipt.reused
-    assert receipt.deployment_id == dead_process_deployment == aws.primary()["id"]
+    assert receipt.ref == dead_process_deployment == aws.primary()["id"]
     claim = await DynamoGuard(client=aws.client("dynamodb"), table=table).read("default/a")
-    assert claim is not None and claim.deployment_id == dead_process_deployment
+    assert claim is not None and claim.receipt == dead_process_deployment
 
 
 async def test_two_recoverers_of_one_abandoned_claim_restart_once(
-    aws: Aws, table: str, remediator: Callable[..., EcsRemediator]
+    aws: Aws, table: str, remediator: Callable[..., Restarter]
 ) -> None:
     await claim_then_die(aws, table, "default/a")
     replicas = [remediator() for _ in range(4)]
@@ -202,17 +234,17 @@ async def test_two_recoverers_of_one_abandoned_claim_restart_once(
     )
 
     assert restarts(aws) == 1
-    receipts = [o for o in outcomes if isinstance(o, RestartReceipt)]
-    assert {r.deployment_id for r in receipts} == {aws.primary()["id"]}
+    receipts = [o for o in outcomes if isinstance(o, Receipt)]
+    assert {r.ref for r in receipts} == {aws.primary()["id"]}
     # A loser either saw the winner's result or was told to come back later.
-    assert all(isinstance(o, RestartReceipt | RemediationFailed) for o in outcomes)
+    assert all(isinstance(o, Receipt | RemediationFailed) for o in outcomes)
 
 
 # --- cooldown and hourly cap -------------------------------------------------
 
 
 async def test_a_second_incident_within_the_cooldown_is_refused(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     clock = Clock(datetime(2026, 11, 29, 11, 0, 0, tzinfo=UTC))
     first = await remediator(clock=clock).restart(
@@ -220,7 +252,7 @@ async def test_a_second_incident_within_the_cooldown_is_refused(
     )
     clock.now += timedelta(minutes=5)
 
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await remediator(clock=clock).restart(
             incident_id="default/b", target=CHECKOUT, limits=LIMITS
         )
@@ -229,7 +261,7 @@ async def test_a_second_incident_within_the_cooldown_is_refused(
     assert "default/a" in str(refused.value)
     assert "2026-11-29T11:15:00Z" in str(refused.value)  # 11:00 + 900 s
     assert restarts(aws) == 1
-    assert aws.primary()["id"] == first.deployment_id
+    assert aws.primary()["id"] == first.ref
 
     clock.now += timedelta(minutes=10, seconds=1)
     later = await remediator(clock=clock).restart(
@@ -240,7 +272,7 @@ async def test_a_second_incident_within_the_cooldown_is_refused(
 
 
 async def test_concurrent_incidents_for_one_service_restart_it_once(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     # Eight replicas, each with its own clients, each handling another Incident.
     replicas = [remediator() for _ in range(8)]
@@ -251,16 +283,16 @@ async def test_concurrent_incidents_for_one_service_restart_it_once(
         ]
     )
 
-    receipts = [o for o in outcomes if isinstance(o, RestartReceipt)]
-    refusals = [o for o in outcomes if isinstance(o, RestartRefused)]
+    receipts = [o for o in outcomes if isinstance(o, Receipt)]
+    refusals = [o for o in outcomes if isinstance(o, ActionRefused)]
     assert len(receipts) == 1, outcomes
     assert [r.reason for r in refusals] == ["Cooldown"] * 7, outcomes
     assert restarts(aws) == 1
-    assert aws.primary()["id"] == receipts[0].deployment_id
+    assert aws.primary()["id"] == receipts[0].ref
 
 
 async def test_the_hourly_cap_counts_fixed_utc_hours(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     limits = RemediationPolicy(cooldown_seconds=0, max_per_hour=2)
     clock = Clock(datetime(2026, 11, 29, 11, 58, 0, tzinfo=UTC))
@@ -268,7 +300,7 @@ async def test_the_hourly_cap_counts_fixed_utc_hours(
     await one.restart(incident_id="default/a", target=CHECKOUT, limits=limits)
     await one.restart(incident_id="default/b", target=CHECKOUT, limits=limits)
 
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await one.restart(incident_id="default/c", target=CHECKOUT, limits=limits)
 
     assert refused.value.reason == "HourlyCap"
@@ -281,9 +313,9 @@ async def test_the_hourly_cap_counts_fixed_utc_hours(
 
 
 async def test_a_cap_of_zero_allows_no_restart(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await remediator().restart(
             incident_id="default/a",
             target=CHECKOUT,
@@ -295,11 +327,11 @@ async def test_a_cap_of_zero_allows_no_restart(
 
 
 async def test_a_refused_incident_can_retry_once_the_cooldown_passed(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     clock = Clock(datetime(2026, 11, 29, 11, 0, 0, tzinfo=UTC))
     await remediator(clock=clock).restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
-    with pytest.raises(RestartRefused):
+    with pytest.raises(ActionRefused):
         await remediator(clock=clock).restart(
             incident_id="default/b", target=CHECKOUT, limits=LIMITS
         )
@@ -316,16 +348,16 @@ async def test_a_refused_incident_can_retry_once_the_cooldown_passed(
 
 
 async def test_without_a_table_one_process_still_restarts_once_per_incident(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
-    one = remediator(guard_table=None, dynamodb=None)
+    one = remediator(guard_table=None)
 
     first = await one.restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
     again = await one.restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await one.restart(incident_id="default/b", target=CHECKOUT, limits=LIMITS)
 
-    assert again.reused and again.deployment_id == first.deployment_id
+    assert again.reused and again.ref == first.ref
     assert refused.value.reason == "Cooldown"
     assert restarts(aws) == 1
 
@@ -334,7 +366,7 @@ async def test_without_a_table_one_process_still_restarts_once_per_incident(
 
 
 async def test_an_unknown_service_fails_clearly(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     with pytest.raises(RemediationFailed, match="ECS service nope not found in cluster demo"):
         await remediator().restart(
@@ -354,7 +386,7 @@ async def test_an_unknown_service_fails_clearly(
 
 
 async def test_a_denied_restart_fails_and_holds_back_no_one(
-    aws: Aws, table: str, remediator: Callable[..., EcsRemediator]
+    aws: Aws, table: str, remediator: Callable[..., Restarter]
 ) -> None:
     denied = remediator(ecs=aws.client("ecs", deny={"UpdateService"}))
     before = aws.primary()["id"]
@@ -367,11 +399,11 @@ async def test_a_denied_restart_fails_and_holds_back_no_one(
     # Neither the cooldown nor the hour's count kept the failed attempt.
     receipt = await remediator().restart(incident_id="default/b", target=CHECKOUT, limits=LIMITS)
     assert not receipt.reused
-    assert aws.primary()["id"] == receipt.deployment_id
+    assert aws.primary()["id"] == receipt.ref
 
 
 async def test_a_target_in_another_region_than_the_client_fails_clearly(
-    aws: Aws, remediator: Callable[..., EcsRemediator]
+    aws: Aws, remediator: Callable[..., Restarter]
 ) -> None:
     elsewhere = Target("eu-west-1", "demo", "checkout")
 
@@ -383,7 +415,7 @@ async def test_a_target_in_another_region_than_the_client_fails_clearly(
 # --- rollout -----------------------------------------------------------------
 
 
-async def test_rollout_against_moto(aws: Aws, remediator: Callable[..., EcsRemediator]) -> None:
+async def test_rollout_against_moto(aws: Aws, remediator: Callable[..., Restarter]) -> None:
     # moto fixes a deployment's progress when the service is created (see ecs.py):
     # "checkout" has no task running, "stable" has all of them.
     aws.ecs_service(service="stable", running=2)
@@ -393,12 +425,12 @@ async def test_rollout_against_moto(aws: Aws, remediator: Callable[..., EcsRemed
     pending = await one.restart(incident_id="default/a", target=CHECKOUT, limits=LIMITS)
     done = await one.restart(incident_id="default/b", target=stable, limits=LIMITS)
 
-    assert await one.rollout(target=CHECKOUT, deployment_id=pending.deployment_id) == "InProgress"
-    assert await one.rollout(target=stable, deployment_id=done.deployment_id) == "Succeeded"
+    assert await one.rollout(target=CHECKOUT, deployment_id=pending.ref) == "InProgress"
+    assert await one.rollout(target=stable, deployment_id=done.ref) == "Succeeded"
 
 
 async def test_rollout_of_an_unknown_service_fails(
-    remediator: Callable[..., EcsRemediator],
+    remediator: Callable[..., Restarter],
 ) -> None:
     with pytest.raises(RemediationFailed, match="not found"):
         await remediator().rollout(target=Target(REGION, "demo", "nope"), deployment_id="ecs-svc/1")
@@ -496,7 +528,7 @@ def run_in_threads(calls: list[Callable[[], Any]]) -> list[Any]:
         start.wait()
         try:
             outcomes[index] = asyncio.run(calls[index]())
-        except (RestartRefused, RemediationFailed) as error:
+        except (ActionRefused, RemediationFailed) as error:
             outcomes[index] = error
 
     threads = [

@@ -13,8 +13,8 @@ import pytest
 
 from aws_fixtures import Aws
 from incident_operator.models import RemediationPolicy
-from incident_operator.remediate import RestartRefused
-from incident_operator.remediate.claims import Claim, RestartGuard, new_claim, taken_over
+from incident_operator.remediate import ActionRefused
+from incident_operator.remediate.claims import Claim, ClaimGuard, new_claim, taken_over
 from incident_operator.remediate.dynamo_guard import DynamoGuard
 from incident_operator.remediate.memory_guard import MemoryGuard
 
@@ -24,7 +24,7 @@ LIMITS = RemediationPolicy(cooldownSeconds=900, maxPerHour=3)
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def guard(request: pytest.FixtureRequest) -> RestartGuard:
+def guard(request: pytest.FixtureRequest) -> ClaimGuard:
     if request.param == "memory":
         return MemoryGuard()
     aws: Aws = request.getfixturevalue("aws")
@@ -36,14 +36,15 @@ def claim(
 ) -> Claim:
     return new_claim(
         incident_id=incident,
+        action="restart_service",
         target=target,
         owner=owner or f"owner-of-{incident}",
-        previous_deployment_id="ecs-svc/1",
+        before="ecs-svc/1",
         now=at,
     )
 
 
-async def test_an_incident_is_claimed_once(guard: RestartGuard) -> None:
+async def test_an_incident_is_claimed_once(guard: ClaimGuard) -> None:
     first = await guard.claim(claim("ns/a"), limits=LIMITS)
     again = await guard.claim(claim("ns/a", owner="a-retry"), limits=LIMITS)
 
@@ -51,10 +52,10 @@ async def test_an_incident_is_claimed_once(guard: RestartGuard) -> None:
     assert await guard.read("ns/a") == first
 
 
-async def test_a_target_is_not_restarted_within_its_cooldown(guard: RestartGuard) -> None:
+async def test_a_target_is_not_restarted_within_its_cooldown(guard: ClaimGuard) -> None:
     await guard.claim(claim("ns/a"), limits=LIMITS)
 
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await guard.claim(claim("ns/b", NOON + timedelta(seconds=899)), limits=LIMITS)
     assert refused.value.reason == "Cooldown"
     assert "ns/a" in str(refused.value)  # who restarted it last
@@ -66,12 +67,12 @@ async def test_a_target_is_not_restarted_within_its_cooldown(guard: RestartGuard
     assert (await guard.claim(other, limits=LIMITS)).incident_id == "ns/d"
 
 
-async def test_a_target_is_restarted_at_most_its_cap_per_clock_hour(guard: RestartGuard) -> None:
+async def test_a_target_is_restarted_at_most_its_cap_per_clock_hour(guard: ClaimGuard) -> None:
     no_cooldown = RemediationPolicy(cooldownSeconds=0, maxPerHour=2)
     await guard.claim(claim("ns/a", NOON), limits=no_cooldown)
     await guard.claim(claim("ns/b", NOON + timedelta(minutes=10)), limits=no_cooldown)
 
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await guard.claim(claim("ns/c", NOON + timedelta(minutes=59)), limits=no_cooldown)
     assert refused.value.reason == "HourlyCap"
     assert "13:00:00Z" in str(refused.value)  # when the next one is allowed
@@ -80,28 +81,28 @@ async def test_a_target_is_restarted_at_most_its_cap_per_clock_hour(guard: Resta
     assert next_hour.incident_id == "ns/d"
 
 
-async def test_a_cap_of_zero_allows_no_restart(guard: RestartGuard) -> None:
-    with pytest.raises(RestartRefused, match="maxPerHour: 0"):
+async def test_a_cap_of_zero_allows_no_restart(guard: ClaimGuard) -> None:
+    with pytest.raises(ActionRefused, match="maxPerHour: 0"):
         await guard.claim(claim("ns/a"), limits=RemediationPolicy(maxPerHour=0))
     assert await guard.read("ns/a") is None
 
 
-async def test_when_both_limits_forbid_the_longer_one_is_reported(guard: RestartGuard) -> None:
+async def test_when_both_limits_forbid_the_longer_one_is_reported(guard: ClaimGuard) -> None:
     # The cap frees at 13:00; a cooldown of two hours lasts longer.
     tight = RemediationPolicy(cooldownSeconds=7200, maxPerHour=1)
     await guard.claim(claim("ns/a"), limits=tight)
-    with pytest.raises(RestartRefused) as refused:
+    with pytest.raises(ActionRefused) as refused:
         await guard.claim(claim("ns/b", NOON + timedelta(minutes=5)), limits=tight)
     assert refused.value.reason == "Cooldown"
 
 
 async def test_an_abandoned_claim_is_taken_over_by_one_attempt_only(
-    guard: RestartGuard,
+    guard: ClaimGuard,
 ) -> None:
     dead = await guard.claim(claim("ns/a"), limits=LIMITS)
     later = NOON + timedelta(minutes=1)
-    mine = taken_over(dead, owner="recoverer", previous_deployment_id="ecs-svc/1", now=later)
-    theirs = taken_over(dead, owner="rival", previous_deployment_id="ecs-svc/1", now=later)
+    mine = taken_over(dead, owner="recoverer", before="ecs-svc/1", now=later)
+    theirs = taken_over(dead, owner="rival", before="ecs-svc/1", now=later)
 
     assert await guard.take_over(dead, mine, limits=LIMITS) == mine
     assert await guard.take_over(dead, theirs, limits=LIMITS) is None
@@ -109,18 +110,18 @@ async def test_an_abandoned_claim_is_taken_over_by_one_attempt_only(
     assert stored is not None and stored.claimed_by == "recoverer"
 
 
-async def test_a_completed_claim_keeps_its_first_deployment(guard: RestartGuard) -> None:
+async def test_a_completed_claim_keeps_its_first_deployment(guard: ClaimGuard) -> None:
     held = await guard.claim(claim("ns/a"), limits=LIMITS)
-    first = await guard.complete(held, deployment_id="ecs-svc/2", restarted_at=NOON)
-    second = await guard.complete(held, deployment_id="ecs-svc/3", restarted_at=NOON)
+    first = await guard.complete(held, receipt="ecs-svc/2", acted_at=NOON)
+    second = await guard.complete(held, receipt="ecs-svc/3", acted_at=NOON)
 
-    assert first.deployment_id == second.deployment_id == "ecs-svc/2"
+    assert first.receipt == second.receipt == "ecs-svc/2"
     # A restart that happened is never taken over.
-    later = taken_over(held, owner="late", previous_deployment_id="x", now=NOON)
+    later = taken_over(held, owner="late", before="x", now=NOON)
     assert await guard.take_over(held, later, limits=LIMITS) is None
 
 
-async def test_a_released_claim_holds_nobody_back(guard: RestartGuard) -> None:
+async def test_a_released_claim_holds_nobody_back(guard: ClaimGuard) -> None:
     capped = RemediationPolicy(cooldownSeconds=900, maxPerHour=1)
     held = await guard.claim(claim("ns/a"), limits=capped)
     await guard.release(held)
@@ -131,11 +132,11 @@ async def test_a_released_claim_holds_nobody_back(guard: RestartGuard) -> None:
     assert after.incident_id == "ns/b"
 
 
-async def test_a_completed_claim_is_not_released(guard: RestartGuard) -> None:
+async def test_a_completed_claim_is_not_released(guard: ClaimGuard) -> None:
     held = await guard.claim(claim("ns/a"), limits=LIMITS)
-    done = await guard.complete(held, deployment_id="ecs-svc/2", restarted_at=NOON)
+    done = await guard.complete(held, receipt="ecs-svc/2", acted_at=NOON)
     await guard.release(held)
 
     assert await guard.read("ns/a") == done
-    with pytest.raises(RestartRefused):
+    with pytest.raises(ActionRefused):
         await guard.claim(claim("ns/b", NOON + timedelta(seconds=1)), limits=LIMITS)

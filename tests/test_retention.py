@@ -110,4 +110,4 @@ async def test_an_incident_that_gets_a_deleted_ones_name_makes_its_own_restart(
     incident = wait_phase(api, namespace, again, "Resolved")
 
     assert aws.primary(service="orders")["id"] != restarted  # restarted again, for real
-    assert incident["status"]["remediation"]["deploymentId"] == aws.primary(service="orders")["id"]
+    assert incident["status"]["remediation"]["receipt"] == aws.primary(service="orders")["id"]

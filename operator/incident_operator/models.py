@@ -12,8 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 GROUP = "incident-response.dev"
 VERSION = "v1alpha1"
@@ -39,7 +49,6 @@ CLOSED_PHASES: frozenset[str] = frozenset({"Resolved", "Failed"})
 HANDED_OFF_PHASES: frozenset[str] = frozenset({"Escalated", "Ignored"})
 TERMINAL_PHASES: frozenset[str] = CLOSED_PHASES | HANDED_OFF_PHASES
 Verdict = Literal["SAFE", "ESCALATE"]
-Action = Literal["restart_service", "notify_team", "ignore"]
 ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired", "Cancelled"]
 ConditionType = Literal["Assessed", "Approved", "Remediated", "Notified", "Resolved"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -72,6 +81,63 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Name = Annotated[str, Field(max_length=MAX_NAME, pattern=VISIBLE)]
 # What identifies a target: never cut, never with invisible characters.
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER, pattern=VISIBLE)]
+
+
+# --- Actions: named here, defined by the plugins in remediate/actions/ ---------
+#
+# The API does not list the actions: `notify_team` and `ignore` plus every
+# plugin's name are valid, and the CRD's enum, the LLM's answer schema and
+# the bounds of each action's parameters and policy settings are made from
+# the registry when a schema is generated (see `_FromRegistry`). The registry
+# is imported late, inside the hooks: the plugins build on these models.
+
+
+class _FromRegistry:
+    """Annotated metadata: a field's schema and checks come from the action registry.
+
+    `what` is one of: "name" (an action's name), "parameters" (an action's
+    parameters: every plugin's parameter fields, each optional), "settings"
+    (per-action policy settings: one optional object per plugin).
+    """
+
+    def __init__(self, what: Literal["name", "parameters", "settings"]) -> None:
+        self.what = what
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        from .remediate import registry
+
+        schema = dict(handler(core_schema))
+        if self.what == "name":
+            schema["enum"] = list(registry.names())
+        elif self.what == "parameters":
+            schema = {**registry.parameters_schema(), "description": schema.get("description", "")}
+        else:
+            schema = {**registry.settings_schema(), "description": schema.get("description", "")}
+        return schema
+
+
+def _known_action(name: str) -> str:
+    from .remediate import registry
+
+    if name not in registry.names():
+        raise ValueError(f"unknown action {name!r}; known: {', '.join(registry.names())}")
+    return name
+
+
+ActionName = Annotated[
+    str, Field(max_length=64), AfterValidator(_known_action), _FromRegistry("name")
+]
+# Checked against the action's own parameter model where the action is known
+# (Decision, Rule, Approval, Remediation): see `_parameters_fit`.
+Parameters = Annotated[dict[str, JsonValue], Field(max_length=16), _FromRegistry("parameters")]
+
+
+def _parameters_fit(action: str, parameters: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    from .remediate import registry
+
+    return registry.check_parameters(action, parameters)
 
 
 class Model(BaseModel):
@@ -159,7 +225,11 @@ class Decision(Model):
     """An assessor's verdict. Also the response schema the LLM must fill."""
 
     decision: Verdict = Field(description="SAFE to act automatically, or ESCALATE to a human.")
-    action: Action = Field(description="What to do.")
+    action: ActionName = Field(description="What to do.")
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="The action's parameters (see each action's own), within the policy's bounds.",
+    )
     message: Annotated[str, Field(max_length=MAX_MESSAGE)] = Field(
         description="One short sentence for the on-call engineer."
     )
@@ -167,6 +237,11 @@ class Decision(Model):
     rationale: Annotated[str, Field(max_length=MAX_TEXT)] = Field(
         "", description="Why, in a few sentences."
     )
+
+    @model_validator(mode="after")
+    def parameters_fit(self) -> Decision:
+        self.parameters = _parameters_fit(self.action, self.parameters)
+        return self
 
 
 class Assessment(Decision):
@@ -192,7 +267,8 @@ class Approval(Model):
     state: ApprovalState = Field(
         "Pending", description="Pending, Approved, Rejected, Expired, or Cancelled (recovered)."
     )
-    action: Action | None = Field(None, description="The action asked for.")
+    action: ActionName | None = Field(None, description="The action asked for.")
+    parameters: Parameters = Field(default_factory=dict, description="Its parameters.")
     target: ShortText | None = Field(None, description="Its target: region/cluster/service.")
     by: ShortText | None = Field(None, description="Who decided (Slack user id, kubectl user).")
     at: datetime | None = Field(None, description="When they decided.")
@@ -211,15 +287,23 @@ class Approval(Model):
 class Remediation(Model):
     """The action taken on the service."""
 
-    action: Action
+    action: ActionName
+    parameters: Parameters = Field(default_factory=dict, description="Its parameters.")
     target: ShortText = Field(description="region/cluster/service acted on.")
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: Literal["Pending", "InProgress", "Succeeded", "Failed", "TimedOut", "Refused"] = (
         "Pending"
     )
-    deployment_id: ShortText | None = None
+    receipt: ShortText | None = Field(
+        None, description="What acting produced, to follow it: e.g. the ECS deployment id."
+    )
     message: Text | None = None
+
+    @model_validator(mode="after")
+    def parameters_fit(self) -> Remediation:
+        self.parameters = _parameters_fit(self.action, self.parameters)
+        return self
 
 
 class SlackRef(Model):
@@ -344,15 +428,33 @@ class Rule(Model):
     alarm_names: list[ShortText] = Field(
         default_factory=list, max_length=32, description="Alarm name globs; empty: any."
     )
-    action: Action
+    action: ActionName
+    parameters: Parameters = Field(default_factory=dict, description="The action's parameters.")
     decision: Verdict = "SAFE"
+
+    @model_validator(mode="after")
+    def parameters_fit(self) -> Rule:
+        self.parameters = _parameters_fit(self.action, self.parameters)
+        return self
+
+
+def _remediations() -> list[str]:
+    from .remediate import registry
+
+    return list(registry.plugins())
+
+
+def _allowed_by_default() -> list[str]:
+    from .remediate import registry
+
+    return list(registry.allowed_by_default())
 
 
 class ApprovalPolicy(Model):
-    required_for: list[Action] = Field(
-        default_factory=lambda: list[Action](["restart_service"]),
-        max_length=3,
-        description="Actions that wait for a human.",
+    required_for: list[ActionName] = Field(
+        default_factory=_remediations,
+        max_length=32,
+        description="Actions that wait for a human; every remediation if unset.",
     )
     approvers: list[ShortText] = Field(
         default_factory=list,
@@ -402,22 +504,12 @@ class NotifyPolicy(Model):
     email: EmailTarget | None = None
 
 
-ALL_ACTIONS: tuple[Action, ...] = ("restart_service", "notify_team", "ignore")
-
 # The same two checks as `ResponsePolicySpec.rules_can_apply`, in CEL, so the
 # API server refuses such a policy from any writer (`kubectl apply` says why).
 _CATCH_ALL = "(!has({r}.severities) || size({r}.severities) == 0) && " + (
     "(!has({r}.alarmNames) || size({r}.alarmNames) == 0)"
 )
 _POLICY_VALIDATIONS: list[JsonValue] = [
-    {
-        "rule": "!has(self.rules) || self.rules.all(r, r.action in "
-        "(has(self.allowedActions) ? self.allowedActions : "
-        + repr(list(ALL_ACTIONS)).replace('"', "'")
-        + "))",
-        "message": "every rule's action must be in allowedActions: a rule whose action is "
-        "not allowed can never apply",
-    },
     {
         "rule": "!has(self.rules) || size(self.rules.filter(r, "
         + _CATCH_ALL.format(r="r")
@@ -432,21 +524,47 @@ _POLICY_VALIDATIONS: list[JsonValue] = [
 ]
 
 
+def _policy_schema(schema: dict[str, JsonValue]) -> None:
+    from .remediate import registry
+
+    default = repr(list(registry.allowed_by_default())).replace('"', "'")
+    allowed: JsonValue = {
+        "rule": "!has(self.rules) || self.rules.all(r, r.action in "
+        f"(has(self.allowedActions) ? self.allowedActions : {default}))",
+        "message": "every rule's action must be in allowedActions: a rule whose action is "
+        "not allowed can never apply",
+    }
+    schema["x-kubernetes-validations"] = [allowed, *_POLICY_VALIDATIONS]
+
+
 class ResponsePolicySpec(Model):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _POLICY_VALIDATIONS})
+    model_config = ConfigDict(json_schema_extra=_policy_schema)
 
     match: PolicyMatch = Field(default_factory=PolicyMatch)
     assessor: AssessorConfig = Field(default_factory=AssessorConfig)
     rules: list[Rule] = Field(default_factory=list, max_length=64)
-    allowed_actions: list[Action] = Field(
-        default_factory=lambda: list(ALL_ACTIONS),
-        max_length=3,
-        description="Actions this policy permits; anything else escalates.",
+    allowed_actions: list[ActionName] = Field(
+        default_factory=_allowed_by_default,
+        max_length=32,
+        description="Actions this policy permits; anything else escalates. If unset: "
+        "notify_team, ignore and the actions that are allowed by default (restart_service).",
     )
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     remediation: RemediationPolicy = Field(default_factory=RemediationPolicy)
+    actions: Annotated[dict[str, dict[str, JsonValue]], _FromRegistry("settings")] = Field(
+        default_factory=dict,
+        description="Per-action settings and bounds, e.g. "
+        "scale_service: {minCount: 2, maxCount: 10}.",
+    )
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+
+    @model_validator(mode="after")
+    def settings_fit(self) -> ResponsePolicySpec:
+        from .remediate import registry
+
+        self.actions = registry.check_settings(self.actions)
+        return self
 
     @model_validator(mode="after")
     def rules_can_apply(self) -> ResponsePolicySpec:

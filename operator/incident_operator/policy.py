@@ -4,8 +4,8 @@ A policy matches when every criterion it gives holds (service-name globs,
 severities, labels). Among matches the most specific wins: more criteria
 first, then the longest service glob without wildcards (an exact name beats
 `checkout-*` beats `*`), then the name, so the choice is deterministic. With
-no match the built-in default applies: rules assessor, restarts need approval,
-notify every configured channel.
+no match the built-in default applies: rules assessor, every action needs
+approval, notify every configured channel.
 
 Service globs match the service's canonical name (`remediate/target.py`),
 so an alarm that names a service by its ARN gets the same policy as one that

@@ -2,8 +2,10 @@
 
 An assessor proposes, `enforce` disposes. It runs after every assessor, the
 rules one included, so neither a bug nor a manipulated LLM answer can hand
-the phase machine an action the policy forbids, an escalation that acts, or a
-message that breaks `kubectl get` or a Slack post.
+the phase machine an action the policy forbids, parameters outside the
+policy's bounds for that action, an escalation that acts, or a message that
+breaks `kubectl get` or a Slack post. Out-of-bounds parameters are refused,
+not clamped: a human looks at what was proposed and why it was refused.
 
 `escalation()` is the one way to build the fail-safe answer, so every
 failure, whichever assessor hit it, reads the same in status and timeline.
@@ -16,12 +18,13 @@ import re
 import unicodedata
 from typing import Literal
 
-from ..models import MAX_MESSAGE, MAX_TEXT, Action, Assessment
+from ..models import MAX_MESSAGE, MAX_TEXT, Assessment
 from ..policy import Policy
+from ..remediate import registry
 
 # Escalating means a human looks: the team is notified whatever the policy
 # allows, since that is the fallback every other safeguard relies on.
-ESCALATION_ACTION: Action = "notify_team"
+ESCALATION_ACTION = registry.NOTIFY_TEAM
 
 # Control (Cc), format (Cf: bidi overrides, zero-width joiners), surrogate and
 # private-use characters render as nothing or as something else in terminals
@@ -90,11 +93,16 @@ def enforce(assessment: Assessment, policy: Policy) -> Assessment:
     """The assessment as it may be acted on under `policy`."""
     who = _WHO[assessment.assessor]
     decision, action = assessment.decision, assessment.action
+    parameters = assessment.parameters
     message, rationale = assessment.message, assessment.rationale
     override: str | None = None
+    out_of_bounds = registry.bounds(action, parameters, policy.spec.actions)
 
     if decision == "SAFE" and action not in policy.spec.allowed_actions:
         override = f"{who} proposed {action}, which policy {policy.name} does not allow"
+        message = f"Escalated: {override}"
+    elif decision == "SAFE" and out_of_bounds:
+        override = f"{who} proposed {action}, but {out_of_bounds} of policy {policy.name}"
         message = f"Escalated: {override}"
     elif decision == "ESCALATE" and action != ESCALATION_ACTION:
         override = f"{who} escalated but proposed {action}; an escalation only notifies the team"
@@ -102,13 +110,14 @@ def enforce(assessment: Assessment, policy: Policy) -> Assessment:
         # What the assessor said stays on record, below the reason it was overruled.
         said = f"{who} said: {assessment.message}"
         rationale = "\n".join(part for part in (override, said, assessment.rationale) if part)
-        decision, action = "ESCALATE", ESCALATION_ACTION
+        decision, action, parameters = "ESCALATE", ESCALATION_ACTION, {}
 
     return Assessment.model_validate(
         assessment.model_dump()
         | {
             "decision": decision,
             "action": action,
+            "parameters": parameters,
             "message": clean_message(message) or f"{decision} {action}",
             "rationale": clean_rationale(rationale),
             "confidence": _clamp(assessment.confidence),

@@ -15,7 +15,9 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from ..models import Action, Assessment, IncidentSpec, Rule, Verdict
+from pydantic import JsonValue
+
+from ..models import Assessment, IncidentSpec, Rule, Verdict
 from ..policy import Policy
 from .guardrails import clean_message, clean_rationale
 
@@ -69,6 +71,7 @@ class RulesAssessor:
             return self._assessment(
                 decision=rule.decision,
                 action=rule.action,
+                parameters=rule.parameters,
                 message=f"{label} {number} (severity {severity}, alarm {glob}) -> {_outcome(rule)}",
                 rationale=(
                     f"Policy {policy.name}: {label} {number} of {len(rules)} is the first to "
@@ -90,12 +93,19 @@ class RulesAssessor:
         )
 
     def _assessment(
-        self, *, decision: Verdict, action: Action, message: str, rationale: str
+        self,
+        *,
+        decision: Verdict,
+        action: str,
+        message: str,
+        rationale: str,
+        parameters: dict[str, JsonValue] | None = None,
     ) -> Assessment:
         # Deterministic: the rules are certain of what they say, right or wrong.
         return Assessment(
             decision=decision,
             action=action,
+            parameters=parameters or {},
             message=clean_message(message),
             confidence=1.0,
             rationale=clean_rationale(rationale),

@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import JsonValue
 
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
-    Action,
     Approval,
     Assessment,
     Condition,
@@ -42,24 +43,25 @@ from ..models import (
     Phase,
     Record,
     Remediation,
+    RemediationPolicy,
 )
 from ..policy import Policy
 from ..remediate import (
+    ActionRefused,
+    OutcomeUnknown,
+    Progress,
+    Receipt,
     RemediationFailed,
-    Remediator,
-    RestartOutcomeUnknown,
-    RestartReceipt,
-    RestartRefused,
-    Rollout,
     Target,
     UnresolvedTarget,
+    registry,
     resolve,
 )
 from .conditions import get_condition, set_condition
 
-# How often to look at a rollout in progress.
+# How often to look at an action in progress (a rollout, a scaling).
 ROLLOUT_POLL_SECONDS = 5.0
-# How soon to ask again when a restart's outcome was unknown (a timeout).
+# How soon to ask again when an action's outcome was unknown (a timeout).
 UNKNOWN_OUTCOME_RETRY_SECONDS = 10.0
 
 
@@ -69,6 +71,25 @@ class Defaults:
 
     cluster: str | None = None
     region: str = "us-east-1"
+
+
+class Remediator(Protocol):
+    """Carries actions out (remediate/executor.py); a fake in unit tests."""
+
+    async def execute(
+        self,
+        *,
+        action: str,
+        parameters: dict[str, JsonValue],
+        incident_id: str,
+        target: Target,
+        limits: RemediationPolicy,
+        settings: dict[str, dict[str, JsonValue]],
+    ) -> Receipt: ...
+
+    async def verify(
+        self, *, action: str, parameters: dict[str, JsonValue], target: Target, receipt: str
+    ) -> Progress: ...
 
 
 @dataclass(frozen=True)
@@ -95,14 +116,18 @@ class Execute:
     """Intent: carry out the recorded action on its target (claimed first)."""
 
     target: Target
+    action: str
+    parameters: dict[str, JsonValue]
 
 
 @dataclass(frozen=True)
 class Verify:
-    """Intent: look at how the action's rollout is going."""
+    """Intent: look at how the action is going (a rollout, a scaling)."""
 
     target: Target
-    deployment_id: str
+    action: str
+    parameters: dict[str, JsonValue]
+    receipt: str
 
 
 Intent = AssessIt | Execute | Verify
@@ -113,8 +138,8 @@ class Facts:
     """What `gather()` found out for `decide()`; failures are facts too."""
 
     assessment: Assessment | None = None
-    executed: RestartReceipt | RestartRefused | RemediationFailed | None = None
-    rollout: Rollout | RemediationFailed | None = None
+    executed: Receipt | ActionRefused | RemediationFailed | None = None
+    progress: Progress | RemediationFailed | None = None
 
 
 @dataclass
@@ -200,10 +225,11 @@ def wants(incident: Incident, *, defaults: Defaults) -> Intent | None:
         return None  # decide() escalates
     if remediation.target != str(target):
         return None  # decide() escalates: only the recorded target is acted on
+    action, parameters = remediation.action, remediation.parameters
     if remediation.result == "Pending":
-        return Execute(target)
-    if remediation.result == "InProgress" and remediation.deployment_id:
-        return Verify(target, remediation.deployment_id)
+        return Execute(target, action, parameters)
+    if remediation.result == "InProgress" and remediation.receipt:
+        return Verify(target, action, parameters, remediation.receipt)
     return None
 
 
@@ -215,22 +241,28 @@ async def gather(
         return Facts(assessment=await ports.assess(incident, policy))
     if isinstance(intent, Execute):
         try:
-            receipt = await ports.remediator.restart(
+            receipt = await ports.remediator.execute(
+                action=intent.action,
+                parameters=intent.parameters,
                 incident_id=incident.identity,
                 target=intent.target,
                 limits=policy.spec.remediation,
+                settings=policy.spec.actions,
             )
-        except (RestartRefused, RemediationFailed) as failure:
+        except (ActionRefused, RemediationFailed) as failure:
             return Facts(executed=failure)
         return Facts(executed=receipt)
     if isinstance(intent, Verify):
         try:
-            rollout = await ports.remediator.rollout(
-                target=intent.target, deployment_id=intent.deployment_id
+            progress = await ports.remediator.verify(
+                action=intent.action,
+                parameters=intent.parameters,
+                target=intent.target,
+                receipt=intent.receipt,
             )
         except RemediationFailed as failure:
-            return Facts(rollout=failure)
-        return Facts(rollout=rollout)
+            return Facts(progress=failure)
+        return Facts(progress=progress)
     return Facts()
 
 
@@ -317,16 +349,17 @@ def _assessed(
         f"with confidence {assessment.confidence:.2f} under policy {policy.name}: "
         f"{assessment.message}",
     )
-    if assessment.decision == "ESCALATE" or assessment.action == "notify_team":
+    if assessment.decision == "ESCALATE" or assessment.action == registry.NOTIFY_TEAM:
         reason = "Escalated" if assessment.decision == "ESCALATE" else "NotifyTeam"
         return step.record("escalated", reason, assessment.message, warning=True).to("Escalated")
-    if assessment.action == "ignore":
+    if assessment.action == registry.IGNORE:
         return step.record("ignored", "Ignored", assessment.message).to("Ignored")
-    # restart_service
+    # An action plugin's (guardrails.enforce allowed it, parameters and all).
     try:
         target = _target(incident, defaults)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {assessment.action}: {why}")
+    what = _what(assessment.action, target, assessment.parameters)
     if assessment.action in policy.spec.approval.required_for:
         deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
         by = f"{deadline:%Y-%m-%dT%H:%M:%SZ}"
@@ -335,6 +368,7 @@ def _assessed(
             required=True,
             state="Pending",
             action=assessment.action,
+            parameters=assessment.parameters,
             target=str(target),
             deadline=deadline,
             approvers=rules.approvers,
@@ -351,7 +385,7 @@ def _assessed(
             .record(
                 "approval_requested",
                 "ApprovalRequested",
-                f"restart of {target} needs approval (policy {policy.name}) by {by}",
+                f"{what} needs approval (policy {policy.name}) by {by}",
             )
             .to("AwaitingApproval", wake_after=policy.spec.approval.timeout_seconds)
         )
@@ -361,11 +395,18 @@ def _assessed(
         via="policy",
         at=step.now,
         action=assessment.action,
+        parameters=assessment.parameters,
         target=str(target),
     )
     step.set(approval=approval.to_api())
     step.condition("Approved", "True", "NotRequired", f"policy {policy.name} needs no approval")
-    return _start_remediation(step, action=assessment.action, target=target, policy=policy)
+    return _start_remediation(
+        step,
+        action=assessment.action,
+        parameters=assessment.parameters,
+        target=target,
+        policy=policy,
+    )
 
 
 def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _Builder) -> Outcome:
@@ -376,15 +417,17 @@ def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _
     if approval.state == "Approved":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
         step.condition("Approved", "True", "Approved", f"approved by {who}")
-        step.record("approval", "Approved", f"restart approved by {who}")
+        step.record("approval", "Approved", f"{assessment.action} approved by {who}")
         return _approved(
-            incident, approval, assessment.action, defaults=defaults, policy=policy, step=step
+            incident, approval, assessment, defaults=defaults, policy=policy, step=step
         )
     if approval.state == "Rejected":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
         step.condition("Approved", "False", "Rejected", f"rejected by {who}")
-        step.record("approval", "Rejected", f"restart rejected by {who}")
-        return _escalate(step, "ApprovalRejected", f"restart rejected by {who}; over to a human")
+        step.record("approval", "Rejected", f"{assessment.action} rejected by {who}")
+        return _escalate(
+            step, "ApprovalRejected", f"{assessment.action} rejected by {who}; over to a human"
+        )
     deadline = approval.deadline
     if approval.state == "Pending" and deadline is not None and step.now < deadline:
         return Wait((deadline - step.now).total_seconds())
@@ -397,7 +440,7 @@ def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _
     step.record("approval", "Expired", f"approval timed out; policy says {on_timeout}")
     if on_timeout == "approve":
         return _approved(
-            incident, approval, assessment.action, defaults=defaults, policy=policy, step=step
+            incident, approval, assessment, defaults=defaults, policy=policy, step=step
         )
     if on_timeout == "ignore":
         return step.record("ignored", "Ignored", "approval timed out; ignored").to("Ignored")
@@ -407,48 +450,67 @@ def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _
 def _approved(
     incident: Incident,
     approval: Approval,
-    action: Action,
+    assessment: Assessment,
     *,
     defaults: Defaults,
     policy: Policy,
     step: _Builder,
 ) -> Transition:
-    """Act on an approval only for what it approved: this action, on this target.
+    """Act on an approval only for what it approved: this action, with these
+    parameters, on this target.
 
     The approval recorded both when it was asked for; if the Incident now
     means something else (an edited spec, a changed ECS_CLUSTER_NAME, an
     approval written by hand without them), nobody approved what would be
     done, so it goes to a human instead.
     """
+    action, parameters = assessment.action, assessment.parameters
     try:
         target = _target(incident, defaults)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {action}: {why}")
-    if (approval.action, approval.target) != (action, str(target)):
-        approved = f"{approval.action or 'no action'} of {approval.target or 'no target'}"
+    approved = (approval.action, approval.target, approval.parameters)
+    if approved != (action, str(target), parameters):
+        said = f"{approval.action or 'no action'} of {approval.target or 'no target'}"
+        if approval.parameters:
+            said += f" with {_parameters(approval.parameters)}"
+        wanted = f"{action} of {target}" + (
+            f" with {_parameters(parameters)}" if parameters else ""
+        )
         return _escalate(
             step,
             "ApprovalMismatch",
-            f"the approval was for {approved}, not {action} of {target}; nothing done",
+            f"the approval was for {said}, not {wanted}; nothing done",
         )
-    return _start_remediation(step, action=action, target=target, policy=policy)
+    return _start_remediation(
+        step, action=action, parameters=parameters, target=target, policy=policy
+    )
 
 
 def _start_remediation(
-    step: _Builder, *, action: Action, target: Target, policy: Policy
+    step: _Builder,
+    *,
+    action: str,
+    parameters: dict[str, JsonValue],
+    target: Target,
+    policy: Policy,
 ) -> Transition:
     # The policy in force now has the last word, whatever was approved before.
     if action not in policy.spec.allowed_actions:
         return _escalate(
             step, "ActionNotAllowed", f"policy {policy.name} does not allow {action} now"
         )
+    out_of_bounds = registry.bounds(action, parameters, policy.spec.actions)
+    if out_of_bounds:
+        return _escalate(step, "OutOfBounds", f"policy {policy.name}: {out_of_bounds}")
     # The intent is written before the action: if we die after this patch,
-    # the next run continues the restart (and the claim in DynamoDB makes a
+    # the next run continues the action (and the claim in DynamoDB makes a
     # repeated call a no-op), instead of forgetting it was wanted.
-    intent = Remediation(action=action, target=str(target), result="Pending")
+    intent = Remediation(action=action, parameters=parameters, target=str(target), result="Pending")
+    what = _what(action, target, parameters)
     return (
         step.set(remediation=intent.to_api())
-        .condition("Remediated", "Unknown", "Pending", f"restart of {target} about to start")
+        .condition("Remediated", "Unknown", "Pending", f"{what} about to start")
         .to("Remediating")
     )
 
@@ -471,93 +533,91 @@ def _remediate(
             f"the recorded intent is for {remediation.target}, the Incident now means {target}",
         )
     limits = policy.spec.remediation
+    noun = _noun(remediation.action)
+    what = _what(remediation.action, target, remediation.parameters)
     if remediation.result == "Pending":
         executed = facts.executed
         if executed is None:
             return None  # nothing gathered: nothing to decide yet
-        if isinstance(executed, RestartOutcomeUnknown):
+        if isinstance(executed, OutcomeUnknown):
             unknown = executed
             # Not a failure yet: the claim is kept and the next call settles
-            # it (adopts the restart, or makes it). Give up only past the
+            # it (adopts the action, or takes it). Give up only past the
             # rollout timeout, counted from the recorded intent.
             pending = get_condition(incident.status.conditions, "Remediated")
             since = pending.last_transition_time if pending else step.now
             if step.now - since < timedelta(seconds=limits.rollout_timeout_seconds):
                 return Wait(UNKNOWN_OUTCOME_RETRY_SECONDS)
             step.condition("Remediated", "False", "OutcomeUnknown", str(unknown))
-            return _escalate(step, "OutcomeUnknown", f"restart outcome unknown: {unknown}")
-        if isinstance(executed, RestartRefused):
+            return _escalate(step, "OutcomeUnknown", f"outcome of the {what} unknown: {unknown}")
+        if isinstance(executed, ActionRefused):
             refused = executed
             failed = remediation.model_copy(update={"result": "Refused", "message": str(refused)})
             step.set(remediation=failed.to_api())
             step.condition("Remediated", "False", refused.reason, str(refused))
-            return _escalate(step, refused.reason, f"restart refused: {refused}")
+            return _escalate(step, refused.reason, f"{what} refused: {refused}")
         if isinstance(executed, RemediationFailed):
             error = executed
             failed = remediation.model_copy(update={"result": "Failed", "message": str(error)})
             step.set(remediation=failed.to_api())
             step.condition("Remediated", "False", "ActionFailed", str(error))
-            return _escalate(step, "ActionFailed", f"restart failed: {error}")
+            return _escalate(step, "ActionFailed", f"{what} failed: {error}")
         receipt = executed
         in_progress = remediation.model_copy(
             update={
                 "result": "InProgress",
-                "deployment_id": receipt.deployment_id,
+                "receipt": receipt.ref,
                 "started_at": receipt.started_at,
             }
         )
         return (
             step.set(remediation=in_progress.to_api())
-            .condition("Remediated", "Unknown", "RolloutInProgress", f"restarting {target}")
-            .record(
-                "action_started",
-                "RestartStarted",
-                f"restarted {target}: deployment {receipt.deployment_id}",
-            )
+            .condition("Remediated", "Unknown", f"{noun}InProgress", f"{what} in progress")
+            .record("action_started", f"{noun}Started", f"{what} started: {receipt.ref}")
             .to("Remediating", wake_after=ROLLOUT_POLL_SECONDS)
         )
-    if remediation.result == "InProgress" and remediation.deployment_id:
-        looked = facts.rollout
+    if remediation.result == "InProgress" and remediation.receipt:
+        looked = facts.progress
         if looked is None:
             return None  # nothing gathered: nothing to decide yet
-        rollout: Rollout
-        if isinstance(looked, RestartOutcomeUnknown):
-            rollout = "InProgress"  # cannot look now (AWS throttled, say): look again
+        progress: Progress
+        if isinstance(looked, OutcomeUnknown):
+            progress = "InProgress"  # cannot look now (AWS throttled, say): look again
         elif isinstance(looked, RemediationFailed):
             error = looked
             failed = remediation.model_copy(
                 update={"result": "Failed", "finished_at": step.now, "message": str(error)}
             )
             step.set(remediation=failed.to_api())
-            step.condition("Remediated", "False", "RolloutUnknown", str(error))
-            return _escalate(step, "RolloutUnknown", f"cannot follow the rollout: {error}")
+            step.condition("Remediated", "False", "ProgressUnknown", str(error))
+            return _escalate(step, "ProgressUnknown", f"cannot follow the {what}: {error}")
         else:
-            rollout = looked
-        if rollout == "InProgress":
+            progress = looked
+        if progress == "InProgress":
             started = remediation.started_at or step.now
             timeout = timedelta(seconds=limits.rollout_timeout_seconds)
             if step.now - started < timeout:
                 return Wait(ROLLOUT_POLL_SECONDS)
-            rollout = "Failed"
-            outcome, message = "TimedOut", f"rollout of {target} not done after {timeout}"
-        elif rollout == "Failed":
-            outcome, message = "Failed", f"rollout of {target} failed"
+            progress = "Failed"
+            outcome, message = "TimedOut", f"{what} not done after {timeout}"
+        elif progress == "Failed":
+            outcome, message = "Failed", f"{what} failed"
         else:
-            outcome, message = "Succeeded", f"rollout of {target} completed"
+            outcome, message = "Succeeded", f"{what} completed"
         finished = remediation.model_copy(
             update={"result": outcome, "finished_at": step.now, "message": message}
         )
         step.set(remediation=finished.to_api(), message=message)
-        step.record("action_finished", f"Restart{outcome}", message, warning=rollout == "Failed")
-        if rollout == "Succeeded":
+        step.record("action_finished", f"{noun}{outcome}", message, warning=progress == "Failed")
+        if progress == "Succeeded":
             return (
-                step.condition("Remediated", "True", "RestartSucceeded", message)
+                step.condition("Remediated", "True", f"{noun}Succeeded", message)
                 .condition("Resolved", "True", "Remediated", message)
-                .record("resolved", "Remediated", f"resolved by restarting {target}")
+                .record("resolved", "Remediated", f"resolved by the {what}")
                 .to("Resolved")
             )
-        step.condition("Remediated", "False", f"Restart{outcome}", message)
-        return _escalate(step, f"Restart{outcome}", message)
+        step.condition("Remediated", "False", f"{noun}{outcome}", message)
+        return _escalate(step, f"{noun}{outcome}", message)
     return _escalate(step, "UnknownRemediationState", f"remediation state {remediation.result}")
 
 
@@ -573,3 +633,20 @@ def _target(incident: Incident, defaults: Defaults) -> Target:
         default_cluster=defaults.cluster,
         default_region=defaults.region,
     )
+
+
+def _noun(action: str) -> str:
+    plugin = registry.plugin(action)
+    return plugin.noun if plugin else "Action"
+
+
+def _parameters(parameters: dict[str, JsonValue]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(parameters.items()))
+
+
+def _what(action: str, target: Target, parameters: dict[str, JsonValue]) -> str:
+    """The action on its target in words: "restart of r/c/s", "scale of r/c/s to 4 tasks"."""
+    plugin = registry.plugin(action)
+    if plugin is None:
+        return f"{action} of {target}"
+    return plugin.describe(target, plugin.Parameters.model_validate(parameters))

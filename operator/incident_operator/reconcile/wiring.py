@@ -15,7 +15,7 @@ from ..models import Assessment, Incident
 from ..notify.factory import build_notifier
 from ..notify.fanout import FanOutNotifier
 from ..policy import Policy
-from ..remediate.ecs import EcsRemediator
+from ..remediate.executor import build_executor
 from ..timeline import Timeline
 from ..timeline.dynamodb import DynamoTimeline, LogTimeline
 from .phases import Ports
@@ -50,10 +50,9 @@ def build_ports(settings: Settings) -> Ports:
             )
         return await assess(incident=incident.spec, policy=policy, assessor=assessor)
 
-    remediator = EcsRemediator(guard_table=settings.timeline_table, region=settings.aws_region)
     return Ports(
         assess=assess_incident,
-        remediator=remediator,
+        remediator=build_executor(table=settings.timeline_table, region=settings.aws_region),
         default_cluster=settings.ecs_cluster_name,
         default_region=settings.aws_region,
     )

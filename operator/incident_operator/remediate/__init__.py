@@ -1,55 +1,61 @@
-"""Remediation: act on the service behind an Incident.
+"""Remediation: act on the target behind an Incident, once, within the policy.
 
-One interface, one implementation per action kind (today: restart an ECS
-service). Every action is at most once per Incident, even across crashes
-and replicas, and bounded per service by the policy's cooldown and hourly
-cap; both are enforced with DynamoDB conditional writes (see `claims.py`).
+Each action is a plugin, one module in `actions/` (see `plugin.py` for what
+a plugin declares and `registry.py` for how they are found). The `Executor`
+(executor.py) carries any of them out with one discipline: claim first in
+DynamoDB (at most once per Incident across crashes and replicas, within the
+policy's cooldown and hourly cap per target: see claims.py), then act, then
+record what acting produced; a retry looks before it acts again.
+
+This module holds what every part shares: the receipt of an action and the
+ways one can fail.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws import explain, transient
-from ..models import RemediationPolicy
 from .target import Target, UnresolvedTarget, resolve
 
 __all__ = [
+    "ActionRefused",
+    "NothingDone",
+    "OutcomeUnknown",
+    "Progress",
+    "Receipt",
     "RemediationFailed",
-    "Remediator",
-    "RestartOutcomeUnknown",
-    "RestartReceipt",
-    "RestartRefused",
-    "Rollout",
     "Target",
     "UnresolvedTarget",
     "aws_failure",
     "resolve",
 ]
 
-Rollout = Literal["InProgress", "Succeeded", "Failed"]
+# How an action is going once started: a rollout, a scaling, a Job.
+Progress = Literal["InProgress", "Succeeded", "Failed"]
 
 
 @dataclass(frozen=True)
-class RestartReceipt:
-    deployment_id: str
+class Receipt:
+    """What acting produced, to follow it: an ECS deployment id, a task count."""
+
+    ref: str
     started_at: datetime
-    # True when this call found the restart already done for this Incident
-    # (a retry after a crash) and did not restart again.
+    # True when this call found the action already done for this Incident
+    # (a retry after a crash) and did not act again.
     reused: bool = False
 
 
-class RestartRefused(Exception):
-    """The policy's cooldown or hourly cap forbids a restart now, or the target
-    is in another AWS account than the operator's."""
+class ActionRefused(Exception):
+    """The policy forbids the action now: its cooldown or hourly cap, its
+    bounds for the parameters, or a target in another AWS account. `reason`
+    is a condition reason (CamelCase), e.g. Cooldown, HourlyCap, OutOfBounds."""
 
-    def __init__(
-        self, reason: Literal["Cooldown", "HourlyCap", "OtherAccount"], message: str
-    ) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -58,24 +64,20 @@ class RemediationFailed(Exception):
     """The action could not be carried out (AWS error, unknown service...)."""
 
 
-class RestartOutcomeUnknown(RemediationFailed):
-    """Not settled yet: no answer from ECS, a concurrent attempt, or AWS
-    failing for now (throttled, a 5xx). The claim is kept; calling `restart`
-    (or `rollout`) again later settles it, adopting the restart or performing
-    it, never twice."""
+class NothingDone(RemediationFailed):
+    """Failed, and certainly nothing was done (the service is gone): the claim
+    is released at once, without looking again."""
 
 
-class Remediator(Protocol):
-    async def restart(
-        self, *, incident_id: str, target: Target, limits: RemediationPolicy
-    ) -> RestartReceipt: ...
-
-    async def rollout(self, *, target: Target, deployment_id: str) -> Rollout: ...
+class OutcomeUnknown(RemediationFailed):
+    """Not settled yet: no answer, a concurrent attempt, or AWS failing for
+    now (throttled, a 5xx). The claim is kept; executing again later settles
+    it, adopting what was done or doing it, never twice."""
 
 
 def aws_failure(error: ClientError | BotoCoreError, *, doing: str) -> RemediationFailed:
     """The exception for a failed AWS call: a transient one is asked again
-    later (RestartOutcomeUnknown: every step can be), any other is final."""
+    later (OutcomeUnknown: every step can be), any other is final."""
     if transient(error):
-        return RestartOutcomeUnknown(explain(error, doing=doing) + " (will try again)")
+        return OutcomeUnknown(explain(error, doing=doing) + " (will try again)")
     return RemediationFailed(explain(error, doing=doing))

@@ -1,17 +1,23 @@
-"""`DynamoGuard`: restart claims in the timeline table (see claims.py for the rules).
+"""`DynamoGuard`: action claims in the timeline table (see claims.py for the rules).
 
-Claiming a restart is one `TransactWriteItems` that, atomically:
+Claiming an action is one `TransactWriteItems` that, atomically:
 
 1. puts the Incident's claim         (`guard#incident#<incident>`, `restart`)
    if there is none yet;
-2. stamps the target's last restart  (`guard#service#<target>`, `cooldown`)
+2. stamps the target's last action   (`guard#service#<target>`, `cooldown`)
    if the previous stamp is older than the cooldown;
-3. counts the restart in its hour    (`guard#service#<target>`, `hour#<UTC hour>`)
+3. counts the action in its hour     (`guard#service#<target>`, `hour#<UTC hour>`)
    if that hour is below the cap.
 
 If any condition fails, nothing is written, and the cancellation reasons say
 which one. The state is in DynamoDB, so it holds across processes, replicas
 and crashes.
+
+The stored names (`restart`, `last_restart_at`, `restarts`) are from when
+the one action was a restart; they stay, so an upgrade keeps the cooldowns
+and counts that are running. A claim written before then names its ECS
+deployments (`previous_deployment_id`, `deployment_id`); it is read as the
+same claim.
 """
 
 from __future__ import annotations
@@ -76,8 +82,8 @@ class DynamoGuard:
     ) -> Claim | None:
         return await asyncio.to_thread(self._take_over, claim, taken, limits)
 
-    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
-        return await asyncio.to_thread(self._complete, claim, deployment_id, restarted_at)
+    async def complete(self, claim: Claim, *, receipt: str, acted_at: datetime) -> Claim:
+        return await asyncio.to_thread(self._complete, claim, receipt, acted_at)
 
     async def release(self, claim: Claim) -> None:
         await asyncio.to_thread(self._release, claim)
@@ -86,7 +92,7 @@ class DynamoGuard:
 
     def _read(self, incident_id: str) -> Claim | None:
         found = self._call(
-            "read the restart claim",
+            "read the action claim",
             lambda: self._client.get_item(
                 TableName=self._table,
                 Key=_key(incident_key(incident_id), CLAIM_SORT_KEY),
@@ -128,7 +134,7 @@ class DynamoGuard:
                 }
             },
         ]
-        reasons = self._transact("claim the restart", items)
+        reasons = self._transact("claim the action", items)
         if reasons is None:
             return claim
         failed = [reason.get("Code") == "ConditionalCheckFailed" for reason in reasons]
@@ -142,8 +148,7 @@ class DynamoGuard:
                 # Released between the transaction and the read: rare enough
                 # to hand back to the caller's retry.
                 raise RemediationFailed(
-                    f"The restart claim of {claim.incident_id} changed while it was read; "
-                    "try again."
+                    f"The action claim of {claim.incident_id} changed while it was read; try again."
                 )
             return existing
         cooldown = None
@@ -165,21 +170,21 @@ class DynamoGuard:
                     "TableName": self._table,
                     "Key": _key(incident_key(old.incident_id), CLAIM_SORT_KEY),
                     "UpdateExpression": "SET claimed_by = :new, claimed_at = :at, "
-                    "cooldown_stamp = :stamp, previous_deployment_id = :previous",
+                    "cooldown_stamp = :stamp, observed_before = :previous",
                     "ConditionExpression": "claimed_by = :old "
-                    "AND attribute_not_exists(deployment_id)",
+                    "AND attribute_not_exists(receipt) AND attribute_not_exists(deployment_id)",
                     "ExpressionAttributeValues": {
                         ":new": attribute(taken.claimed_by),
                         ":old": attribute(old.claimed_by),
                         ":at": attribute(iso(taken.claimed_at, precise=True)),
                         ":stamp": attribute(taken.cooldown_stamp),
-                        ":previous": attribute(taken.previous_deployment_id or ""),
+                        ":previous": attribute(taken.before or ""),
                     },
                 }
             },
             {"Update": self._stamp_service(taken, limits, exempt_own=True)},
         ]
-        reasons = self._transact("take over the restart claim", items)
+        reasons = self._transact("take over the action claim", items)
         if reasons is None:
             return taken
         if reasons[0].get("Code") == "ConditionalCheckFailed":
@@ -192,28 +197,28 @@ class DynamoGuard:
             last_incident=stamp.get("last_incident", {}).get("S"),
         )[1]
 
-    def _complete(self, claim: Claim, deployment_id: str, restarted_at: datetime) -> Claim:
+    def _complete(self, claim: Claim, receipt: str, acted_at: datetime) -> Claim:
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
-                UpdateExpression="SET deployment_id = :deployment, restarted_at = :at",
+                UpdateExpression="SET receipt = :receipt, acted_at = :at",
                 ConditionExpression="attribute_exists(incident_id) "
-                "AND attribute_not_exists(deployment_id)",
+                "AND attribute_not_exists(receipt) AND attribute_not_exists(deployment_id)",
                 ExpressionAttributeValues={
-                    ":deployment": attribute(deployment_id),
-                    ":at": attribute(iso(restarted_at, precise=True)),
+                    ":receipt": attribute(receipt),
+                    ":at": attribute(iso(acted_at, precise=True)),
                 },
             )
         except ClientError as error:
             if error_code(error) != "ConditionalCheckFailedException":
-                raise aws_failure(error, doing="record the restart") from error
+                raise aws_failure(error, doing="record the action") from error
             stored = self._read(claim.incident_id)
             if stored is not None:
                 return stored
         except BotoCoreError as error:
-            raise aws_failure(error, doing="record the restart") from error
-        return replace(claim, deployment_id=deployment_id, restarted_at=restarted_at)
+            raise aws_failure(error, doing="record the action") from error
+        return replace(claim, receipt=receipt, acted_at=acted_at)
 
     def _release(self, claim: Claim) -> None:
         # Three separate writes, not a transaction: each has its own reason
@@ -223,15 +228,16 @@ class DynamoGuard:
             self._client.delete_item(
                 TableName=self._table,
                 Key=_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
-                ConditionExpression="claimed_by = :owner AND attribute_not_exists(deployment_id)",
+                ConditionExpression="claimed_by = :owner AND attribute_not_exists(receipt) "
+                "AND attribute_not_exists(deployment_id)",
                 ExpressionAttributeValues={":owner": attribute(claim.claimed_by)},
             )
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
                 return
-            raise aws_failure(error, doing="release the restart claim") from error
+            raise aws_failure(error, doing="release the action claim") from error
         except BotoCoreError as error:
-            raise aws_failure(error, doing="release the restart claim") from error
+            raise aws_failure(error, doing="release the action claim") from error
         self._unless_changed(
             # A later restart (cooldown 0) keeps its own stamp.
             "clear the cooldown stamp",
@@ -244,7 +250,7 @@ class DynamoGuard:
             },
         )
         self._unless_changed(
-            "uncount the restart",
+            "uncount the action",
             Key=_key(service_key(claim.target), claim.hour),
             UpdateExpression="ADD restarts :minus_one",
             ConditionExpression="restarts > :zero",
@@ -265,8 +271,9 @@ class DynamoGuard:
     def _claim_item(self, claim: Claim) -> dict[str, UniversalAttributeValueTypeDef]:
         item: dict[str, UniversalAttributeValueTypeDef] = {
             **_key(incident_key(claim.incident_id), CLAIM_SORT_KEY),
-            "kind": attribute("restart_claim"),
+            "kind": attribute("action_claim"),
             "incident": attribute(claim.incident_id),
+            "action": attribute(claim.action),
             "target": attribute(claim.target),
             "claimed_by": attribute(claim.claimed_by),
             "claimed_at": attribute(iso(claim.claimed_at, precise=True)),
@@ -274,8 +281,8 @@ class DynamoGuard:
             "hour": attribute(claim.hour),
             "expires_at": attribute(int(epoch(claim.claimed_at)) + self._claim_ttl),
         }
-        if claim.previous_deployment_id is not None:
-            item["previous_deployment_id"] = attribute(claim.previous_deployment_id)
+        if claim.before is not None:
+            item["observed_before"] = attribute(claim.before)
         return item
 
     def _stamp_service(
@@ -343,15 +350,17 @@ def _claim_from(item: Any) -> Claim:
         value = values.get(name)
         return str(value) if value is not None else None
 
-    restarted_at = text("restarted_at")
+    # A claim written before actions were plugins names its ECS deployments.
+    acted_at = text("acted_at") or text("restarted_at")
     return Claim(
         incident_id=text("incident") or "",
+        action=text("action") or "restart_service",
         target=text("target") or "",
         claimed_by=text("claimed_by") or "",
         claimed_at=datetime.fromisoformat(text("claimed_at") or "1970-01-01T00:00:00+00:00"),
         cooldown_stamp=float(values.get("cooldown_stamp", 0)),
         hour=text("hour") or "",
-        previous_deployment_id=text("previous_deployment_id") or None,
-        deployment_id=text("deployment_id"),
-        restarted_at=datetime.fromisoformat(restarted_at) if restarted_at else None,
+        before=text("observed_before") or text("previous_deployment_id") or None,
+        receipt=text("receipt") or text("deployment_id"),
+        acted_at=datetime.fromisoformat(acted_at) if acted_at else None,
     )

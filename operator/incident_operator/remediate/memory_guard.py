@@ -1,4 +1,4 @@
-"""`MemoryGuard`: restart claims in this process's memory (see claims.py for the rules).
+"""`MemoryGuard`: action claims in this process's memory (see claims.py for the rules).
 
 Without a table nothing stops a second replica, and a crash forgets every
 claim: acceptable for a laptop, not for production (set TIMELINE_TABLE).
@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from ..models import RemediationPolicy
-from . import RestartRefused
+from . import ActionRefused
 from .claims import Claim, cap_refusal, cooldown_refusal, hour_key, latest
 
 
@@ -28,8 +28,8 @@ class MemoryGuard:
         self._lock = threading.Lock()
         self._incidents = incidents
         self._claims: OrderedDict[str, Claim] = OrderedDict()
-        self._stamps: dict[str, tuple[float, str]] = {}  # target -> (last restart, incident)
-        self._hours: dict[tuple[str, str], int] = {}  # (target, hour) -> restarts
+        self._stamps: dict[str, tuple[float, str]] = {}  # target -> (last action, incident)
+        self._hours: dict[tuple[str, str], int] = {}  # (target, hour) -> actions
 
     async def read(self, incident_id: str) -> Claim | None:
         return self._claims.get(incident_id)
@@ -60,7 +60,7 @@ class MemoryGuard:
     ) -> Claim | None:
         with self._lock:
             current = self._claims.get(claim.incident_id)
-            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
+            if current is None or current.claimed_by != claim.claimed_by or current.receipt:
                 return None
             cooldown = self._cooldown(taken, limits, exempt_own=True)
             if cooldown:
@@ -69,18 +69,18 @@ class MemoryGuard:
             self._stamps[taken.target] = (taken.cooldown_stamp, taken.incident_id)
         return taken
 
-    async def complete(self, claim: Claim, *, deployment_id: str, restarted_at: datetime) -> Claim:
+    async def complete(self, claim: Claim, *, receipt: str, acted_at: datetime) -> Claim:
         with self._lock:
             current = self._claims.get(claim.incident_id, claim)
-            if current.deployment_id is None:
-                current = replace(current, deployment_id=deployment_id, restarted_at=restarted_at)
+            if current.receipt is None:
+                current = replace(current, receipt=receipt, acted_at=acted_at)
                 self._claims[claim.incident_id] = current
             return current
 
     async def release(self, claim: Claim) -> None:
         with self._lock:
             current = self._claims.get(claim.incident_id)
-            if current is None or current.claimed_by != claim.claimed_by or current.deployment_id:
+            if current is None or current.claimed_by != claim.claimed_by or current.receipt:
                 return
             del self._claims[claim.incident_id]
             if self._stamps.get(claim.target) == (claim.cooldown_stamp, claim.incident_id):
@@ -91,7 +91,7 @@ class MemoryGuard:
 
     def _cooldown(
         self, claim: Claim, limits: RemediationPolicy, *, exempt_own: bool
-    ) -> tuple[datetime, RestartRefused] | None:
+    ) -> tuple[datetime, ActionRefused] | None:
         last = self._stamps.get(claim.target)
         if last is None or limits.cooldown_seconds == 0:
             return None

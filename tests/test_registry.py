@@ -1,0 +1,146 @@
+"""The action registry: what the plugins declare reaches the API, the LLM's
+schema, the prompt, the guardrails and the IAM policy, with no list of
+actions anywhere else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from incident_operator import crd
+from incident_operator.assess import prompt
+from incident_operator.assess.guardrails import enforce
+from incident_operator.models import Assessment, Decision, ResponsePolicySpec, Rule
+from incident_operator.policy import Policy
+from incident_operator.remediate import Target, registry
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKOUT = Target("us-east-1", "demo", "checkout")
+
+
+def scaling_policy(**settings: int) -> Policy:
+    return Policy(
+        "checkout",
+        ResponsePolicySpec.model_validate(
+            {
+                "allowedActions": ["scale_service", "notify_team"],
+                "actions": {"scale_service": settings},
+            }
+        ),
+    )
+
+
+def test_the_registry_finds_every_plugin_module() -> None:
+    modules = sorted(
+        path.stem
+        for path in (REPO / "operator/incident_operator/remediate/actions").glob("*.py")
+        if path.stem != "__init__"
+    )
+    assert sorted(registry.plugins()) == modules
+    assert registry.names() == (*registry.plugins(), "notify_team", "ignore")
+    # A new action is opt-in: only restarts are allowed where a policy says nothing.
+    assert registry.allowed_by_default() == ("restart_service", "notify_team", "ignore")
+
+
+def test_the_crds_enum_and_schemas_come_from_the_registry() -> None:
+    incident = crd.incident_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assessment = incident["properties"]["status"]["properties"]["assessment"]["properties"]
+    assert assessment["action"]["enum"] == list(registry.names())
+    assert set(assessment["parameters"]["properties"]) == {"desiredCount", "step"}
+    policy = crd.response_policy_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    settings = policy["properties"]["spec"]["properties"]["actions"]["properties"]
+    assert set(settings) == set(registry.plugins())
+    assert settings["scale_service"]["properties"]["maxCount"]["maximum"] == 1000
+
+
+def test_the_iam_policy_grants_what_the_plugins_declare() -> None:
+    document = json.loads((REPO / "docs" / "iam-policy.json").read_text())
+    [ecs] = [s for s in document["Statement"] if s["Sid"] == "RestartTheServicesItMayRestart"]
+    assert set(ecs["Action"]) == registry.iam_actions()
+
+
+@pytest.mark.parametrize(
+    ("action", "parameters", "error"),
+    [
+        ("restart_service", {"desiredCount": 3}, "Extra inputs are not permitted"),
+        ("scale_service", {}, "exactly one of desiredCount and step"),
+        ("scale_service", {"desiredCount": 2, "step": 1}, "exactly one"),
+        ("scale_service", {"desiredCount": 5000}, "less than or equal to 1000"),
+        ("scale_service", {"step": 0}, "a step of 0 changes nothing"),
+        ("notify_team", {"step": 1}, "notify_team takes no parameters"),
+    ],
+)
+def test_parameters_are_checked_against_their_action(
+    action: str, parameters: dict[str, int], error: str
+) -> None:
+    with pytest.raises(ValidationError, match=error):
+        Decision(decision="SAFE", action=action, parameters=parameters, message="m", confidence=1)
+
+
+def test_an_unknown_action_is_refused_everywhere() -> None:
+    with pytest.raises(ValidationError, match="unknown action 'reboot_host'"):
+        Rule(action="reboot_host")
+    with pytest.raises(ValidationError, match=r"actions\.reboot_host: no such action"):
+        ResponsePolicySpec.model_validate({"actions": {"reboot_host": {}}})
+    with pytest.raises(ValidationError, match="minCount 9 is above maxCount 2"):
+        ResponsePolicySpec.model_validate(
+            {"actions": {"scale_service": {"minCount": 9, "maxCount": 2}}}
+        )
+
+
+def proposal(**parameters: int) -> Assessment:
+    return Assessment(
+        decision="SAFE",
+        action="scale_service",
+        parameters=parameters,
+        message="scale it",
+        confidence=0.9,
+        assessor="gemini",
+    )
+
+
+def test_the_guardrails_refuse_parameters_outside_the_policys_bounds() -> None:
+    policy = scaling_policy(minCount=2, maxCount=8, maxStep=3)
+
+    within = enforce(proposal(desiredCount=6), policy)
+    too_many = enforce(proposal(desiredCount=50), policy)
+    too_big_a_step = enforce(proposal(step=-4), policy)
+
+    assert (within.decision, within.action, within.parameters) == (
+        "SAFE",
+        "scale_service",
+        {"desiredCount": 6},
+    )
+    for refused in (too_many, too_big_a_step):
+        assert (refused.decision, refused.action, refused.parameters) == (
+            "ESCALATE",
+            "notify_team",
+            {},
+        )
+    assert "desiredCount 50 is outside the policy's bounds (minCount 2, maxCount 8)" in (
+        too_many.rationale
+    )
+    assert "step -4 is larger than the policy's maxStep 3" in too_big_a_step.rationale
+
+
+def test_the_prompt_describes_the_allowed_actions_and_their_bounds() -> None:
+    system = prompt._system(scaling_policy(minCount=2, maxCount=8))
+
+    assert "- scale_service: set the desired task count" in system
+    assert "desiredCount (the new task count, 2 to 8)" in system
+    assert "restart_service" not in system  # not allowed by this policy
+
+
+def test_an_action_is_described_with_its_parameters() -> None:
+    scale = registry.plugin("scale_service")
+    restart = registry.plugin("restart_service")
+    assert scale is not None and restart is not None
+
+    assert restart.describe(CHECKOUT, restart.Parameters()) == "restart of us-east-1/demo/checkout"
+    assert (
+        scale.describe(CHECKOUT, scale.Parameters(step=-2))
+        == "scale of us-east-1/demo/checkout by -2 tasks"
+    )
