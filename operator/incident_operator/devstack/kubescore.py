@@ -12,15 +12,12 @@ Alertmanager, and reused while the pin does not change. It runs offline on
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from .binaries import CACHE_ROOT, go_build, locked_cache
+from .binaries import CACHE_ROOT, go_install, locked_cache
 
 # The newest release the Go module proxy served (`go list -m -versions
 # github.com/zegl/kube-score`).
@@ -37,53 +34,32 @@ def ensure_kube_score(*, version: str = KUBE_SCORE_VERSION, log: bool = True) ->
     with locked_cache(cache_dir(version)) as target:
         binary = target / "kube-score"
         if not binary.exists():
-            _build(version, binary, log=log)
+            say = _say if log else _quiet
+            say(f"building kube-score {version}")
+            # Its goreleaser stamps these; without them `kube-score version`
+            # says "development".
+            ldflags = " ".join(
+                [
+                    "-s -w",
+                    f"-X main.version={version.lstrip('v')}",
+                    f"-X main.date={_release_time(version, cwd=target)}",
+                ]
+            )
+            go_install(f"{KUBE_SCORE_MODULE}/cmd/kube-score", version,
+                       binary=binary, ldflags=ldflags, say=say)  # fmt: skip
     return binary
 
 
-def _build(version: str, binary: Path, *, log: bool) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("building kube-score needs Go (`go` is not on PATH)")
-    say = _say if log else _quiet
-    started = time.monotonic()
-    say(f"building kube-score {version}")
-    # `go install` has no -o: install into a scratch GOBIN, then rename, so an
-    # interrupted build never leaves a half-written binary that looks done.
-    with tempfile.TemporaryDirectory(prefix="build-", dir=binary.parent) as scratch:
-        env = {
-            **os.environ,
-            "GOBIN": scratch,
-            "GOWORK": "off",
-            "CGO_ENABLED": "0",
-            "GOFLAGS": "-buildvcs=false",
-        }
-        # Its goreleaser stamps these; without them `kube-score version` says
-        # "development".
-        ldflags = " ".join(
-            [
-                "-s -w",
-                f"-X main.version={version.lstrip('v')}",
-                f"-X main.date={_release_time(go, version, cwd=Path(scratch), env=env)}",
-            ]
-        )
-        command = [go, "install", "-v", "-trimpath", "-ldflags", ldflags,
-                   f"{KUBE_SCORE_MODULE}/cmd/kube-score@{version}"]  # fmt: skip
-        # Outside any module: `go install pkg@version` then uses kube-score's own go.mod.
-        go_build(command, name="kube-score", cwd=Path(scratch), env=env, say=say, every=15)
-        (Path(scratch) / "kube-score").rename(binary)
-    say(f"built {binary} in {time.monotonic() - started:.0f}s")
-
-
-def _release_time(go: str, version: str, *, cwd: Path, env: dict[str, str]) -> str:
+def _release_time(version: str, *, cwd: Path) -> str:
     """The release's time as the module proxy records it, so two builds are identical.
 
     Outside any module, `go mod download -json module@version` fetches the
     module (or finds it in the module cache) and names its .info file.
     """
+    go = shutil.which("go") or "go"
     download = subprocess.run(
         [go, "mod", "download", "-json", f"{KUBE_SCORE_MODULE}@{version}"],
-        cwd=cwd, env=env, capture_output=True, text=True,
+        cwd=cwd, capture_output=True, text=True,
     )  # fmt: skip
     try:
         info = json.loads(download.stdout)
