@@ -6,13 +6,14 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SOURCES = operator tests bench
 
-.PHONY: help venv controlplane helm alertmanager cluster-deps cluster lint typecheck test crds lock demo bench clean
+.PHONY: help venv controlplane helm kube-score alertmanager cluster-deps cluster lint typecheck test crds lock demo bench clean
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
 	@echo "make demo          run the whole product locally on three sample alarms"
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
+	@echo "make kube-score    build or reuse kube-score (the chart is scored with it)"
 	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
 	@echo "make cluster-deps  install the Debian packages of the one-node cluster tests (root)"
 	@echo "make cluster       build or reuse the node's binaries and the local base image"
@@ -38,6 +39,9 @@ controlplane: venv
 helm: venv
 	$(BIN)/python -m incident_operator.devstack.helm
 
+kube-score: venv
+	$(BIN)/python -m incident_operator.devstack.kubescore
+
 alertmanager: venv
 	$(BIN)/python -m incident_operator.devstack.alertmanager
 
@@ -58,7 +62,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv controlplane helm alertmanager cluster-deps cluster lint typecheck
+test: venv controlplane helm kube-score alertmanager cluster-deps cluster lint typecheck
 	$(BIN)/pytest
 
 # The chart ships the same files; a test fails when the two differ.

@@ -16,13 +16,15 @@ from incident_operator.devstack.controlplane import ControlPlane
 from incident_operator.models import GROUP, VERSION
 
 # Fakes of third-party services and AWS, each a pytest plugin of its own; the
-# real Alertmanager (built into the cache) for the interop tests.
+# real Alertmanager (built into the cache) for the interop tests; helm and
+# kube-score for the chart's.
 pytest_plugins = [
     "fakes.gemini",
     "fakes.slack",
     "fakes.jira",
     "aws_fixtures",
     "alertmanager_support",
+    "chart_support",
 ]
 
 

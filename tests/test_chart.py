@@ -27,68 +27,26 @@ import yaml
 from kubernetes import client, config
 
 from aws_fixtures import Aws
+from chart_support import (
+    CHART,
+    REPO,
+    Manifests,
+    container,
+    find,
+    kinds,
+    pod_spec,
+    render,
+    run_helm,
+    values_file,
+)
 from incident_operator import crd
 from incident_operator.config import Settings
 from incident_operator.devstack.controlplane import ControlPlane, free_port
-from incident_operator.devstack.helm import ensure_helm
 from incident_operator.models import GROUP, VERSION
 from operator_support import events_for, get_incident, phase_of, wait_for
 from webhook_support import eventbridge_alarm, new_token
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
-
-REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "charts" / "incident-operator"
-
-Manifests = list[dict[str, Any]]
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    return ensure_helm()
-
-
-def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def values_file(directory: Path, values: dict[str, Any]) -> Path:
-    path = directory / f"values-{len(list(directory.glob('values-*')))}.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-def render(
-    helm: Path, values_path: Path, *, release: str = "io", namespace: str = "ops"
-) -> Manifests:
-    out = run_helm(helm, "template", release, str(CHART), "-n", namespace, "-f", str(values_path))
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
-def find(
-    manifests: Manifests, kind: str, name: str, namespace: str | None = None
-) -> dict[str, Any]:
-    (found,) = [
-        m for m in manifests
-        if m["kind"] == kind and m["metadata"]["name"] == name
-        and namespace in (None, m["metadata"].get("namespace"))
-    ]  # fmt: skip
-    return found
-
-
-def kinds(manifests: Manifests) -> set[str]:
-    return {m["kind"] for m in manifests}
-
-
-def pod_spec(manifests: Manifests, component: str, fullname: str = "io-incident-operator") -> Any:
-    return find(manifests, "Deployment", f"{fullname}-{component}")["spec"]["template"]["spec"]
-
-
-def container(manifests: Manifests, component: str, fullname: str = "io-incident-operator") -> Any:
-    return pod_spec(manifests, component, fullname)["containers"][0]
 
 
 # Non-default values touching every switch; secrets only by reference.

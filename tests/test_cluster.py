@@ -233,9 +233,10 @@ def install(
 def production_values(moto: MotoServer, node: Node) -> dict[str, Any]:
     """What a cautious production install sets: its own namespace watched, AWS
     configured, credentials from a Secret (IRSA's stand-in), explicit resources."""
+    # Pods reach the host's moto only through the node's DNAT.
+    moto_address = node.expose(_port(moto.url))
     aws_env = [
-        # Pods reach the host's moto only through the node's DNAT.
-        {"name": "AWS_ENDPOINT_URL", "value": f"http://{node.expose(_port(moto.url))}"},
+        {"name": "AWS_ENDPOINT_URL", "value": f"http://{moto_address}"},
         {"name": "AWS_ACCESS_KEY_ID",
          "valueFrom": {"secretKeyRef": {"name": "aws-credentials", "key": "id"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
@@ -248,6 +249,13 @@ def production_values(moto: MotoServer, node: Node) -> dict[str, Any]:
                    "AWS_REGION": "us-east-1"},
         "operator": {"extraEnv": aws_env, "resources": resources},
         "webhook": {"replicas": 2, "resources": resources, "logLevel": "info"},
+        # AWS is plain HTTP on moto's port here, not HTTPS: one more egress
+        # rule, as a proxy would be (the bridge plugin enforces none; a
+        # cluster whose plugin does would need it).
+        "networkPolicy": {"extraEgress": [{
+            "to": [{"ipBlock": {"cidr": f"{moto_address.rsplit(':', 1)[0]}/32"}}],
+            "ports": [{"protocol": "TCP", "port": _port(moto_address)}],
+        }]},
     }  # fmt: skip
 
 

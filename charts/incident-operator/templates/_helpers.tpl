@@ -115,3 +115,55 @@ capabilities:
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/* Egress both pods need (networkPolicy.*): DNS, the Kubernetes API server,
+     the integrations over HTTPS, and the user's extra rules. A rule without
+     `to` allows any address on its ports. */}}
+{{- define "incident-operator.networkPolicyEgress" -}}
+{{- $policy := .Values.networkPolicy -}}
+# DNS
+- ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+  {{- with $policy.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# The Kubernetes API server, at its endpoints' addresses and ports (what a
+# policy sees once the `kubernetes` Service's address is translated).
+- ports:
+    {{- range $policy.apiServer.ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with $policy.apiServer.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  {{- end }}
+# The integrations: AWS APIs, Gemini, Slack, Jira, SNS signing certificates.
+- ports:
+    {{- range $policy.integrations.ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with $policy.integrations.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  {{- end }}
+{{- with $policy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Who may reach a pod's one port: call with (list $ "port name or number" peers). */}}
+{{- define "incident-operator.networkPolicyIngress" -}}
+{{- $port := index . 1 -}}
+- ports:
+    - {protocol: TCP, port: {{ $port }}}
+  {{- with index . 2 }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -209,6 +210,34 @@ def go_build(
             last_report = now
     if process.wait() != 0:
         raise RuntimeError(f"building {name} failed:\n{''.join(tail)}")
+
+
+def go_install(
+    package: str,
+    version: str,
+    *,
+    binary: Path,
+    ldflags: str,
+    say: Callable[[str], None],
+) -> None:
+    """`go install package@version` into `binary`, for a module that, unlike
+    Kubernetes, needs no replace directives (helm, kube-score).
+
+    Run outside any module, so the tool's own go.mod decides. `go install` has
+    no -o: it installs into a scratch GOBIN, then the binary is renamed, so an
+    interrupted build never leaves a half-written one that looks done.
+    """
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(f"building {binary.name} needs Go (`go` is not on PATH)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="build-", dir=binary.parent) as scratch:
+        env = {**os.environ, "GOBIN": scratch, "GOWORK": "off", "CGO_ENABLED": "0",
+               "GOFLAGS": "-buildvcs=false"}  # fmt: skip
+        command = [go, "install", "-v", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"]
+        go_build(command, name=binary.name, cwd=Path(scratch), env=env, say=say, every=15)
+        (Path(scratch) / package.rsplit("/", 1)[1]).rename(binary)
+    say(f"built {binary} in {time.monotonic() - started:.0f}s")
 
 
 def _say(message: str) -> None:

@@ -10,14 +10,10 @@ the same cache root, and is reused while the pin does not change.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from .binaries import CACHE_ROOT, locked_cache
+from .binaries import CACHE_ROOT, go_install, locked_cache
 
 # The newest release the Go module proxy served (`go list -m -versions
 # helm.sh/helm/v4`). The chart itself sticks to apiVersion v2 features, so
@@ -40,13 +36,7 @@ def ensure_helm(*, version: str = HELM_VERSION, log: bool = True) -> Path:
 
 
 def _build(version: str, binary: Path, *, log: bool) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("building helm needs Go (`go` is not on PATH)")
-    # `go install` has no -o: install into a scratch GOBIN, then rename, so an
-    # interrupted build never leaves a half-written `helm` that looks done.
-    scratch = binary.parent / "partial"
-    shutil.rmtree(scratch, ignore_errors=True)
+    say = _say if log else _quiet
     # Without the version ldflag `helm version` says "v4.3" and charts'
     # kubeVersion / helm version checks see the wrong thing.
     ldflags = " ".join(
@@ -56,23 +46,16 @@ def _build(version: str, binary: Path, *, log: bool) -> None:
             f"-X {HELM_MODULE}/internal/version.gitTreeState=clean",
         ]
     )
-    env = {**os.environ, "GOBIN": str(scratch), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
-    command = [go, "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{version}"]
-    if log:
-        _say(f"building helm {version} (a cold build takes a few minutes)")
-    started = time.monotonic()
-    # Outside any module: `go install pkg@version` then uses helm's own go.mod.
-    result = subprocess.run(command, env=env, cwd=binary.parent, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"building helm {version} failed:\n{result.stderr[-4000:]}")
-    (scratch / "helm").rename(binary)
-    scratch.rmdir()
-    if log:
-        _say(f"built {binary} in {time.monotonic() - started:.0f}s")
+    say(f"building helm {version} (a cold build takes a few minutes)")
+    go_install(f"{HELM_MODULE}/cmd/helm", version, binary=binary, ldflags=ldflags, say=say)
 
 
 def _say(message: str) -> None:
     print(f"[helm] {message}", file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def main() -> None:
