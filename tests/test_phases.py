@@ -45,6 +45,7 @@ from incident_operator.remediate import (
     Receipt,
     RemediationFailed,
     Target,
+    Workload,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -369,7 +370,7 @@ def test_every_alias_of_a_service_is_one_target(service: dict[str, Any]) -> None
         ({"name": "arn:aws:ecs:eu-west-1:123456789012:service/a/b/c"}, "not an ECS service ARN"),
         ({"name": "check out", "cluster": "prod"}, "not an ECS name"),
         ({"name": "checkout", "cluster": "prod", "region": "moon-1"}, "not an AWS region"),
-        ({"name": "AWS/RDS", "platform": "none"}, "names no ECS service"),
+        ({"name": "AWS/RDS", "platform": "none"}, "names no service"),
     ],
 )
 def test_a_target_that_does_not_resolve_is_never_acted_on(
@@ -493,3 +494,54 @@ async def test_a_pass_assesses_then_decides() -> None:
         make({"phase": "Assessing"}), policy=DEFAULT, ports=ports(Recorder(), answer), now=NOW
     )
     assert isinstance(result, Transition) and result.phase == "Ignored"
+
+
+# --- Kubernetes targets ---------------------------------------------------------
+
+WEB = {"name": "web", "namespace": "shop", "platform": "kubernetes"}
+RESTART_WEB = policy(
+    allowedActions=["restart_deployment", "restart_service", "notify_team"],
+    actions={"restart_deployment": {"namespaces": ["shop"]}},
+    approval={"requiredFor": []},
+)
+
+
+def test_a_kubernetes_action_on_its_deployment_records_the_intent() -> None:
+    incident = make({"phase": "Assessing"}, service=WEB)
+    result = step(incident, assessed("restart_deployment"), policy=RESTART_WEB)
+    assert isinstance(result, Transition) and result.phase == "Remediating"
+    assert result.status["remediation"]["target"] == "kubernetes/shop/web"
+    target = Workload(namespace="shop", name="web")
+    remediating_web = make(
+        {"phase": "Remediating", "remediation": result.status["remediation"]}, service=WEB
+    )
+    assert wants(remediating_web, defaults=DEFAULTS) == Execute(target, "restart_deployment", {})
+
+
+@pytest.mark.parametrize(
+    ("action", "service", "reason", "says"),
+    [
+        # An ECS action for an alarm about a Deployment, and the other way round.
+        ("restart_service", WEB, "NoTarget", "restart_service does not act on kubernetes/shop/web"),
+        ("restart_deployment", None, "NoTarget", "does not act on eu-west-1/prod/checkout"),
+        # A namespace the policy does not list: refused before anyone is asked.
+        (
+            "restart_deployment",
+            {**WEB, "namespace": "payments"},
+            "OutOfBounds",
+            "namespace payments is not one the policy allows",
+        ),
+        # Not a name the API server would take.
+        ("restart_deployment", {**WEB, "name": "Web_1"}, "NoTarget", "not a Kubernetes"),
+        ("restart_deployment", {**WEB, "namespace": None}, "NoTarget", "no valid namespace"),
+    ],
+)
+def test_an_action_is_only_ever_aimed_at_its_kind_of_target(
+    action: str, service: dict[str, Any] | None, reason: str, says: str
+) -> None:
+    incident = make({"phase": "Assessing"}, **({"service": service} if service else {}))
+    result = step(incident, assessed(action), policy=RESTART_WEB)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.records[-1].reason == reason
+    assert says in result.records[-1].message
+    assert "remediation" not in result.status and "approval" not in result.status

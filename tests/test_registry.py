@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
+from chart_support import Manifests, render, values_file
 from incident_operator import crd
 from incident_operator.assess import prompt
 from incident_operator.assess.guardrails import enforce
 from incident_operator.models import Assessment, Decision, ResponsePolicySpec, Rule
 from incident_operator.policy import Policy
 from incident_operator.remediate import Target, registry
+from incident_operator.remediate.actions.restart_deployment import judge_rollout
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKOUT = Target("us-east-1", "demo", "checkout")
@@ -144,3 +148,64 @@ def test_an_action_is_described_with_its_parameters() -> None:
         scale.describe(CHECKOUT, scale.Parameters(step=-2))
         == "scale of us-east-1/demo/checkout by -2 tasks"
     )
+
+
+def test_the_charts_kubernetes_rbac_is_what_the_plugins_declare(helm: Path, tmp_path: Path) -> None:
+    declared = [rule for p in registry.plugins().values() for rule in p.rbac]
+    default = render(helm, values_file(tmp_path, {}))
+    enabled = render(
+        helm,
+        values_file(
+            tmp_path, {"remediation": {"kubernetes": {"enabled": True, "namespaces": ["a", "b"]}}}
+        ),
+    )
+
+    def roles(manifests: Manifests) -> dict[str, Any]:
+        return {
+            m["metadata"]["namespace"]: m
+            for m in manifests
+            if m["kind"] == "Role" and m["metadata"]["name"].endswith("-operator-remediation")
+        }
+
+    assert roles(default) == {}  # opt-in
+    assert set(roles(enabled)) == {"a", "b"}
+    for role in roles(enabled).values():
+        assert role["rules"] == declared
+    bindings = [
+        m
+        for m in enabled
+        if m["kind"] == "RoleBinding" and m["metadata"]["name"].endswith("-operator-remediation")
+    ]
+    assert {b["subjects"][0]["name"] for b in bindings} == {"io-incident-operator-operator"}
+
+
+def rollout(generation: int = 2, **status: Any) -> dict[str, Any]:
+    return {"generation": generation, "status": {"observedGeneration": 2, **status}}
+
+
+DONE = {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+DEADLINE = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        (rollout(**DONE), "Succeeded"),
+        (rollout(generation=3, **DONE), "InProgress"),  # not yet seen by the controller
+        (rollout(**{**DONE, "replicas": 3}), "InProgress"),  # an old pod is left
+        (rollout(**{**DONE, "availableReplicas": 1}), "InProgress"),
+        (rollout(conditions=[DEADLINE]), "Failed"),
+    ],
+)
+def test_a_deployments_rollout_is_judged_as_kubectl_rollout_status_does(
+    shape: dict[str, Any], expected: str
+) -> None:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "generation": shape["generation"]},
+        "spec": {"replicas": 2, "selector": {}, "template": {}},
+        "status": shape["status"],
+    }
+    deployment = ApiClient().deserialize(json.dumps(body), "V1Deployment", "application/json")
+    assert judge_rollout(deployment) == expected

@@ -7,6 +7,7 @@ and a target restarts no more often than its cooldown and hourly cap allow.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -140,3 +141,14 @@ async def test_a_completed_claim_is_not_released(guard: ClaimGuard) -> None:
     assert await guard.read("ns/a") == done
     with pytest.raises(ActionRefused):
         await guard.claim(claim("ns/b", NOON + timedelta(seconds=1)), limits=LIMITS)
+
+
+async def test_an_empty_marker_is_kept_as_one(guard: ClaimGuard) -> None:
+    # A Deployment never restarted has no restartedAt: its marker is "", and
+    # reading the claim back must not turn that into "nothing was observed".
+    fresh = replace(claim("ns/a"), before="")
+    await guard.claim(fresh, limits=LIMITS)
+
+    stored = await guard.read("ns/a")
+
+    assert stored is not None and stored.before == ""

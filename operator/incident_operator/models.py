@@ -161,21 +161,26 @@ class ServiceRef(Model):
     """The service the alarm is about, as the alarm named it.
 
     The target acted on is resolved from it (`remediate/target.py`): ARNs and
-    names of the same service are one target.
+    names of the same ECS service are one target.
     """
 
-    name: Identifier = Field(description="Service name or ARN, e.g. the ECS service.")
+    name: Identifier = Field(
+        description="ECS service name or ARN; the Deployment's name for platform kubernetes."
+    )
     cluster: Identifier | None = Field(
         None, description="ECS cluster name or ARN; ECS_CLUSTER_NAME if unset."
     )
     region: Annotated[str, Field(max_length=32, pattern=VISIBLE)] | None = Field(
         None, description="AWS region."
     )
-    platform: Literal["ecs", "none"] = Field(
+    namespace: Annotated[str, Field(max_length=63, pattern=VISIBLE)] | None = Field(
+        None, description="The Deployment's namespace (platform kubernetes)."
+    )
+    platform: Literal["ecs", "kubernetes", "none"] = Field(
         "ecs",
-        description="Where the service runs. none: the alarm names no service (the name "
-        "comes from its metric namespace, or is 'unknown'); notified and escalated, "
-        "never acted on.",
+        description="Where the service runs: an ECS service, a Kubernetes Deployment, or "
+        "none: the alarm names no service (the name comes from its metric namespace, or is "
+        "'unknown'); notified and escalated, never acted on.",
     )
 
 

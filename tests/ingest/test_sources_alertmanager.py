@@ -225,3 +225,15 @@ def test_oversized_values_are_clipped_not_refused(payload: Load) -> None:
     assert len(alarm.labels) == 64
     assert len(alarm.alarm.dimensions) == 32
     assert all(len(value) <= 256 for value in alarm.labels.values())
+
+
+def test_an_alert_with_deployment_and_namespace_is_about_that_deployment(payload: Load) -> None:
+    body = payload("alertmanager-webhook.json")
+    # kube-state-metrics' labels: its job is not the workload.
+    labels = {"job": "kube-state-metrics", "deployment": "web", "namespace": "shop"}
+    [alarm] = parse(one_alert(body, alertname="KubeDeploymentReplicasMismatch", **labels))
+    assert (alarm.service.platform, alarm.service.namespace) == ("kubernetes", "shop")
+    assert alarm.service.name == "web"
+    # A namespace alone names no workload: the service labels decide, as before.
+    [alarm] = parse(one_alert(body, alertname="X", job="api", namespace="shop"))
+    assert (alarm.service.platform, alarm.service.name) == ("ecs", "api")

@@ -237,7 +237,7 @@ def test_an_alarm_naming_no_service_is_named_after_its_namespace_and_never_acted
     assert alarm.service.name == "AWS/EC2"
     assert alarm.service.platform == "none"
     assert alarm.alarm.dimensions == {"InstanceId": "i-12345678901234567"}
-    with pytest.raises(UnresolvedTarget, match="names no ECS service"):
+    with pytest.raises(UnresolvedTarget, match="names no service"):
         resolve(alarm.service, default_cluster="demo", default_region="us-east-1")
 
 

@@ -48,11 +48,11 @@ from ..models import (
 from ..policy import Policy
 from ..remediate import (
     ActionRefused,
+    AnyTarget,
     OutcomeUnknown,
     Progress,
     Receipt,
     RemediationFailed,
-    Target,
     UnresolvedTarget,
     registry,
     resolve,
@@ -82,13 +82,13 @@ class Remediator(Protocol):
         action: str,
         parameters: dict[str, JsonValue],
         incident_id: str,
-        target: Target,
+        target: AnyTarget,
         limits: RemediationPolicy,
         settings: dict[str, dict[str, JsonValue]],
     ) -> Receipt: ...
 
     async def verify(
-        self, *, action: str, parameters: dict[str, JsonValue], target: Target, receipt: str
+        self, *, action: str, parameters: dict[str, JsonValue], target: AnyTarget, receipt: str
     ) -> Progress: ...
 
 
@@ -115,7 +115,7 @@ class AssessIt:
 class Execute:
     """Intent: carry out the recorded action on its target (claimed first)."""
 
-    target: Target
+    target: AnyTarget
     action: str
     parameters: dict[str, JsonValue]
 
@@ -124,7 +124,7 @@ class Execute:
 class Verify:
     """Intent: look at how the action is going (a rollout, a scaling)."""
 
-    target: Target
+    target: AnyTarget
     action: str
     parameters: dict[str, JsonValue]
     receipt: str
@@ -220,7 +220,7 @@ def wants(incident: Incident, *, defaults: Defaults) -> Intent | None:
     if phase != "Remediating" or remediation is None:
         return None
     try:
-        target = _target(incident, defaults)
+        target = _target(incident, defaults, remediation.action)
     except UnresolvedTarget:
         return None  # decide() escalates
     if remediation.target != str(target):
@@ -356,9 +356,12 @@ def _assessed(
         return step.record("ignored", "Ignored", assessment.message).to("Ignored")
     # An action plugin's (guardrails.enforce allowed it, parameters and all).
     try:
-        target = _target(incident, defaults)
+        target = _target(incident, defaults, assessment.action)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {assessment.action}: {why}")
+    refused = registry.refuses(assessment.action, target, policy.spec.actions)
+    if refused:
+        return _escalate(step, "OutOfBounds", f"policy {policy.name}: {refused}")
     what = _what(assessment.action, target, assessment.parameters)
     if assessment.action in policy.spec.approval.required_for:
         deadline = step.now + timedelta(seconds=policy.spec.approval.timeout_seconds)
@@ -466,7 +469,7 @@ def _approved(
     """
     action, parameters = assessment.action, assessment.parameters
     try:
-        target = _target(incident, defaults)
+        target = _target(incident, defaults, action)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {action}: {why}")
     approved = (approval.action, approval.target, approval.parameters)
@@ -492,7 +495,7 @@ def _start_remediation(
     *,
     action: str,
     parameters: dict[str, JsonValue],
-    target: Target,
+    target: AnyTarget,
     policy: Policy,
 ) -> Transition:
     # The policy in force now has the last word, whatever was approved before.
@@ -500,7 +503,9 @@ def _start_remediation(
         return _escalate(
             step, "ActionNotAllowed", f"policy {policy.name} does not allow {action} now"
         )
-    out_of_bounds = registry.bounds(action, parameters, policy.spec.actions)
+    out_of_bounds = registry.refuses(action, target, policy.spec.actions) or registry.bounds(
+        action, parameters, policy.spec.actions
+    )
     if out_of_bounds:
         return _escalate(step, "OutOfBounds", f"policy {policy.name}: {out_of_bounds}")
     # The intent is written before the action: if we die after this patch,
@@ -522,7 +527,7 @@ def _remediate(
     if remediation is None:
         return _escalate(step, "NoRemediation", "remediating without a recorded action or target")
     try:
-        target = _target(incident, defaults)
+        target = _target(incident, defaults, remediation.action)
     except UnresolvedTarget as why:
         return _escalate(step, "NoTarget", f"cannot {remediation.action}: {why}")
     if remediation.target != str(target):
@@ -627,12 +632,17 @@ def _escalate(step: _Builder, reason: str, message: str) -> Transition:
     )
 
 
-def _target(incident: Incident, defaults: Defaults) -> Target:
-    return resolve(
+def _target(incident: Incident, defaults: Defaults, action: str) -> AnyTarget:
+    """What `action` would act on; UnresolvedTarget if the alarm names nothing it acts on."""
+    target = resolve(
         incident.spec.service,
         default_cluster=defaults.cluster,
         default_region=defaults.region,
     )
+    plugin = registry.plugin(action)
+    if plugin is not None and not isinstance(target, plugin.target_kind):
+        raise UnresolvedTarget(f"{action} does not act on {target}")
+    return target
 
 
 def _noun(action: str) -> str:
@@ -644,7 +654,7 @@ def _parameters(parameters: dict[str, JsonValue]) -> str:
     return ", ".join(f"{key} {value}" for key, value in sorted(parameters.items()))
 
 
-def _what(action: str, target: Target, parameters: dict[str, JsonValue]) -> str:
+def _what(action: str, target: AnyTarget, parameters: dict[str, JsonValue]) -> str:
     """The action on its target in words: "restart of r/c/s", "scale of r/c/s to 4 tasks"."""
     plugin = registry.plugin(action)
     if plugin is None:

@@ -31,7 +31,7 @@ def build_timeline(settings: Settings) -> Timeline:
     return LogTimeline()
 
 
-def build_ports(settings: Settings) -> Ports:
+def build_ports(settings: Settings, *, api: client.ApiClient | None = None) -> Ports:
     key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
     # One assessor per (type, model), built on first use.
     assessors: dict[tuple[str, str | None], Assessor] = {}
@@ -52,7 +52,9 @@ def build_ports(settings: Settings) -> Ports:
 
     return Ports(
         assess=assess_incident,
-        remediator=build_executor(table=settings.timeline_table, region=settings.aws_region),
+        remediator=build_executor(
+            table=settings.timeline_table, region=settings.aws_region, kube=api
+        ),
         default_cluster=settings.ecs_cluster_name,
         default_region=settings.aws_region,
     )
@@ -75,7 +77,7 @@ def build_parts(settings: Settings) -> Parts:
     notifier = build_notifier(settings)
     reconciler = Reconciler(
         api=api,
-        ports=build_ports(settings),
+        ports=build_ports(settings, api=api),
         timeline=build_timeline(settings),
         policies=policies,
         notifier=notifier,

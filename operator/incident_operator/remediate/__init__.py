@@ -20,10 +20,11 @@ from typing import Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws import explain, transient
-from .target import Target, UnresolvedTarget, resolve
+from .target import AnyTarget, Target, UnresolvedTarget, Workload, resolve
 
 __all__ = [
     "ActionRefused",
+    "AnyTarget",
     "NothingDone",
     "OutcomeUnknown",
     "Progress",
@@ -31,6 +32,7 @@ __all__ = [
     "RemediationFailed",
     "Target",
     "UnresolvedTarget",
+    "Workload",
     "aws_failure",
     "resolve",
 ]

@@ -360,7 +360,10 @@ def _claim_from(item: Any) -> Claim:
         claimed_at=datetime.fromisoformat(text("claimed_at") or "1970-01-01T00:00:00+00:00"),
         cooldown_stamp=float(values.get("cooldown_stamp", 0)),
         hour=text("hour") or "",
-        before=text("observed_before") or text("previous_deployment_id") or None,
+        # An empty marker is one too (a Deployment never restarted before).
+        before=text("observed_before")
+        if "observed_before" in values
+        else text("previous_deployment_id"),
         receipt=text("receipt") or text("deployment_id"),
         acted_at=datetime.fromisoformat(acted_at) if acted_at else None,
     )

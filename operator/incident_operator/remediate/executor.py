@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakValueDictionary
 
 import boto3
@@ -43,12 +43,12 @@ from ..aws import CLIENT_CONFIG
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
 from . import (
+    AnyTarget,
     NothingDone,
     OutcomeUnknown,
     Progress,
     Receipt,
     RemediationFailed,
-    Target,
     registry,
 )
 from .claims import Claim, ClaimGuard, new_claim, taken_over
@@ -56,6 +56,9 @@ from .dynamo_guard import DynamoGuard
 from .ecs import EcsClients
 from .memory_guard import MemoryGuard
 from .plugin import Action, Context, Observation
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,12 @@ class Executor:
             guard = MemoryGuard()
         self._guard = guard
         self._context = context
-        self._plugins: dict[str, Action[Any, Any]] = {}
+        self._plugins: dict[str, Action[Any, Any, Any]] = {}
         # One attempt at a time per Incident in this process, so that two
         # coroutines never both find a claim unfinished and both act on it.
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
-    def _plugin(self, name: str) -> Action[Any, Any]:
+    def _plugin(self, name: str) -> Action[Any, Any, Any]:
         found = self._plugins.get(name)
         if found is None:
             cls = registry.plugin(name)
@@ -95,7 +98,7 @@ class Executor:
         action: str,
         parameters: dict[str, JsonValue],
         incident_id: str,
-        target: Target,
+        target: AnyTarget,
         limits: RemediationPolicy,
         settings: dict[str, dict[str, JsonValue]],
     ) -> Receipt:
@@ -109,7 +112,7 @@ class Executor:
             before = await plugin.observe(target)
             owner = uuid.uuid4().hex
             if claim is None:
-                plugin.plan(before, params, registry.settings(action, settings))
+                plugin.plan(target, before, params, registry.settings(action, settings))
                 fresh = new_claim(
                     incident_id=incident_id,
                     action=action,
@@ -128,14 +131,14 @@ class Executor:
             return await self._act(plugin, claim, params, target=target, before=before)
 
     async def verify(
-        self, *, action: str, parameters: dict[str, JsonValue], target: Target, receipt: str
+        self, *, action: str, parameters: dict[str, JsonValue], target: AnyTarget, receipt: str
     ) -> Progress:
         plugin = self._plugin(action)
         return await plugin.verify(target, receipt, registry.parameters(action, parameters))
 
     async def _resume(
         self,
-        plugin: Action[Any, Any],
+        plugin: Action[Any, Any, Any],
         claim: Claim,
         params: Any,
         *,
@@ -178,11 +181,11 @@ class Executor:
 
     async def _act(
         self,
-        plugin: Action[Any, Any],
+        plugin: Action[Any, Any, Any],
         claim: Claim,
         params: Any,
         *,
-        target: Target,
+        target: AnyTarget,
         before: Observation,
     ) -> Receipt:
         crash_point("after-claim")
@@ -230,11 +233,11 @@ class Executor:
 
     async def _settle(
         self,
-        plugin: Action[Any, Any],
+        plugin: Action[Any, Any, Any],
         claim: Claim,
         params: Any,
         *,
-        target: Target,
+        target: AnyTarget,
         error: RemediationFailed,
     ) -> Receipt:
         """After a failed act: adopt the action if it happened, else release."""
@@ -267,13 +270,15 @@ class Executor:
             )
 
 
-def build_executor(*, table: str | None, region: str | None) -> Executor:
+def build_executor(
+    *, table: str | None, region: str | None, kube: ApiClient | None = None
+) -> Executor:
     """The executor of this installation: claims in `table` (TIMELINE_TABLE) if set."""
     guard: ClaimGuard | None = None
     if table is not None:
         client = boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
         guard = DynamoGuard(client=client, table=table)
-    return Executor(context=Context(ecs=EcsClients(region=region)), guard=guard)
+    return Executor(context=Context(ecs=EcsClients(region=region), kube=kube), guard=guard)
 
 
 def _receipt(claim: Claim, *, reused: bool) -> Receipt:

@@ -28,14 +28,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from ..models import Model
-from . import Progress, Target
+from . import ActionRefused, Progress, Target
 from .ecs import EcsClients
+from .target import Workload
 
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+T = TypeVar("T", Target, Workload)
 P = TypeVar("P", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
 
@@ -57,6 +62,7 @@ class Context:
     """What plugins act through: the clients of this installation and its clock."""
 
     ecs: EcsClients = field(default_factory=EcsClients)
+    kube: ApiClient | None = None  # the operator's own cluster
     clock: Callable[[], datetime] = utcnow
 
 
@@ -70,7 +76,7 @@ class Observation:
     since: datetime | None = None  # when the observed state began, if known
 
 
-class Action(ABC, Generic[P, S]):
+class Action(ABC, Generic[T, P, S]):
     name: ClassVar[str]
     # For the LLM and the docs: what the action does, in one line.
     summary: ClassVar[str]
@@ -81,7 +87,9 @@ class Action(ABC, Generic[P, S]):
     # AWS actions (ecs:UpdateService) and Kubernetes RBAC rules it needs.
     iam: ClassVar[tuple[str, ...]] = ()
     rbac: ClassVar[tuple[dict[str, Any], ...]] = ()
-    # The parameter and settings models (not ClassVars: they are generic).
+    # What it acts on (an ECS service, a Kubernetes Deployment) and its
+    # parameter and settings models (not ClassVars: they are generic).
+    target_kind: type[T]
     Parameters: type[P]
     Settings: type[S]
 
@@ -91,13 +99,18 @@ class Action(ABC, Generic[P, S]):
     # --- pure: the phase machine, the guardrails and the prompt use these ---
 
     @classmethod
-    def describe(cls, target: Target, parameters: P) -> str:
+    def describe(cls, target: T, parameters: P) -> str:
         """The action on its target, as a noun phrase: "restart of r/c/s"."""
         return f"{cls.noun.lower()} of {target}"
 
     @classmethod
     def bounds(cls, parameters: P, settings: S) -> str | None:
         """Why `parameters` are outside the policy's `settings`; None: within."""
+        return None
+
+    @classmethod
+    def refuses(cls, target: T, settings: S) -> str | None:
+        """Why the policy's `settings` do not allow acting on `target`; None: they do."""
         return None
 
     @classmethod
@@ -108,15 +121,18 @@ class Action(ABC, Generic[P, S]):
     # --- acting: the executor calls these, in this order -------------------
 
     @abstractmethod
-    async def observe(self, target: Target) -> Observation:
+    async def observe(self, target: T) -> Observation:
         """Look at the target (and refuse one that is not ours: ActionRefused)."""
 
-    def plan(self, before: Observation, parameters: P, settings: S) -> None:
-        """Refuse (ActionRefused) what the observation shows to be out of
-        bounds, before anything is claimed. The default accepts."""
+    def plan(self, target: T, before: Observation, parameters: P, settings: S) -> None:
+        """Refuse (ActionRefused) what the policy or the observation shows to
+        be out of bounds, before anything is claimed."""
+        why = self.refuses(target, settings) or self.bounds(parameters, settings)
+        if why is not None:
+            raise ActionRefused("OutOfBounds", f"{why}; nothing done.")
 
     @abstractmethod
-    async def act(self, target: Target, parameters: P, before: Observation) -> Observation:
+    async def act(self, target: T, parameters: P, before: Observation) -> Observation:
         """Do it once. Returns the target as it is now (its marker is the receipt).
 
         Raise NothingDone if certainly nothing was done, OutcomeUnknown if it
@@ -129,5 +145,5 @@ class Action(ABC, Generic[P, S]):
         """Whether the target moved on from `before` the way acting moves it."""
 
     @abstractmethod
-    async def verify(self, target: Target, receipt: str, parameters: P) -> Progress:
+    async def verify(self, target: T, receipt: str, parameters: P) -> Progress:
         """How the action with this receipt is going."""

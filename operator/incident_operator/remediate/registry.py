@@ -29,7 +29,7 @@ _VERDICT_SUMMARIES = {
     IGNORE: "do nothing; the alarm is noise or already resolved",
 }
 
-AnyAction = Action[Any, Any]
+AnyAction = Action[Any, Any, Any]
 
 
 @cache
@@ -136,6 +136,14 @@ def bounds(action: str, given: dict[str, JsonValue], spec_actions: Any) -> str |
     return found.bounds(parameters(action, given), settings(action, spec_actions))
 
 
+def refuses(action: str, target: Any, spec_actions: Any) -> str | None:
+    """Why the policy does not allow the action on this target; None: it does."""
+    found = plugin(action)
+    if found is None:
+        return None
+    return found.refuses(target, settings(action, spec_actions))
+
+
 # --- schemas -------------------------------------------------------------------
 
 
@@ -170,7 +178,9 @@ def settings_schema() -> dict[str, Any]:
         schema = _schema(cls.Settings)
         schema["description"] = f"{name}: " + (cls.Settings.__doc__ or "").strip().split("\n")[0]
         if not schema.get("properties"):
+            # No settings: an object that keeps nothing. Not `properties: {}`,
+            # which the API server stores as absent (a diff on every apply).
             schema.pop("x-kubernetes-preserve-unknown-fields", None)
-            schema["properties"] = {}
+            schema.pop("properties", None)
         properties[name] = schema
     return {"type": "object", "properties": properties}

@@ -14,6 +14,11 @@ What cannot be resolved cannot be acted on: a name that is not an ECS name
 parse, an ARN and the alarm's own fields that disagree, no cluster at all,
 or an alarm that names no service (`platform: none`). Such an Incident can
 still be assessed, notified and escalated.
+
+An alarm about a Kubernetes workload (`platform: kubernetes`) names a
+Deployment and its namespace: a `Workload`, both names checked as the API
+server would (DNS-1123). Each action acts on one kind of target; the phase
+machine escalates an action whose kind is not the alarm's (`NoTarget`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from dataclasses import dataclass
 from ..models import ServiceRef
 
 ECS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+# Kubernetes: a namespace is a DNS-1123 label, a Deployment a DNS-1123 subdomain.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 ACCOUNT = re.compile(r"\d{12}")
 # arn:PARTITION:ecs:REGION:ACCOUNT:KIND/PATH
@@ -51,6 +61,24 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.region}/{self.cluster}/{self.service}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Kubernetes Deployment in the operator's own cluster.
+
+    `str(workload)` (kubernetes/namespace/name) keys its claims, cooldowns
+    and caps, apart from every ECS target.
+    """
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"kubernetes/{self.namespace}/{self.name}"
+
+
+AnyTarget = Target | Workload
 
 
 @dataclass(frozen=True)
@@ -102,11 +130,13 @@ def service_name(ref: ServiceRef) -> str:
     return arn.path[-1] if arn is not None else ref.name
 
 
-def resolve(ref: ServiceRef, *, default_cluster: str | None, default_region: str) -> Target:
+def resolve(ref: ServiceRef, *, default_cluster: str | None, default_region: str) -> AnyTarget:
     """The canonical target an alarm's service reference means; UnresolvedTarget if none."""
+    if ref.platform == "kubernetes":
+        return _workload(ref)
     if ref.platform != "ecs":
         raise UnresolvedTarget(
-            f"the alarm names no ECS service (service {ref.name!r} comes from the alarm itself)"
+            f"the alarm names no service (service {ref.name!r} comes from the alarm itself)"
         )
     service_arn = _arn(ref.name, "service")
     cluster_arn = _arn(ref.cluster, "cluster") if ref.cluster else None
@@ -151,3 +181,13 @@ def resolve(ref: ServiceRef, *, default_cluster: str | None, default_region: str
         service=_name(service, "service"),
         account=account,
     )
+
+
+def _workload(ref: ServiceRef) -> Workload:
+    if not ref.namespace or not DNS_LABEL.fullmatch(ref.namespace):
+        raise UnresolvedTarget(
+            f"no valid namespace for Deployment {ref.name!r} (got {ref.namespace!r})"
+        )
+    if not DNS_SUBDOMAIN.fullmatch(ref.name):
+        raise UnresolvedTarget(f"{ref.name!r} is not a Kubernetes Deployment name")
+    return Workload(namespace=ref.namespace, name=ref.name)

@@ -93,10 +93,13 @@ class AlertmanagerSource:
     """`POST /alerts/alertmanager`: one ReceivedAlarm per alert.
 
     The fingerprint is the alert's own, prefixed with the source so it cannot
-    collide with another source's. Firing is ALARM, resolved is OK. The service
-    is the first of the labels `service`, `ecs_service`, `service_name`, `job`;
-    the cluster the first of `cluster`, `ecs_cluster`; an alert with none of
-    the service labels is about service `unknown` (platform none).
+    collide with another source's. Firing is ALARM, resolved is OK. An alert
+    with both a `deployment` and a `namespace` label (kube-state-metrics' and
+    most Kubernetes alerting rules') is about that Kubernetes Deployment
+    (platform kubernetes). Otherwise the service is the first of the labels
+    `service`, `ecs_service`, `service_name`, `job`; the cluster the first of
+    `cluster`, `ecs_cluster`; an alert with none of the service labels is
+    about service `unknown` (platform none).
     """
 
     name: Source = "alertmanager"
@@ -156,7 +159,8 @@ class AlertmanagerSource:
             title=name(f"{alertname}: {summary}" if summary else alertname),
             summary=clip("\n".join(text for text in (summary, description) if text), MAX_TEXT),
             severity=severity.normalize(labels.get("severity")),
-            service=ServiceRef(
+            service=_workload(labels)
+            or ServiceRef(
                 name=service or UNKNOWN_SERVICE,
                 platform="ecs" if service else "none",
                 cluster=optional_identifier(_pick(labels, CLUSTER_LABELS), what="cluster"),
@@ -179,3 +183,16 @@ class AlertmanagerSource:
 
 
 source = AlertmanagerSource()
+
+
+def _workload(labels: dict[str, str]) -> ServiceRef | None:
+    """The Kubernetes Deployment an alert names (`deployment` and `namespace` labels)."""
+    deployment = optional_identifier(first(labels.get("deployment")), what="deployment")
+    namespace = first(labels.get("namespace"))
+    if not deployment or not namespace:
+        return None
+    return ServiceRef(
+        name=deployment,
+        platform="kubernetes",
+        namespace=optional_identifier(namespace, what="namespace", limit=63),
+    )

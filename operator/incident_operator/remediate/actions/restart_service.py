@@ -15,7 +15,7 @@ from ..ecs import describe, judge_rollout, primary, update
 from ..plugin import Action, NoParameters, NoSettings, Observation
 
 
-class RestartService(Action[NoParameters, NoSettings]):
+class RestartService(Action[Target, NoParameters, NoSettings]):
     name = "restart_service"
     summary = (
         "force a new deployment of the incident's own service (the one in the data's "
@@ -24,6 +24,7 @@ class RestartService(Action[NoParameters, NoSettings]):
     noun = "Restart"
     allowed_by_default = True
     iam = ("ecs:DescribeServices", "ecs:UpdateService")
+    target_kind = Target
     Parameters = NoParameters
     Settings = NoSettings
 

@@ -67,7 +67,7 @@ class ScaleSettings(Model):
         return self
 
 
-class ScaleService(Action[ScaleParameters, ScaleSettings]):
+class ScaleService(Action[Target, ScaleParameters, ScaleSettings]):
     name = "scale_service"
     summary = (
         "set the desired task count of the incident's own service; for load (CPU, memory, "
@@ -75,6 +75,7 @@ class ScaleService(Action[ScaleParameters, ScaleSettings]):
     )
     noun = "Scale"
     iam = ("ecs:DescribeServices", "ecs:UpdateService")
+    target_kind = Target
     Parameters = ScaleParameters
     Settings = ScaleSettings
 
@@ -110,7 +111,11 @@ class ScaleService(Action[ScaleParameters, ScaleSettings]):
         return Observation(marker=str(service.get("desiredCount", 0)))
 
     def plan(
-        self, before: Observation, parameters: ScaleParameters, settings: ScaleSettings
+        self,
+        target: Target,
+        before: Observation,
+        parameters: ScaleParameters,
+        settings: ScaleSettings,
     ) -> None:
         why = self.bounds(parameters, settings)
         wanted = _wanted(before.marker, parameters)

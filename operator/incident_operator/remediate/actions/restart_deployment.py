@@ -1,0 +1,153 @@
+"""`restart_deployment`: a rollout restart of a Kubernetes Deployment.
+
+What `kubectl rollout restart` does: the pod template's
+`kubectl.kubernetes.io/restartedAt` annotation set to now, so the
+Deployment controller rolls every pod. Only in the namespaces the policy
+lists (`spec.actions.restart_deployment.namespaces`); the operator's RBAC
+for it is opt-in in the chart (`remediation.kubernetes`).
+
+The marker is that annotation: acting sets it, so "happened" is "the
+annotation moved on". Verified by the rollout's status, as `kubectl rollout
+status` judges it: the controller saw the latest generation, every replica
+is updated and available, and no old one is left; a Progressing condition
+with reason ProgressDeadlineExceeded fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC
+from typing import Annotated, Any, TypeVar
+
+import urllib3
+from kubernetes import client
+from pydantic import Field
+
+from ...models import Model, Name
+from .. import (
+    NothingDone,
+    OutcomeUnknown,
+    Progress,
+    RemediationFailed,
+    Workload,
+)
+from ..plugin import Action, NoParameters, Observation
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+_T = TypeVar("_T")
+
+
+class RestartDeploymentSettings(Model):
+    """The namespaces whose Deployments this policy may restart."""
+
+    namespaces: Annotated[list[Name], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Namespaces whose Deployments may be restarted; empty: none.",
+    )
+
+
+class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings]):
+    name = "restart_deployment"
+    summary = (
+        "roll every pod of the incident's own Kubernetes Deployment (a rollout restart); "
+        "only when fresh pods are likely to fix the problem"
+    )
+    noun = "Restart"
+    rbac = ({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},)
+    target_kind = Workload
+    Parameters = NoParameters
+    Settings = RestartDeploymentSettings
+
+    @classmethod
+    def refuses(cls, target: Workload, settings: RestartDeploymentSettings) -> str | None:
+        if target.namespace in settings.namespaces:
+            return None
+        allowed = ", ".join(settings.namespaces) or "none"
+        return (
+            f"namespace {target.namespace} is not one the policy allows restarts in "
+            f"(actions.restart_deployment.namespaces: {allowed})"
+        )
+
+    async def observe(self, target: Workload) -> Observation:
+        deployment = await self._call(
+            target,
+            "read",
+            lambda apps: apps.read_namespaced_deployment(target.name, target.namespace),
+        )
+        return Observation(marker=_restarted_at(deployment))
+
+    async def act(
+        self, target: Workload, parameters: NoParameters, before: Observation
+    ) -> Observation:
+        now = self.context.clock().astimezone(UTC).isoformat(timespec="seconds")
+        if now == before.marker:  # twice in one second: still a change
+            now = self.context.clock().astimezone(UTC).isoformat(timespec="microseconds")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+        deployment = await self._call(
+            target,
+            "restart",
+            lambda apps: apps.patch_namespaced_deployment(target.name, target.namespace, patch),
+        )
+        return Observation(marker=_restarted_at(deployment))
+
+    def happened(self, before: str, now: Observation, parameters: NoParameters) -> bool:
+        return now.marker != before
+
+    async def verify(self, target: Workload, receipt: str, parameters: NoParameters) -> Progress:
+        deployment = await self._call(
+            target,
+            "read",
+            lambda apps: apps.read_namespaced_deployment(target.name, target.namespace),
+        )
+        return judge_rollout(deployment)
+
+    async def _call(
+        self, target: Workload, doing: str, call: Callable[[client.AppsV1Api], _T]
+    ) -> _T:
+        if self.context.kube is None:
+            raise NothingDone("this operator has no Kubernetes client to restart Deployments with")
+        apps = client.AppsV1Api(self.context.kube)
+        try:
+            return await asyncio.to_thread(call, apps)
+        except client.ApiException as error:
+            what = f"{doing} Deployment {target.namespace}/{target.name}"
+            if error.status in (401, 403):
+                raise NothingDone(
+                    f"{what}: forbidden ({error.status}); the operator's RBAC needs "
+                    "get and patch on deployments in this namespace "
+                    "(chart: remediation.kubernetes)"
+                ) from error
+            if error.status == 404:
+                raise NothingDone(f"{what}: not found") from error
+            if error.status in (409, 429) or (error.status or 0) >= 500:
+                raise OutcomeUnknown(
+                    f"{what}: {error.status} {error.reason} (will try again)"
+                ) from error
+            raise RemediationFailed(f"{what}: {error.status} {error.reason}") from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise OutcomeUnknown(
+                f"{doing} Deployment {target}: {error} (will try again)"
+            ) from error
+
+
+def _restarted_at(deployment: Any) -> str:
+    annotations = deployment.spec.template.metadata.annotations or {}
+    return str(annotations.get(RESTARTED_AT, ""))
+
+
+def judge_rollout(deployment: Any) -> Progress:
+    """How a Deployment's rollout is going, as `kubectl rollout status` tells it."""
+    status = deployment.status
+    for condition in status.conditions or []:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            return "Failed"
+    if (status.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return "InProgress"
+    wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    updated = status.updated_replicas or 0
+    if updated < wanted or (status.replicas or 0) > updated:
+        return "InProgress"
+    if (status.available_replicas or 0) < updated:
+        return "InProgress"
+    return "Succeeded"
