@@ -15,6 +15,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +150,76 @@ class RolloutCompleter(threading.Thread):
         self.join(timeout=5)
 
 
+class Runbooks(Subject):
+    """The demo ECS service's alarms, answered with a runbook Job in the test's
+    namespace; the test plays the Job controller (status only)."""
+
+    def setup(self, world: World) -> None:
+        EcsService().setup(world)
+        world.controllers.append(JobCompleter(world.api, world.namespace))
+
+    def alarm(self, name: str, world: World) -> tuple[str, dict[str, Any]]:
+        return EcsService().alarm(name, world)
+
+    def acts(self, world: World) -> int:
+        return len(jobs(world))
+
+
+def jobs(world: World) -> list[Any]:
+    return list(client.BatchV1Api(world.api).list_namespaced_job(world.namespace).items)
+
+
+class JobCompleter(threading.Thread):
+    """Marks every Job in a namespace Complete, as the Job controller would."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.batch = client.BatchV1Api(api)
+        self.namespace = namespace
+        self.stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            for found in self.batch.list_namespaced_job(self.namespace).items:
+                if found.status.conditions:
+                    continue
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                done = {"status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+                status = {
+                    "startTime": now,
+                    "completionTime": now,
+                    "succeeded": 1,
+                    "conditions": [
+                        {"type": "SuccessCriteriaMet", **done},
+                        {"type": "Complete", **done},
+                    ],
+                }
+                self.batch.patch_namespaced_job_status(
+                    found.metadata.name, self.namespace, {"status": status}
+                )
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def _ran_the_runbook(world: World) -> bool:
+    found = jobs(world)
+    if not found:
+        return False
+    [job] = found
+    container = job.spec.template.spec.containers[0]
+    env = {e.name: e.value for e in container.env}
+    return container.command == ["/bin/flush", "--all"] and env["ALERT_NAME"].startswith("alarm-")
+
+
 @dataclass
 class World:
     aws: Aws
     api: client.ApiClient
     namespace: str
-    controllers: list[RolloutCompleter] = field(default_factory=list)
+    controllers: list[RolloutCompleter | JobCompleter] = field(default_factory=list)
     initial: str | None = None  # the ECS service's PRIMARY deployment before the test
 
 
@@ -210,6 +275,21 @@ CASES = [
         settings={"namespaces": ["<namespace>"]},
         done=_restarted_deployment,
     ),
+    Case(
+        action="run_job",
+        noun="Runbook",
+        subject=Runbooks(),
+        parameters={"runbook": "flush-cache"},
+        settings={
+            "namespace": "<namespace>",
+            "runbooks": {
+                "flush-cache": {"image": "busybox:stable", "command": ["/bin/flush", "--all"]}
+            },
+        },
+        done=_ran_the_runbook,
+        out_of_bounds={"runbook": "wipe-disk"},
+        refused_because="runbook wipe-disk is not one of the policy's (flush-cache)",
+    ),
 ]
 
 
@@ -227,7 +307,7 @@ def world(aws: Aws, api: client.ApiClient, namespace: str, case: Case) -> Iterat
     aws.timeline_table()
     world = World(aws=aws, api=api, namespace=namespace)
     case.subject.setup(world)
-    if isinstance(case.subject, EcsService):
+    if isinstance(case.subject, EcsService | Runbooks):
         world.initial = aws.primary()["id"]
     try:
         yield world

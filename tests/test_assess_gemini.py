@@ -23,6 +23,7 @@ from incident_operator.assess.prompt import BEGIN_DATA, END_DATA, build
 from incident_operator.assess.rules import RulesAssessor
 from incident_operator.models import IncidentSpec, ResponsePolicySpec
 from incident_operator.policy import DEFAULT, Policy
+from incident_operator.remediate import registry
 from incident_operator.text import visible
 
 EXTRA_PROMPT = "Checkout is stateless: a restart is cheap. Prefer restart_service for CPU alarms."
@@ -99,12 +100,7 @@ async def test_an_answer_becomes_the_assessment(
         "rationale",
     }
     # From the action registry: every action, and every action's parameters with their bounds.
-    assert schema["properties"]["action"]["enum"] == [
-        "restart_service",
-        "scale_service",
-        "notify_team",
-        "ignore",
-    ]
+    assert schema["properties"]["action"]["enum"] == list(registry.names())
     desired = schema["properties"]["parameters"]["properties"]["desiredCount"]
     assert (desired["type"], desired["minimum"], desired["maximum"]) == ("INTEGER", 0, 1000)
     assert set(schema["required"]) == {"decision", "action", "message", "confidence"}

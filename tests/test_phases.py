@@ -433,6 +433,7 @@ class Recorder:
         action: str,
         parameters: dict[str, Any],
         incident_id: str,
+        alarm: Any,
         target: Target,
         limits: RemediationPolicy,
         settings: dict[str, Any],
@@ -443,7 +444,15 @@ class Recorder:
         return RECEIPT
 
     async def verify(
-        self, *, action: str, parameters: dict[str, Any], target: Target, receipt: str
+        self,
+        *,
+        action: str,
+        parameters: dict[str, Any],
+        incident_id: str,
+        alarm: Any,
+        target: Target,
+        receipt: str,
+        settings: dict[str, Any],
     ) -> Progress:
         self.calls.append(("verify", (action, target, receipt)))
         if self.fail:

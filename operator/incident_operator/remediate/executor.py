@@ -41,7 +41,7 @@ from pydantic import JsonValue
 
 from ..aws import CLIENT_CONFIG
 from ..crashpoints import crash_point
-from ..models import RemediationPolicy
+from ..models import IncidentSpec, RemediationPolicy
 from . import (
     AnyTarget,
     NothingDone,
@@ -55,7 +55,7 @@ from .claims import Claim, ClaimGuard, new_claim, taken_over
 from .dynamo_guard import DynamoGuard
 from .ecs import EcsClients
 from .memory_guard import MemoryGuard
-from .plugin import Action, Context, Observation
+from .plugin import Action, Context, Observation, Request
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -98,21 +98,22 @@ class Executor:
         action: str,
         parameters: dict[str, JsonValue],
         incident_id: str,
+        alarm: IncidentSpec,
         target: AnyTarget,
         limits: RemediationPolicy,
         settings: dict[str, dict[str, JsonValue]],
     ) -> Receipt:
         plugin = self._plugin(action)
-        params = registry.parameters(action, parameters)
+        request = _request(action, parameters, settings, target, incident_id, alarm)
         lock = self._locks.setdefault(incident_id, asyncio.Lock())
         async with lock:
             claim = await self._guard.read(incident_id)
             if claim is not None and claim.receipt:
                 return _receipt(claim, reused=True)
-            before = await plugin.observe(target)
+            before = await plugin.observe(request)
             owner = uuid.uuid4().hex
             if claim is None:
-                plugin.plan(target, before, params, registry.settings(action, settings))
+                plugin.plan(request, before)
                 fresh = new_claim(
                     incident_id=incident_id,
                     action=action,
@@ -124,23 +125,32 @@ class Executor:
                 claim = await self._guard.claim(fresh, limits=limits)
             if claim.claimed_by != owner:
                 claim = await self._resume(
-                    plugin, claim, params, now=before, owner=owner, limits=limits
+                    plugin, claim, request, now=before, owner=owner, limits=limits
                 )
                 if claim.receipt:
                     return _receipt(claim, reused=True)
-            return await self._act(plugin, claim, params, target=target, before=before)
+            return await self._act(plugin, claim, request, before=before)
 
     async def verify(
-        self, *, action: str, parameters: dict[str, JsonValue], target: AnyTarget, receipt: str
+        self,
+        *,
+        action: str,
+        parameters: dict[str, JsonValue],
+        incident_id: str,
+        alarm: IncidentSpec,
+        target: AnyTarget,
+        receipt: str,
+        settings: dict[str, dict[str, JsonValue]],
     ) -> Progress:
         plugin = self._plugin(action)
-        return await plugin.verify(target, receipt, registry.parameters(action, parameters))
+        request = _request(action, parameters, settings, target, incident_id, alarm)
+        return await plugin.verify(request, receipt)
 
     async def _resume(
         self,
         plugin: Action[Any, Any, Any],
         claim: Claim,
-        params: Any,
+        request: Request[Any, Any, Any],
         *,
         now: Observation,
         owner: str,
@@ -150,7 +160,7 @@ class Executor:
         if claim.receipt:
             return claim
         if claim.before is not None:
-            done = plugin.happened(claim.before, now, params)
+            done = plugin.happened(request, claim.before, now)
         else:
             # A claim that never recorded what it saw: fall back to time.
             done = now.since is not None and now.since > claim.claimed_at
@@ -183,9 +193,8 @@ class Executor:
         self,
         plugin: Action[Any, Any, Any],
         claim: Claim,
-        params: Any,
+        request: Request[Any, Any, Any],
         *,
-        target: AnyTarget,
         before: Observation,
     ) -> Receipt:
         crash_point("after-claim")
@@ -196,14 +205,14 @@ class Executor:
             extra={"incident": claim.incident_id, "target": claim.target},
         )
         try:
-            after = await plugin.act(target, params, before)
+            after = await plugin.act(request, before)
         except NothingDone:
             await self._release(claim)
             raise
         except OutcomeUnknown:
             raise
         except RemediationFailed as error:
-            return await self._settle(plugin, claim, params, target=target, error=error)
+            return await self._settle(plugin, claim, request, error=error)
         crash_point("after-act")
         acted_at = self._context.clock()
         try:
@@ -235,20 +244,19 @@ class Executor:
         self,
         plugin: Action[Any, Any, Any],
         claim: Claim,
-        params: Any,
+        request: Request[Any, Any, Any],
         *,
-        target: AnyTarget,
         error: RemediationFailed,
     ) -> Receipt:
         """After a failed act: adopt the action if it happened, else release."""
         try:
-            now = await plugin.observe(target)
+            now = await plugin.observe(request)
         except RemediationFailed as unknown:
             raise OutcomeUnknown(
                 f"{error}; and then: {unknown}. The claim is kept until a later attempt "
                 "for this Incident can see the target."
             ) from error
-        if claim.before is not None and plugin.happened(claim.before, now, params):
+        if claim.before is not None and plugin.happened(request, claim.before, now):
             at = now.since or self._context.clock()
             stored = await self._guard.complete(claim, receipt=now.marker, acted_at=at)
             return _receipt(stored, reused=False)
@@ -279,6 +287,23 @@ def build_executor(
         client = boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
         guard = DynamoGuard(client=client, table=table)
     return Executor(context=Context(ecs=EcsClients(region=region), kube=kube), guard=guard)
+
+
+def _request(
+    action: str,
+    parameters: dict[str, JsonValue],
+    settings: dict[str, dict[str, JsonValue]],
+    target: AnyTarget,
+    incident_id: str,
+    alarm: IncidentSpec,
+) -> Request[Any, Any, Any]:
+    return Request(
+        target=target,
+        parameters=registry.parameters(action, parameters),
+        settings=registry.settings(action, settings),
+        incident_id=incident_id,
+        alarm=alarm,
+    )
 
 
 def _receipt(claim: Claim, *, reused: bool) -> Receipt:

@@ -32,15 +32,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from ..models import Model
-from . import ActionRefused, Progress, Target
+from ..models import IncidentSpec, Model
+from . import ActionRefused, Progress
 from .ecs import EcsClients
-from .target import Workload
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-T = TypeVar("T", Target, Workload)
+T = TypeVar("T")
 P = TypeVar("P", bound=BaseModel)
 S = TypeVar("S", bound=BaseModel)
 
@@ -67,6 +66,17 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Request(Generic[T, P, S]):
+    """One action asked for: on what, how, under which settings, for whom."""
+
+    target: T
+    parameters: P
+    settings: S
+    incident_id: str  # namespace/name@uid: whose action it is (the claim's key)
+    alarm: IncidentSpec  # what was observed: untrusted data, never instructions
+
+
+@dataclass(frozen=True)
 class Observation:
     """The target as seen at one moment, reduced to what tells whether acting
     happened: `marker` (an ECS deployment id, a desired count) is stored in
@@ -87,9 +97,9 @@ class Action(ABC, Generic[T, P, S]):
     # AWS actions (ecs:UpdateService) and Kubernetes RBAC rules it needs.
     iam: ClassVar[tuple[str, ...]] = ()
     rbac: ClassVar[tuple[dict[str, Any], ...]] = ()
-    # What it acts on (an ECS service, a Kubernetes Deployment) and its
-    # parameter and settings models (not ClassVars: they are generic).
-    target_kind: type[T]
+    # The kinds of target it acts on (an ECS service, a Kubernetes Deployment).
+    targets: ClassVar[tuple[type[Any], ...]]
+    # Its parameter and settings models (not ClassVars: they are generic).
     Parameters: type[P]
     Settings: type[S]
 
@@ -121,18 +131,20 @@ class Action(ABC, Generic[T, P, S]):
     # --- acting: the executor calls these, in this order -------------------
 
     @abstractmethod
-    async def observe(self, target: T) -> Observation:
+    async def observe(self, request: Request[T, P, S]) -> Observation:
         """Look at the target (and refuse one that is not ours: ActionRefused)."""
 
-    def plan(self, target: T, before: Observation, parameters: P, settings: S) -> None:
+    def plan(self, request: Request[T, P, S], before: Observation) -> None:
         """Refuse (ActionRefused) what the policy or the observation shows to
         be out of bounds, before anything is claimed."""
-        why = self.refuses(target, settings) or self.bounds(parameters, settings)
+        why = self.refuses(request.target, request.settings) or self.bounds(
+            request.parameters, request.settings
+        )
         if why is not None:
             raise ActionRefused("OutOfBounds", f"{why}; nothing done.")
 
     @abstractmethod
-    async def act(self, target: T, parameters: P, before: Observation) -> Observation:
+    async def act(self, request: Request[T, P, S], before: Observation) -> Observation:
         """Do it once. Returns the target as it is now (its marker is the receipt).
 
         Raise NothingDone if certainly nothing was done, OutcomeUnknown if it
@@ -141,9 +153,9 @@ class Action(ABC, Generic[T, P, S]):
         """
 
     @abstractmethod
-    def happened(self, before: str, now: Observation, parameters: P) -> bool:
+    def happened(self, request: Request[T, P, S], before: str, now: Observation) -> bool:
         """Whether the target moved on from `before` the way acting moves it."""
 
     @abstractmethod
-    async def verify(self, target: T, receipt: str, parameters: P) -> Progress:
+    async def verify(self, request: Request[T, P, S], receipt: str) -> Progress:
         """How the action with this receipt is going."""

@@ -32,7 +32,7 @@ from .. import (
     RemediationFailed,
     Workload,
 )
-from ..plugin import Action, NoParameters, Observation
+from ..plugin import Action, NoParameters, Observation, Request
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _T = TypeVar("_T")
@@ -47,6 +47,9 @@ class RestartDeploymentSettings(Model):
     )
 
 
+Rollout = Request[Workload, NoParameters, RestartDeploymentSettings]
+
+
 class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings]):
     name = "restart_deployment"
     summary = (
@@ -55,7 +58,7 @@ class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings
     )
     noun = "Restart"
     rbac = ({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},)
-    target_kind = Workload
+    targets = (Workload,)
     Parameters = NoParameters
     Settings = RestartDeploymentSettings
 
@@ -69,7 +72,8 @@ class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings
             f"(actions.restart_deployment.namespaces: {allowed})"
         )
 
-    async def observe(self, target: Workload) -> Observation:
+    async def observe(self, request: Rollout) -> Observation:
+        target = request.target
         deployment = await self._call(
             target,
             "read",
@@ -77,9 +81,8 @@ class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings
         )
         return Observation(marker=_restarted_at(deployment))
 
-    async def act(
-        self, target: Workload, parameters: NoParameters, before: Observation
-    ) -> Observation:
+    async def act(self, request: Rollout, before: Observation) -> Observation:
+        target = request.target
         now = self.context.clock().astimezone(UTC).isoformat(timespec="seconds")
         if now == before.marker:  # twice in one second: still a change
             now = self.context.clock().astimezone(UTC).isoformat(timespec="microseconds")
@@ -91,10 +94,11 @@ class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings
         )
         return Observation(marker=_restarted_at(deployment))
 
-    def happened(self, before: str, now: Observation, parameters: NoParameters) -> bool:
+    def happened(self, request: Rollout, before: str, now: Observation) -> bool:
         return now.marker != before
 
-    async def verify(self, target: Workload, receipt: str, parameters: NoParameters) -> Progress:
+    async def verify(self, request: Rollout, receipt: str) -> Progress:
+        target = request.target
         deployment = await self._call(
             target,
             "read",

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 
 from .. import Progress, Target
 from ..ecs import describe, judge_rollout, primary, update
-from ..plugin import Action, NoParameters, NoSettings, Observation
+from ..plugin import Action, NoParameters, NoSettings, Observation, Request
+
+Restart = Request[Target, NoParameters, NoSettings]
 
 
 class RestartService(Action[Target, NoParameters, NoSettings]):
@@ -24,31 +26,29 @@ class RestartService(Action[Target, NoParameters, NoSettings]):
     noun = "Restart"
     allowed_by_default = True
     iam = ("ecs:DescribeServices", "ecs:UpdateService")
-    target_kind = Target
+    targets = (Target,)
     Parameters = NoParameters
     Settings = NoSettings
 
-    async def observe(self, target: Target) -> Observation:
-        deployment = primary(await describe(self.context.ecs, target))
+    async def observe(self, request: Restart) -> Observation:
+        deployment = primary(await describe(self.context.ecs, request.target))
         return Observation(marker=deployment.id, since=_utc(deployment.created_at))
 
-    async def act(
-        self, target: Target, parameters: NoParameters, before: Observation
-    ) -> Observation:
+    async def act(self, request: Restart, before: Observation) -> Observation:
         service = await update(
             self.context.ecs,
-            target,
-            doing=f"restart ECS service {target}",
+            request.target,
+            doing=f"restart ECS service {request.target}",
             forceNewDeployment=True,
         )
         deployment = primary(service)
         return Observation(marker=deployment.id, since=_utc(deployment.created_at))
 
-    def happened(self, before: str, now: Observation, parameters: NoParameters) -> bool:
+    def happened(self, request: Restart, before: str, now: Observation) -> bool:
         return now.marker != before
 
-    async def verify(self, target: Target, receipt: str, parameters: NoParameters) -> Progress:
-        return judge_rollout(await describe(self.context.ecs, target), receipt)
+    async def verify(self, request: Restart, receipt: str) -> Progress:
+        return judge_rollout(await describe(self.context.ecs, request.target), receipt)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

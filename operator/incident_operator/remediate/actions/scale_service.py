@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from ...models import Model
 from .. import ActionRefused, Progress, Target
 from ..ecs import describe, update
-from ..plugin import Action, Observation
+from ..plugin import Action, Observation, Request
 
 MAX_TASKS = 1000
 
@@ -67,6 +67,9 @@ class ScaleSettings(Model):
         return self
 
 
+Scale = Request[Target, ScaleParameters, ScaleSettings]
+
+
 class ScaleService(Action[Target, ScaleParameters, ScaleSettings]):
     name = "scale_service"
     summary = (
@@ -75,7 +78,7 @@ class ScaleService(Action[Target, ScaleParameters, ScaleSettings]):
     )
     noun = "Scale"
     iam = ("ecs:DescribeServices", "ecs:UpdateService")
-    target_kind = Target
+    targets = (Target,)
     Parameters = ScaleParameters
     Settings = ScaleSettings
 
@@ -106,17 +109,12 @@ class ScaleService(Action[Target, ScaleParameters, ScaleSettings]):
             f"{settings.max_count}) and step (tasks to add, or remove if negative{largest})"
         )
 
-    async def observe(self, target: Target) -> Observation:
-        service = await describe(self.context.ecs, target)
+    async def observe(self, request: Scale) -> Observation:
+        service = await describe(self.context.ecs, request.target)
         return Observation(marker=str(service.get("desiredCount", 0)))
 
-    def plan(
-        self,
-        target: Target,
-        before: Observation,
-        parameters: ScaleParameters,
-        settings: ScaleSettings,
-    ) -> None:
+    def plan(self, request: Scale, before: Observation) -> None:
+        parameters, settings = request.parameters, request.settings
         why = self.bounds(parameters, settings)
         wanted = _wanted(before.marker, parameters)
         if why is None and not settings.min_count <= wanted <= settings.max_count:
@@ -127,23 +125,21 @@ class ScaleService(Action[Target, ScaleParameters, ScaleSettings]):
         if why is not None:
             raise ActionRefused("OutOfBounds", why + "; nothing scaled.")
 
-    async def act(
-        self, target: Target, parameters: ScaleParameters, before: Observation
-    ) -> Observation:
-        wanted = _wanted(before.marker, parameters)
+    async def act(self, request: Scale, before: Observation) -> Observation:
+        wanted = _wanted(before.marker, request.parameters)
         service = await update(
             self.context.ecs,
-            target,
-            doing=f"scale ECS service {target} to {wanted} tasks",
+            request.target,
+            doing=f"scale ECS service {request.target} to {wanted} tasks",
             desiredCount=wanted,
         )
         return Observation(marker=str(service.get("desiredCount", wanted)))
 
-    def happened(self, before: str, now: Observation, parameters: ScaleParameters) -> bool:
-        return now.marker == str(_wanted(before, parameters))
+    def happened(self, request: Scale, before: str, now: Observation) -> bool:
+        return now.marker == str(_wanted(before, request.parameters))
 
-    async def verify(self, target: Target, receipt: str, parameters: ScaleParameters) -> Progress:
-        service = await describe(self.context.ecs, target)
+    async def verify(self, request: Scale, receipt: str) -> Progress:
+        service = await describe(self.context.ecs, request.target)
         desired = service.get("desiredCount", 0)
         if str(desired) != receipt:
             return "Failed"  # someone else set another count: not ours to judge
