@@ -3,19 +3,23 @@
 An action is one module in `actions/` with one subclass of `Action`. It
 declares:
 
-- `name`, the word in policies and assessments (`scale_service`), and a
-  `summary` for the LLM's prompt and the docs;
+- `name`, the word in policies and assessments (`scale_service`), a
+  `summary` for the LLM's prompt and the docs, and the kinds of target it
+  acts on (`targets`: an ECS service, a Kubernetes Deployment);
 - `Parameters`: a pydantic model, bounded, of what an assessment may ask for
   (`desiredCount: 4`). The CRD's schema and the LLM's answer schema are made
   from it; the rules may name parameters, the LLM may propose them;
 - `Settings`: a pydantic model of the policy's bounds for it
-  (`spec.actions.scale_service: {minCount: 2, maxCount: 10}`), and
-  `bounds()`, which tells whether parameters are within them;
+  (`spec.actions.scale_service: {minCount: 2, maxCount: 10}`), with
+  `bounds()` (are these parameters within them?) and `refuses()` (may it
+  act on this target?), both asked before approval and again before acting;
 - the permissions it needs: `iam` (AWS actions, kept equal to
   docs/iam-policy.json by a test) and `rbac` (Kubernetes rules);
 - how it acts, in four steps the `Executor` (executor.py) strings together
   with the claim discipline: `observe` the target, `act` on it, tell whether
-  an earlier attempt already `happened`, and `verify` how it is going.
+  an earlier attempt already `happened`, and `verify` how it is going. Each
+  step gets one `Request`: the target, the parameters and settings as the
+  plugin's models, the Incident's id and what its alarm said.
 
 A plugin never claims, never records, never decides: it acts when told and
 reports what it saw. Everything else is the executor's and the phase
