@@ -46,6 +46,8 @@ class _Published:
 
 
 class Publisher:
+    """Publishes each Incident's last transition and new occurrences, once."""
+
     def __init__(
         self, *, api: client.ApiClient, timeline: Timeline, clock: Callable[[], datetime]
     ) -> None:

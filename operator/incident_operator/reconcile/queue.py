@@ -61,6 +61,9 @@ class _Kept:
 
 
 class PassQueue:
+    """Runs `run(body)` for each Incident submitted, as the module says; `read`
+    fetches an Incident for its wake-ups."""
+
     def __init__(self, *, run: Pass, read: Read, concurrency: int = CONCURRENT_PASSES) -> None:
         self._run = run
         self._read = read

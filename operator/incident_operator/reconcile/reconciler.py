@@ -75,6 +75,9 @@ class Policies:
 
 
 class Reconciler:
+    """Reconciles Incidents in the background: `submit` a body the watch saw,
+    `forget` a deleted Incident, `close` when no longer leading."""
+
     def __init__(
         self,
         *,

@@ -44,6 +44,8 @@ class _Retells:
 
 
 class Announcer:
+    """Tells the channels of each transition (`announce`), and again (`retell`)."""
+
     def __init__(
         self,
         *,
