@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from incident_operator.crd import all_crds
 from incident_operator.devstack.controlplane import ControlPlane, _die_with_parent, free_port
 from incident_operator.devstack.moto import start_moto
-from incident_operator.devstack.stack import wait_for
+from incident_operator.devstack.waiting import wait_for
 from incident_operator.ingest.names import incident_name
 from incident_operator.ingest.recorder import incident_object
 from incident_operator.ingest.sources import generic

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from kubernetes import client
 
 from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
+from incident_operator.devstack import waiting
 from incident_operator.devstack.controlplane import free_port
 from incident_operator.models import GROUP, VERSION
 
@@ -23,15 +23,13 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = 30.0) -> T:
-    """Poll `check` until it returns something truthy; fail saying what we waited for."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """Poll `check` until it returns something truthy (`waiting.wait_for`); fail
+    the test saying what we waited for: an AssertionError, which tests catch to
+    add what they know (the operator's log, the Incident's status)."""
+    try:
+        return waiting.wait_for(what, check, timeout=timeout)
+    except waiting.GaveUp as error:
+        raise AssertionError(str(error)) from None
 
 
 class OperatorProcess:

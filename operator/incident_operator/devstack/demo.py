@@ -24,7 +24,8 @@ from kubernetes import client
 
 from ..models import GROUP, VERSION
 from .controlplane import free_port
-from .stack import DevStack, running, say, wait_for
+from .stack import DevStack, running, say
+from .waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

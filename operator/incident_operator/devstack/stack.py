@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,7 @@ from kubernetes import client, config
 from ..crd import all_crds
 from ..timeline.dynamodb import create_table
 from .controlplane import ControlPlane, _die_with_parent, free_port
+from .waiting import wait_for
 
 REGION = "us-east-1"
 TIMELINE_TABLE = "incident-timeline"
@@ -332,16 +333,6 @@ def _http_ok(url: str, process: subprocess.Popen[bytes], name: str, stack: DevSt
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
 @contextlib.contextmanager
