@@ -1,10 +1,11 @@
 """The ingest webhook: a FastAPI app that turns alarms into Incidents.
 
-Request checks, in order, each a clear 4xx with a JSON body and no side
-effect: content type (415) and size (413) before anything is read, then JSON
-syntax and nesting depth (400, one bounded parse for every body: jsonbody.py),
-the bearer token (401), the payload's schema (422), the number of alerts
-(413), all before anything is written.
+Request checks, in order, each a clear answer with a JSON body and no side
+effect: room for one more alarm request (503 past INGEST_MAX_IN_FLIGHT:
+shedding.py), content type (415) and size (413) before anything is read,
+then JSON syntax and nesting depth (400, one bounded parse for every body:
+jsonbody.py), the bearer token (401), the payload's schema (422), the number
+of alerts (413), all before anything is written.
 
 `/alerts/sns` is refused (403) for every topic not in SNS_TOPIC_ARNS, none
 when it is empty, and for a message older than SNS_MAX_AGE_SECONDS, both
@@ -38,6 +39,7 @@ from .docs import add_docs
 from .jsonbody import BoundedJsonRoute, JsonBodyRefused, JsonRefused, loads
 from .metrics import IngestMetrics
 from .recorder import AlarmRecorder, ApiUnavailable
+from .shedding import InFlightLimit
 from .slack_actions import slack_actions_router
 from .sources import SOURCES
 from .sources import sns as sns_source
@@ -167,6 +169,15 @@ def create_app(
     # Every JSON body FastAPI parses goes through the bounded parse.
     app.router.route_class = BoundedJsonRoute
     app.add_middleware(RequestGate, max_body=settings.ingest_max_body_bytes)
+    # Added last, so it runs first: a shed request costs no body read, no check.
+    source_names = {source.path: source.name for source in SOURCES}
+    app.add_middleware(
+        InFlightLimit,
+        limit=settings.ingest_max_in_flight,
+        paths=source_names,
+        on_shed=lambda path: metrics.shed.labels(source=source_names[path]).inc(),
+        on_change=metrics.in_flight.set,
+    )
     if settings.ingest_docs_enabled:
         add_docs(app)
 
