@@ -400,7 +400,8 @@ async def offer(
 
     Returns the rate actually offered (the client shares the cores: it may
     fall behind), the seconds until the last answer, and, per request, what
-    came back and after how long (from when it was due to leave): the
+    came back and after how long (from when it was started, which is when it
+    was due unless the client fell behind; then `offered` is short): the
     status code, or `reset` (the connection was reset or closed without an
     answer), `timeout`, `connect` (it could not connect) or the error's name.
     """
