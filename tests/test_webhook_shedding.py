@@ -5,6 +5,7 @@ changes nothing; within it, nothing is shed and every alarm counts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections import Counter
@@ -113,6 +114,59 @@ async def test_past_the_limit_an_alarm_gets_503_with_retry_after_and_changes_not
     # wrote nothing.
     services = Counter(i["spec"]["service"]["name"] for i in incidents(api, namespace))
     assert services == {"held-0": 1, "held-1": 1, "shed": 1}
+
+
+async def test_a_slow_body_holds_no_slot_and_is_refused_if_the_webhook_filled_meanwhile(
+    kubeconfig: Path,
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    relay: ApiServerCuts,
+    stopped_after: list[subprocess.Popen[str]],
+) -> None:
+    token = new_token()
+    url, process = serve_webhook(
+        relay.kubeconfig(kubeconfig, tmp_path / "kubeconfig"),
+        namespace,
+        INGEST_TOKENS=token,
+        INGEST_MAX_IN_FLIGHT="1",
+    )
+    stopped_after.append(process)
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(generic_alert("slow")).encode()
+    # A sender that sends its headers and half its body, and stalls.
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /alert HTTP/1.1\r\nHost: webhook\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
+    )
+    await writer.drain()
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        await asyncio.sleep(0.5)  # the webhook has its headers
+        with relay.held():
+            # The only slot is free: the stalled sender does not hold it.
+            taken = asyncio.create_task(http.post("/alert", json=generic_alert("taken")))
+            await wait_for_metric(http, "incident_ingest_in_flight", 1)
+            # The stalled body comes in now, and finds the webhook full.
+            writer.write(body[len(body) // 2 :])
+            await writer.drain()
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        answer = await taken
+        after = (await http.get("/metrics")).text
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+    refusal = json.loads(await reader.readexactly(int(headers["content-length"])))
+    writer.close()
+
+    assert head.startswith("HTTP/1.1 503 "), head
+    assert headers["retry-after"] == "1"
+    assert refusal["error"] == "overloaded"
+    assert answer.status_code == 200, answer.text
+    assert metric(after, "incident_ingest_shed_total", source="generic") == 1
+    assert metric(after, "incident_ingest_in_flight") == 0
+    assert [i["spec"]["service"]["name"] for i in incidents(api, namespace)] == ["taken"]
 
 
 async def test_senders_within_the_limit_are_never_shed_and_count_exactly(

@@ -43,9 +43,9 @@ class Settings(BaseSettings):
     ingest_max_in_flight: int = Field(
         128,
         ge=1,
-        description="The most alarm requests the webhook works on at once; past it a request "
-        "is answered 503 with Retry-After at once, before its body is read, and changes "
-        "nothing. Health, readiness, metrics and Slack actions are never refused.",
+        description="The most alarm requests the webhook works on at once (a request counts "
+        "once its body is in); past it a request is answered 503 with Retry-After at once and "
+        "changes nothing. Health, readiness, metrics and Slack actions are never refused.",
     )
     ingest_docs_enabled: bool = Field(
         False,

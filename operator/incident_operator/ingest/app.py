@@ -50,7 +50,7 @@ from .docs import add_docs
 from .jsonbody import BoundedJsonRoute, JsonAsPostedRoute, JsonBodyRefused, JsonRefused
 from .metrics import IngestMetrics
 from .recorder import AlarmRecorder, ApiUnavailable
-from .shedding import InFlightLimit
+from .shedding import InFlightLimit, Overloaded
 from .slack_actions import slack_actions_router
 from .sources import SOURCES
 from .sources.sns import https_get
@@ -213,6 +213,14 @@ def create_app(
             return error(400, "invalid_json", "the request body is not valid JSON")
         metrics.rejected.labels(reason="invalid_payload").inc()
         return error(422, "invalid_payload", _summary(errors), details=_details(errors))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        # Its body came in after the webhook filled up (shedding.py): the
+        # same answer as a request refused at its headers.
+        response = error(503, "overloaded", str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
