@@ -1,4 +1,4 @@
-"""`make bench`: measure ingest, a storm, the whole pipeline, and memory.
+"""`make bench`: measure ingest, a storm, overload, the whole pipeline, and memory.
 
 Everything runs on this machine in one go: a local kube-apiserver + etcd,
 moto, the webhook and the operator as real processes. Figures from one run
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -32,6 +34,7 @@ from typing import Any
 import aiohttp
 import boto3
 import httpx
+import uvloop
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -165,7 +168,12 @@ class Rig:
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
-                process.wait(timeout=15)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    # A webhook still working off an overload's backlog.
+                    process.kill()
+                    process.wait()
         self.moto.stop()
         self.plane.stop()
 
@@ -379,6 +387,203 @@ def bench_storm(
     }
 
 
+async def offer(
+    url: str,
+    bodies: list[dict[str, Any]],
+    *,
+    rate: float,
+    connections: int = 1024,
+    timeout: float = 30.0,
+) -> tuple[float, float, list[tuple[str, float]]]:
+    """POST the bodies to /alert at `rate` a second, open loop: each leaves on
+    time whatever became of the earlier ones, as independent senders do.
+
+    Returns the rate actually offered (the client shares the cores: it may
+    fall behind), the seconds until the last answer, and, per request, what
+    came back and after how long (from when it was started, which is when it
+    was due unless the client fell behind; then `offered` is short): the
+    status code, or `reset` (the connection was reset or closed without an
+    answer), `timeout`, `connect` (it could not connect) or the error's name.
+    """
+    # Up to `connections` open at once, as a fleet of senders with pools of
+    # their own would have: far more than the webhook takes at once, so the
+    # loop stays open while the webhook answers, and the client does not
+    # open new connections without end (each costs it more CPU than a
+    # request) once it stops answering.
+    connector = aiohttp.TCPConnector(limit=connections)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    outcomes: list[tuple[str, float]] = []
+
+    async def one(http: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            async with http.post("/alert", json=body) as answer:
+                await answer.read()
+                outcome = str(answer.status)
+        except (aiohttp.ServerDisconnectedError, ConnectionResetError):
+            outcome = "reset"
+        except aiohttp.ClientConnectorError:
+            outcome = "connect"
+        except aiohttp.ClientOSError as error:
+            outcome = "reset" if error.errno == errno.ECONNRESET else type(error).__name__
+        except TimeoutError:
+            outcome = "timeout"
+        except aiohttp.ClientError as error:
+            outcome = type(error).__name__
+        outcomes.append((outcome, time.perf_counter() - started))
+
+    async with aiohttp.ClientSession(
+        base_url=url,
+        headers=headers,
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as http:
+        tasks = []
+        started = time.perf_counter()
+        for index, body in enumerate(bodies):
+            due = started + index / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(http, body)))
+        offered = len(bodies) / (time.perf_counter() - started)
+        await asyncio.gather(*tasks)
+    return offered, time.perf_counter() - started, outcomes
+
+
+def bench_overload(rig: Rig, *, rate: float, seconds: float) -> dict[str, Any]:
+    """New alarms offered faster than the webhook can record them: what is
+    not taken must be refused with 503 and Retry-After, not reset, and what
+    was answered 2xx must be exactly what was written."""
+    count = int(rate * seconds)
+    say(f"overload: {count} new alarms offered at {rate:.0f}/s to one webhook")
+    namespace = rig.namespace("bench-overload")
+    url = rig.webhook(namespace)
+    warm = [alert("warm-up", f"overload-warm-up-{i}") for i in range(WARM_UP)]
+    asyncio.run(post_all(url, warm, 16))
+    bodies = [alert(f"svc-{i % 50}", f"overload-{i}") for i in range(count)]
+    load = os.getloadavg()[0]
+    kernel = _tcp_counters()
+    queue = AcceptQueue(int(url.rsplit(":", 1)[1]))
+    with queue, Measured(rig, count) as measured:
+        # uvloop, as the webhook runs: the open-loop client opens connections
+        # by the hundred and must not be what falls behind.
+        offered, elapsed, outcomes = uvloop.run(offer(url, bodies, rate=rate))
+    kernel = {name: n - kernel.get(name, 0) for name, n in _tcp_counters().items()}
+    kinds = Counter(kind for kind, _ in outcomes)
+    answered = sum(n for kind, n in kinds.items() if kind.startswith("2"))
+    # A webhook without a bound is still writing what its senders gave up
+    # on: count once the number stops moving.
+    written, seen_at = -1, time.perf_counter()
+    deadline = seen_at + 180
+    while time.perf_counter() - seen_at < 3 and time.perf_counter() < deadline:
+        now = len(list_incidents(rig, namespace, MEASURED_ONLY))
+        if now != written:
+            written, seen_at = now, time.perf_counter()
+        time.sleep(0.5)
+    shed = _metric(f"{url}/metrics", "incident_ingest_shed_total")
+
+    def latency(kind: str | None, q: float) -> float | None:
+        values = [s for k, s in outcomes if kind is None or k.startswith(kind)]
+        return round(_quantile(values, q) * 1000, 1) if values else None
+
+    return {
+        "alarms": count,
+        "max_in_flight": int(os.environ.get("INGEST_MAX_IN_FLIGHT", "0")) or "default",
+        "offered_per_s": round(offered, 1),
+        "answered_2xx": answered,
+        "answered_2xx_per_s": round(answered / elapsed, 1),
+        "seconds_to_last_answer": round(elapsed, 1),
+        "answered_503": kinds["503"],
+        "resets": kinds["reset"],
+        "other": {kind: n for kind, n in kinds.items() if kind not in ("503", "reset")
+                  and not kind.startswith("2")},
+        "shed_counted_by_webhook": shed,
+        # Every alarm answered 2xx is an Incident, and nothing else is.
+        "incidents_written": written,
+        "exact": written == answered,
+        "latency_2xx_p50_ms": latency("2", 0.5),
+        "latency_2xx_p99_ms": latency("2", 0.99),
+        "latency_503_p50_ms": latency("503", 0.5),
+        "latency_503_p99_ms": latency("503", 0.99),
+        "latency_all_p50_ms": latency(None, 0.5),
+        "latency_all_p99_ms": latency(None, 0.99),
+        "cpu_ms_per_alarm_offered": measured.cpu_ms,
+        "load_average_at_start": round(load, 2),
+        # The kernel's TCP counters over the run (the network namespace's,
+        # so other work on the machine shows too): accept queue overflows,
+        # and resets sent for data that arrived at a closed socket.
+        "kernel_tcp": kernel,
+        # Connections the kernel had completed and the webhook not yet
+        # accepted, the most seen (sampled every 50 ms), and the queue's size.
+        "accept_queue_max": queue.deepest,
+        "accept_queue_size": queue.size,
+    }  # fmt: skip
+
+
+class AcceptQueue:
+    """Samples the accept queue of the socket listening on `port`, in a thread."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.deepest = 0
+        self.size: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> AcceptQueue:
+        # ss shows a listening socket's queue size as its Send-Q.
+        listed = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{self.port}"], capture_output=True, text=True
+        ).stdout.split()
+        self.size = int(listed[2]) if len(listed) > 2 else None
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+                fields = line.split()
+                # A listening socket (state 0A) shows in rx_queue the
+                # connections waiting to be accepted.
+                if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == self.port:
+                    waiting = int(fields[4].split(":")[1], 16)
+                    self.deepest = max(self.deepest, waiting)
+
+
+def _tcp_counters() -> dict[str, int]:
+    """ListenOverflows, ListenDrops, TCPAbortOnData, TCPAbortOnClose, OutRsts so far."""
+    wanted = {"ListenOverflows", "ListenDrops", "TCPAbortOnData", "TCPAbortOnClose", "OutRsts"}
+    found: dict[str, int] = {}
+    for table in ("/proc/net/netstat", "/proc/net/snmp"):
+        lines = Path(table).read_text().splitlines()
+        # Pairs of lines: "Prefix: names..." then "Prefix: values...".
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            for name, value in zip(names.split()[1:], values.split()[1:], strict=False):
+                if name in wanted:
+                    found[name] = int(value)
+    return found
+
+
+def _metric(url: str, name: str) -> float | None:
+    """The sum of a metric's samples on a /metrics page; None when it has none."""
+    try:
+        text = httpx.get(url, timeout=60).text
+    except httpx.TransportError:
+        return None
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    return sum(values) if values else None
+
+
 def bench_end_to_end(rig: Rig, *, count: int, services: int, concurrency: int) -> dict[str, Any]:
     say(f"end to end: {count} Incidents over {services} ECS services, rules assessor, moto")
     namespace = rig.namespace("bench-e2e")
@@ -550,17 +755,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+SECTIONS = ["ingest", "storm", "overload", "end_to_end", "memory"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument(
         "--only",
-        choices=["ingest", "storm", "end_to_end", "memory"],
+        choices=SECTIONS,
         action="append",
         help="run only these (repeatable); default: all",
     )
     args = parser.parse_args()
-    wanted = set(args.only or ["ingest", "storm", "end_to_end", "memory"])
+    wanted = set(args.only or SECTIONS)
     scale = 0.05 if args.quick else 1.0
     workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/incident-bench"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -571,13 +779,17 @@ def main() -> int:
         # Warm the API server up (first requests, empty caches) before any
         # figure is taken, then measure the baseline.
         raw_creates(rig, rig.namespace("bench-warm-up"), WARM_UP, 16)
-        raw = raw_creates(rig, rig.namespace("bench-raw"), int(2000 * scale), 16)
+        if wanted & {"ingest", "storm"}:
+            raw = raw_creates(rig, rig.namespace("bench-raw"), int(2000 * scale), 16)
         if "ingest" in wanted:
             results["ingest"] = bench_ingest(rig, count=int(2000 * scale), concurrency=16, raw=raw)
         if "storm" in wanted:
             results["storm"] = bench_storm(
                 rig, count=int(10_000 * scale), fingerprints=20, concurrency=50, raw=raw
             )
+        if "overload" in wanted:
+            # The issue's figure: 2,000 alarms/s offered to one webhook.
+            results["overload"] = bench_overload(rig, rate=2000, seconds=max(1.0, 10 * scale))
         if "end_to_end" in wanted:
             results["end_to_end"] = bench_end_to_end(
                 rig, count=int(200 * scale) or 10, services=10, concurrency=20
@@ -593,7 +805,7 @@ def main() -> int:
 
 def table(results: dict[str, Any]) -> str:
     rows = []
-    for section in ("ingest", "storm", "end_to_end", "memory"):
+    for section in SECTIONS:
         for key, value in results.get(section, {}).items():
             rows.append(f"{section:<11} {key:<40} {json.dumps(value)}")
     return "\n".join(rows)

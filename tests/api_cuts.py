@@ -7,6 +7,10 @@ refuses new ones for that long: an API server restarting, or a network
 partition. A request cut after the server took it is the hard case: the
 write happened and its answer is lost.
 
+`held()` holds everything sent either way, without closing anything, until
+it ends: an API server that takes its time, so that requests stay in flight
+as long as a test needs them to.
+
 `kubeconfig(path)` writes a copy of a kubeconfig that goes through the relay.
 """
 
@@ -17,6 +21,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +39,8 @@ class ApiServerCuts:
         self.cuts = 0  # how often it cut
         self.severed = 0  # connections open at a cut
         self.refused = 0  # connections refused while down
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, name="api-cuts", daemon=True).start()
 
     def cut(self, seconds: float) -> int:
@@ -46,6 +53,15 @@ class ApiServerCuts:
         for connection in clients:
             _close(connection)
         return len(clients)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Forward nothing while inside; what arrived meanwhile goes on after."""
+        self._flowing.clear()
+        try:
+            yield
+        finally:
+            self._flowing.set()
 
     def is_down(self) -> bool:
         return time.monotonic() < self._down_until
@@ -94,6 +110,7 @@ class ApiServerCuts:
     def _pump(self, connection: socket.socket, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

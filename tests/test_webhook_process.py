@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from kubernetes import client
 
 from incident_operator import __version__
 from incident_operator.devstack.controlplane import free_port
-from webhook_support import generic_alert, incidents, new_token
+from webhook_support import generic_alert, incidents, new_token, serve_webhook
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -27,7 +26,7 @@ CLI = [sys.executable, "-m", "incident_operator.cli"]
 @pytest.fixture
 def served(kubeconfig: Path, namespace: str) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
     token = new_token()
-    url, process = _serve(kubeconfig, namespace, capture=True, INGEST_TOKENS=token)
+    url, process = serve_webhook(kubeconfig, namespace, capture=True, INGEST_TOKENS=token)
     try:
         yield url, token, process
     finally:
@@ -71,35 +70,11 @@ def test_the_command_says_its_version() -> None:
     assert result.stdout.strip() == f"incident-operator {__version__}"
 
 
-def _serve(
-    kubeconfig: Path, namespace: str, *, capture: bool = False, **env: str
-) -> tuple[str, subprocess.Popen[str]]:
-    """`incident-operator webhook` on a free port, once it is ready."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*CLI, "webhook", "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig), **env},
-        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return url, process
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "webhook did not start"
-        time.sleep(0.1)
-
-
 async def test_200_concurrent_deliveries_over_two_replicas_count_exactly(
     kubeconfig: Path, api: client.ApiClient, namespace: str
 ) -> None:
     token = new_token()
-    replicas = [_serve(kubeconfig, namespace, INGEST_TOKENS=token) for _ in range(2)]
+    replicas = [serve_webhook(kubeconfig, namespace, INGEST_TOKENS=token) for _ in range(2)]
     try:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(limits=limits, timeout=60) as http:
@@ -127,7 +102,9 @@ async def test_200_concurrent_deliveries_over_two_replicas_count_exactly(
 def test_auth_can_be_turned_off_explicitly(
     kubeconfig: Path, api: client.ApiClient, namespace: str
 ) -> None:
-    url, process = _serve(kubeconfig, namespace, INGEST_AUTH_DISABLED="true", INGEST_TOKENS="")
+    url, process = serve_webhook(
+        kubeconfig, namespace, INGEST_AUTH_DISABLED="true", INGEST_TOKENS=""
+    )
     try:
         answer = httpx.post(f"{url}/alert", json=generic_alert("open"))
     finally:

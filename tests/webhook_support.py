@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 import secrets
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +17,7 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from incident_operator.config import Settings
+from incident_operator.devstack.controlplane import free_port
 from incident_operator.ingest.app import create_app
 from incident_operator.ingest.recorder import AlarmRecorder
 from incident_operator.models import GROUP, VERSION
@@ -33,6 +39,32 @@ def webhook(
         base_url="http://webhook",
         headers={"Authorization": f"Bearer {token}"},
     )
+
+
+def serve_webhook(
+    kubeconfig: Path, namespace: str, *, capture: bool = False, **env: str
+) -> tuple[str, subprocess.Popen[str]]:
+    """`incident-operator webhook` as a process on a free port, once it is ready;
+    `env` on top of this process's environment."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "incident_operator.cli", "webhook",
+         "--host", "127.0.0.1", "--port", str(port), "--namespace", namespace],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), **env},
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return url, process
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "webhook did not start"
+        time.sleep(0.1)
 
 
 def incidents(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         description="The most alerts one request may carry (an Alertmanager group); a request "
         "with more is refused whole with 413 before anything is written.",
     )
+    ingest_max_in_flight: int = Field(
+        128,
+        ge=1,
+        description="The most alarm requests the webhook works on at once (a request counts "
+        "once its body is in); past it a request is answered 503 with Retry-After at once and "
+        "changes nothing. Health, readiness, metrics and Slack actions are never refused.",
+    )
     ingest_docs_enabled: bool = Field(
         False,
         description="Serve the OpenAPI document (/openapi.json) and Swagger UI (/docs, its "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticSerializationError
 
+from ..config import Settings
 from ..models import Alarm, IncidentSpec, ServiceRef, Severity, Source
 
 
@@ -88,6 +90,50 @@ class Delivery:
     truncated: int = 0
 
 
+Fetch = Callable[[str], bytes]
+"""GETs a URL and returns the body; raises OSError (or ValueError) when it cannot."""
+
+
+class Refused(Exception):
+    """A request a source's verification refuses: answered `status` with the
+    JSON error `code` and `message` (and Retry-After when `retry_after` is
+    set), counted in the rejected requests under `reason`; nothing recorded."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, reason: str, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.reason, self.retry_after = status, code, reason, retry_after
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A request that belongs to the sender's protocol and carries no alarm
+    (SNS's subscription confirmation): answered 200 with `answer`."""
+
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The request as sent, for a check that needs more than the payload (a
+    signature header over the raw body, as PagerDuty's webhooks sign)."""
+
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+
+
+class Verify(Protocol):
+    """Checks a validated payload before it is parsed: returns None for an
+    alarm to parse, a Handshake to answer without parsing, or raises Refused.
+    Runs on the event loop: blocking work goes to a thread."""
+
+    async def __call__(self, payload: BaseModel, posted: Posted) -> Handshake | None: ...
+
+
+JSON: tuple[str, ...] = ("application/json",)
+
+
 class AlarmSource(Protocol):
     """One alarm source: a payload model (validated by FastAPI-free pydantic,
     shown in the OpenAPI) and a parser from it to normalized alarms.
@@ -97,11 +143,24 @@ class AlarmSource(Protocol):
     answered with a 4xx, the good alerts with the bad. Each alert is then
     taken or refused on its own, and the request is answered 200 once the
     notification is understood. Other sources refuse a request whole (422).
+
+    How its requests are let in, with defaults for a source that is posted
+    JSON with the webhook's bearer token (subclass this to take them):
+    `content_types`, the media types it is posted with (the body is read as
+    JSON whatever the type says); `bearer_token`, False for a source whose
+    requests prove themselves (SNS's signatures); `verification`, what checks
+    a payload before it is parsed, built once from the settings, with
+    `fetch` for any URL the check must get (a certificate).
     """
 
     name: Source
     path: str
     payload: type[BaseModel]
     alert_by_alert: bool
+    content_types: tuple[str, ...] = JSON
+    bearer_token: bool = True
+
+    def verification(self, settings: Settings, *, fetch: Fetch) -> Verify | None:
+        return None
 
     def parse(self, payload: BaseModel) -> Delivery: ...

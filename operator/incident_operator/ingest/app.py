@@ -1,24 +1,26 @@
 """The ingest webhook: a FastAPI app that turns alarms into Incidents.
 
-Request checks, in order, each a clear 4xx with a JSON body and no side
-effect: content type (415) and size (413) before anything is read, then JSON
-syntax and nesting depth (400, one bounded parse for every body: jsonbody.py),
-the bearer token (401), the payload's schema (422), the number of alerts
-(413), all before anything is written.
+Request checks, in order, each a clear answer with a JSON body and no side
+effect: room for one more alarm request (503 past INGEST_MAX_IN_FLIGHT:
+shedding.py), content type (415) and size (413) before anything is read,
+then JSON syntax and nesting depth (400, one bounded parse for every body:
+jsonbody.py), the bearer token (401), the payload's schema (422), the number
+of alerts (413), all before anything is written.
 
-`/alerts/sns` is refused (403) for every topic not in SNS_TOPIC_ARNS, none
-when it is empty, and for a message older than SNS_MAX_AGE_SECONDS, both
-before any certificate is fetched. The OpenAPI document and Swagger UI are
-served only with INGEST_DOCS_ENABLED (docs.py).
+Every alarm source is served the same way (`_add_source_route`): its path,
+its content types, the bearer token unless the source's requests prove
+themselves, and its own verification between the schema and the parse
+(SNS's topic, age and signature checks and its subscription handshake:
+sources/sns.py). The OpenAPI document and Swagger UI are served only with
+INGEST_DOCS_ENABLED (docs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -26,31 +28,36 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from kubernetes import client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
-from .alarm import AlarmSource, Delivery, InvalidAlarm, RefusedAlert, require_unicode
+from .alarm import (
+    AlarmSource,
+    Delivery,
+    Fetch,
+    InvalidAlarm,
+    Posted,
+    Refused,
+    RefusedAlert,
+    Verify,
+    require_unicode,
+)
 from .auth import TokenCheck
 from .docs import add_docs
-from .jsonbody import BoundedJsonRoute, JsonBodyRefused, JsonRefused, loads
+from .jsonbody import BoundedJsonRoute, JsonAsPostedRoute, JsonBodyRefused, JsonRefused
 from .metrics import IngestMetrics
 from .recorder import AlarmRecorder, ApiUnavailable
+from .shedding import InFlightLimit, Overloaded
 from .slack_actions import slack_actions_router
 from .sources import SOURCES
-from .sources import sns as sns_source
+from .sources.sns import https_get
 
 log = logging.getLogger(__name__)
 
-JSON_TYPES = ("application/json",)
-# SNS posts its JSON as text/plain, whatever the subscriber wants.
-CONTENT_TYPES: dict[str, tuple[str, ...]] = {
-    **{source.path: JSON_TYPES for source in SOURCES},
-    sns_source.source.path: (*JSON_TYPES, "text/plain"),
-    "/slack/actions": ("application/x-www-form-urlencoded",),
-}
+SLACK_ACTIONS_TYPES = {"/slack/actions": ("application/x-www-form-urlencoded",)}
 
 
 class IncidentRef(BaseModel):
@@ -90,9 +97,12 @@ class RequestGate:
     refused while it streams in, not after it is buffered.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body: int, content_types: Mapping[str, tuple[str, ...]]
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.content_types = content_types
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -100,7 +110,7 @@ class RequestGate:
             return
         # latin-1, as HTTP defines header bytes: any byte decodes.
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        allowed = CONTENT_TYPES.get(scope["path"])
+        allowed = self.content_types.get(scope["path"])
         if allowed is not None:
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             if media not in allowed:
@@ -143,15 +153,15 @@ def create_app(
     settings: Settings,
     recorder: AlarmRecorder,
     api: client.ApiClient,
-    sns_fetch: sns_source.Fetch = sns_source.https_get,
+    sns_fetch: Fetch = https_get,
     registry: CollectorRegistry | None = None,
+    sources: Sequence[AlarmSource] = SOURCES,
 ) -> FastAPI:
-    """The webhook. `sns_fetch` is how SNS URLs (signing certificates,
-    subscription confirmations) are fetched; tests give a recording one."""
+    """The webhook, serving `sources`. `sns_fetch` is how the sources'
+    verifications fetch URLs (SNS's signing certificates and subscription
+    confirmations); tests give a recording one."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = IngestMetrics(registry)
-    verifier = build_sns_verifier(settings, fetch=sns_fetch)
-    sns_topics = _patterns(settings.sns_topic_arns)
     authenticated = [Depends(TokenCheck(settings))]
     readiness = _Readiness(api)
 
@@ -166,7 +176,23 @@ def create_app(
     )
     # Every JSON body FastAPI parses goes through the bounded parse.
     app.router.route_class = BoundedJsonRoute
-    app.add_middleware(RequestGate, max_body=settings.ingest_max_body_bytes)
+    app.add_middleware(
+        RequestGate,
+        max_body=settings.ingest_max_body_bytes,
+        content_types={
+            **{source.path: source.content_types for source in sources},
+            **SLACK_ACTIONS_TYPES,
+        },
+    )
+    # Added last, so it runs first: a shed request costs no body read, no check.
+    source_names = {source.path: source.name for source in sources}
+    app.add_middleware(
+        InFlightLimit,
+        limit=settings.ingest_max_in_flight,
+        paths=source_names,
+        on_shed=lambda path: metrics.shed.labels(source=source_names[path]).inc(),
+        on_change=metrics.in_flight.set,
+    )
     if settings.ingest_docs_enabled:
         add_docs(app)
 
@@ -187,6 +213,14 @@ def create_app(
             return error(400, "invalid_json", "the request body is not valid JSON")
         metrics.rejected.labels(reason="invalid_payload").inc()
         return error(422, "invalid_payload", _summary(errors), details=_details(errors))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        # Its body came in after the webhook filled up (shedding.py): the
+        # same answer as a request refused at its headers.
+        response = error(503, "overloaded", str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -295,72 +329,23 @@ def create_app(
         )
         return JSONResponse(answer.model_dump(mode="json"))
 
-    for source in SOURCES:
-        if source is sns_source.source:
-            continue
-        _add_source_route(app, source, authenticated, ingest, metrics)
+    def refuse(refused: Refused) -> JSONResponse:
+        metrics.rejected.labels(reason=refused.reason).inc()
+        response = error(refused.status, refused.code, str(refused))
+        if refused.retry_after is not None:
+            response.headers["Retry-After"] = str(refused.retry_after)
+        return response
 
-    @app.post(
-        sns_source.source.path,
-        tags=["alarms"],
-        summary="Amazon SNS HTTP(S) subscription (signed; no bearer token)",
-        response_model=IngestAnswer,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "text/plain": {"schema": sns_source.source.payload.model_json_schema()},
-                    "application/json": {"schema": sns_source.source.payload.model_json_schema()},
-                },
-            }
-        },
-    )
-    async def receive_sns(request: Request) -> Response:
-        # SNS authenticates with its signature, not a bearer token.
-        try:
-            document = loads(await request.body())
-        except JsonRefused as refused:
-            return refuse_json(refused)
-        try:
-            message = sns_source.SnsMessage.model_validate(document)
-        except ValidationError as exc:
-            metrics.rejected.labels(reason="invalid_payload").inc()
-            errors = exc.errors()
-            return error(422, "invalid_payload", _summary(errors), details=_details(errors))
-        # The topic and the age first: neither fetches anything, so a message
-        # from a topic we do not take costs no certificate fetch.
-        refusal = _topic_refusal(message.topic_arn, sns_topics)
-        if refusal is not None:
-            metrics.rejected.labels(reason="sns_topic_not_allowed").inc()
-            return error(403, "forbidden", refusal)
-        try:
-            sns_source.check_fresh(message, max_age_seconds=settings.sns_max_age_seconds)
-            # The first message from a signing certificate fetches it: a
-            # blocking call, kept off the event loop.
-            await asyncio.to_thread(verifier.verify, message)
-            if message.type == "SubscriptionConfirmation":
-                await asyncio.to_thread(sns_source.confirm_subscription, message, sns_fetch)
-                log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
-                return JSONResponse({"received": 0, "incidents": [], "confirmed": True})
-        except sns_source.StaleMessage as exc:
-            metrics.rejected.labels(reason="sns_stale").inc()
-            return error(403, "forbidden", str(exc))
-        except sns_source.SignatureError as exc:
-            metrics.rejected.labels(reason="bad_signature").inc()
-            return error(403, "forbidden", str(exc))
-        except sns_source.SnsUnavailable as exc:
-            metrics.rejected.labels(reason="sns_unavailable").inc()
-            response = error(503, "unavailable", f"{exc}; retry")
-            response.headers["Retry-After"] = str(exc.retry_after)
-            return response
-        if message.type != "Notification":
-            return JSONResponse({"received": 0, "incidents": []})
-        try:
-            delivery = parse_alarms(sns_source.source, message)
-        except InvalidAlarm as exc:
-            metrics.rejected.labels(reason="invalid_alarm").inc()
-            return error(422, "invalid_alarm", str(exc))
-        return await ingest(sns_source.source, delivery)
+    for source in sources:
+        _add_source_route(
+            app,
+            source,
+            verify=source.verification(settings, fetch=sns_fetch),
+            dependencies=authenticated if source.bearer_token else [],
+            ingest=ingest,
+            refuse=refuse,
+            metrics=metrics,
+        )
 
     app.include_router(slack_actions_router(settings=settings, api=api))
 
@@ -395,53 +380,6 @@ def parse_alarms(source: AlarmSource, payload: BaseModel) -> Delivery:
     return delivery
 
 
-def build_sns_verifier(
-    settings: Settings, *, fetch: sns_source.Fetch = sns_source.https_get
-) -> sns_source.SnsVerifier:
-    """The SNS verifier, trusting local copies of signing certificates if given.
-
-    A file in SNS_TRUSTED_CERTS_DIR named like the last part of a
-    SigningCertURL (`SimpleNotificationService-<id>.pem`) is used instead of
-    fetching that URL; the URL must still be an https SNS URL. At most
-    SNS_CERT_FETCHES_PER_MINUTE new certificates are loaded a minute.
-    """
-    directory = settings.sns_trusted_certs_dir
-    if directory is None:
-        load = fetch
-    else:
-
-        def load(url: str) -> bytes:
-            local = directory / url.rsplit("/", 1)[-1]
-            if local.is_file():
-                return local.read_bytes()
-            return fetch(url)
-
-    return sns_source.SnsVerifier(
-        fetch=load, fetches_per_minute=settings.sns_cert_fetches_per_minute
-    )
-
-
-def _patterns(setting: str) -> list[str]:
-    return [p.strip() for p in setting.split(",") if p.strip()]
-
-
-def _topic_refusal(topic: str, patterns: list[str]) -> str | None:
-    """Why messages of `topic` are refused, or None if they are accepted.
-
-    Default-deny: with no topics configured, none is accepted. A valid
-    signature proves a message came from SNS, not that it came from a topic
-    of ours: any AWS account can subscribe this endpoint to its topics.
-    """
-    if not patterns:
-        return (
-            "no SNS topic is accepted: set SNS_TOPIC_ARNS to the ARNs (globs, "
-            "comma-separated) of the topics whose messages this webhook should take"
-        )
-    if not any(fnmatch.fnmatchcase(topic, p) for p in patterns):
-        return f"topic {topic[:256]!r} is not in SNS_TOPIC_ARNS"
-    return None
-
-
 # A sender that may send the same request twice (a retry after a timeout)
 # names it; the alarms in it then count once, as SNS and EventBridge
 # redeliveries do by their own ids. Printable ASCII, no spaces.
@@ -471,11 +409,29 @@ def with_idempotency_key(delivery: Delivery, key: str | None) -> Delivery:
 def _add_source_route(
     app: FastAPI,
     source: AlarmSource,
+    *,
+    verify: Verify | None,
     dependencies: list[Any],
     ingest: Callable[[AlarmSource, Delivery], Awaitable[Response]],
+    refuse: Callable[[Refused], Response],
     metrics: IngestMetrics,
 ) -> None:
-    async def receive(payload: BaseModel, idempotency_key: IdempotencyKey = None) -> Response:
+    """`POST source.path`: the body as the source's payload model, the source's
+    verification (if it has one), then its alarms parsed and recorded."""
+
+    async def receive(
+        request: Request, payload: BaseModel, idempotency_key: IdempotencyKey = None
+    ) -> Response:
+        if verify is not None:
+            # Read once already (the body is cached): a check of a signature
+            # over the raw bytes sees exactly what was sent.
+            posted = Posted(headers=request.headers, body=await request.body())
+            try:
+                handshake = await verify(payload, posted)
+            except Refused as refused:
+                return refuse(refused)
+            if handshake is not None:
+                return JSONResponse(handshake.answer)
         try:
             delivery = parse_alarms(source, payload)
         except InvalidAlarm as exc:
@@ -485,14 +441,25 @@ def _add_source_route(
 
     # FastAPI reads the body's model off the annotation: give each route its own.
     receive.__annotations__["payload"] = source.payload
-    app.post(
+    other_types = [media for media in source.content_types if media != "application/json"]
+    schema = {"$ref": f"#/components/schemas/{source.payload.__name__}"}
+    app.router.add_api_route(
         source.path,
+        receive,
+        methods=["POST"],
         tags=["alarms"],
         summary=(source.__doc__ or source.name).strip().splitlines()[0],
         response_model=IngestAnswer,
         dependencies=dependencies,
         name=f"receive_{source.name}",
-    )(receive)
+        # Documented beside application/json, and read as JSON all the same.
+        openapi_extra=(
+            {"requestBody": {"content": {media: {"schema": schema} for media in other_types}}}
+            if other_types
+            else None
+        ),
+        route_class_override=JsonAsPostedRoute if other_types else BoundedJsonRoute,
+    )
 
 
 class _Readiness:

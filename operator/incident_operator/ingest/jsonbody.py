@@ -134,3 +134,22 @@ class BoundedJsonRoute(APIRoute):
             return await handler(_BoundedJsonRequest(request.scope, request.receive))
 
         return bounded
+
+
+class JsonAsPostedRoute(BoundedJsonRoute):
+    """A BoundedJsonRoute that reads its body as JSON whatever the Content-Type
+    says: for senders that post JSON as something else (SNS, as text/plain).
+
+    Which types are let in at all is the request gate's business (app.py);
+    this route only keeps FastAPI from handing the model raw bytes.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def as_json(request: Request) -> Response:
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            return await handler(Request({**request.scope, "headers": headers}, request.receive))
+
+        return as_json

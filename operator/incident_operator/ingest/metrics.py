@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class IngestMetrics:
@@ -25,6 +25,18 @@ class IngestMetrics:
             "incident_ingest_rejected_total",
             "Requests refused, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.shed = Counter(
+            "incident_ingest_shed_total",
+            "Alarm requests refused with 503 because INGEST_MAX_IN_FLIGHT were in flight "
+            "(load shedding), by source; nothing of them was recorded.",
+            ["source"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "incident_ingest_in_flight",
+            "Alarm requests being worked on now (at most INGEST_MAX_IN_FLIGHT).",
             registry=registry,
         )
         self.truncated = Counter(

@@ -39,23 +39,20 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 from kubernetes import client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from slack_sdk.errors import SlackClientError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..config import Settings
 from ..kube import patch_status_if_unchanged, read_incident
 from ..models import TERMINAL_PHASES, Incident
 from ..notify.channel import ChannelFailed
-from ..notify.slack import slack_call, slack_client
+from ..notify.slack import reply_ephemeral, slack_client, user_in_group
 from ..notify.slack_blocks import (
     APPROVE,
     REJECT,
@@ -337,13 +334,10 @@ async def _may_decide(
         if slack is None:
             return "Sorry, I cannot check the approver group (no SLACK_BOT_TOKEN); nothing changed."
         try:
-            answer = await slack_call(
-                "list the approver group", slack.usergroups_users_list(usergroup=group)
-            )
+            if await user_in_group(slack, group=group, user=user):
+                return None
         except ChannelFailed as failure:
             return f"Sorry, I could not check the approver group ({failure}); nothing changed."
-        if user in (answer.get("users") or []):
-            return None
     return "Sorry, you are not one of the approvers for this incident; nothing changed."
 
 
@@ -395,18 +389,9 @@ class _Replier:
         if not self._url:
             log.info("no response_url to answer a Slack click", extra={"said": text})
             return
-        try:
-            answer = await AsyncWebhookClient(self._url).send(
-                text=text, response_type="ephemeral", replace_original=False
-            )
-        except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
-            log.warning("could not answer a Slack click", extra={"error": str(error)})
-            return
-        if answer.status_code != 200:
-            log.warning(
-                "Slack refused the answer to a click",
-                extra={"status": answer.status_code, "body": answer.body[:200]},
-            )
+        problem = await reply_ephemeral(self._url, text)
+        if problem is not None:
+            log.warning("could not answer a Slack click", extra={"error": problem})
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..models import Incident, SlackRef
 from ..policy import Policy
@@ -73,6 +74,32 @@ async def slack_call(doing: str, call: Awaitable[_T]) -> _T:
         raise ChannelFailed(
             f"could not {doing}: {type(error).__name__}: {error}", retryable=True
         ) from error
+
+
+async def user_in_group(client: AsyncWebClient, *, group: str, user: str) -> bool:
+    """Whether `user` is in the Slack user group `group` (needs `usergroups:read`);
+    ChannelFailed when Slack cannot say."""
+    answer = await slack_call(
+        "list the approver group", client.usergroups_users_list(usergroup=group)
+    )
+    return user in (answer.get("users") or [])
+
+
+async def reply_ephemeral(url: str, text: str) -> str | None:
+    """Post `text` to an interaction's `response_url`, seen only by the one who
+    clicked. None once Slack took it, else what went wrong: a reply is a
+    courtesy after the click was decided, so it is not retried."""
+    try:
+        answer = await AsyncWebhookClient(url).send(
+            text=text, response_type="ephemeral", replace_original=False
+        )
+    except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
+        return f"could not answer the click: {type(error).__name__}: {error}"
+    if answer.status_code != 200:
+        return (
+            f"Slack refused the answer to the click: HTTP {answer.status_code} {answer.body[:200]}"
+        )
+    return None
 
 
 def record_key(phase: str, index: int, kind: str, reason: str) -> str:

@@ -24,7 +24,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ...models import MAX_RAW_ALARM, MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
-from ..alarm import Delivery, InvalidAlarm, ReceivedAlarm, RefusedAlert, require_unicode
+from ..alarm import (
+    AlarmSource,
+    Delivery,
+    InvalidAlarm,
+    ReceivedAlarm,
+    RefusedAlert,
+    require_unicode,
+)
 from ._common import (
     MAX_DIMENSIONS,
     MAX_LABELS,
@@ -89,7 +96,7 @@ def _pick(labels: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return first(*(labels.get(name) for name in names))
 
 
-class AlertmanagerSource:
+class AlertmanagerSource(AlarmSource):
     """`POST /alerts/alertmanager`: one ReceivedAlarm per alert.
 
     The fingerprint is the alert's own, prefixed with the source so it cannot

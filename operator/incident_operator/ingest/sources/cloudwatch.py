@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from ...models import MAX_TEXT, Alarm, AlarmState, ServiceRef, Source
 from .. import severity
-from ..alarm import Delivery, InvalidAlarm, ReceivedAlarm
+from ..alarm import AlarmSource, Delivery, InvalidAlarm, ReceivedAlarm
 from ._common import (
     MAX_ARN,
     MAX_DELIVERY_ID,
@@ -371,7 +371,7 @@ def _query(query: MetricQuery) -> Query:
     )
 
 
-class CloudWatchSource:
+class CloudWatchSource(AlarmSource):
     """`POST /alerts/cloudwatch`: EventBridge events, fingerprinted by alarm ARN."""
 
     name: Source = "cloudwatch"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from ...models import MAX_TEXT, Alarm, ServiceRef, Source
 from .. import severity
-from ..alarm import Delivery, ReceivedAlarm
+from ..alarm import AlarmSource, Delivery, ReceivedAlarm
 from ._common import (
     MAX_DIMENSIONS,
     Payload,
@@ -59,7 +59,7 @@ class GenericAlert(Payload):
     detail: Detail = Field(default_factory=Detail)
 
 
-class GenericSource:
+class GenericSource(AlarmSource):
     """`POST /alert`: the legacy format.
 
     The service and cluster come from the `ServiceName` and `ClusterName`

@@ -10,8 +10,9 @@ SNS posts three kinds of messages, told apart by `Type`:
   read as `cloudwatch.py` reads it.
 - `UnsubscribeConfirmation`: carries no alarm either.
 
-Every message is signed by SNS. `SnsVerifier` checks the signature; the app calls
-it before `parse` or `confirm_subscription`. Note that SNS sends its JSON with
+Every message is signed by SNS. `SnsVerifier` checks the signature;
+`SnsVerification`, the source's verification, calls it before `parse` or
+`confirm_subscription`. Note that SNS sends its JSON with
 `Content-Type: text/plain`, so the body must be read as JSON whatever that header
 says, and that raw message delivery must stay off (it drops the signed envelope).
 A valid signature proves the message came from SNS, not from our topic: any AWS
@@ -26,12 +27,21 @@ Fetching certificates is the one thing an unauthenticated sender can make us do.
 starts at most a set number of new fetches a minute; past that a message needing
 another certificate is answered "unavailable" (the app's 503), which SNS retries
 and which costs nothing.
+
+The order of the checks, each answered before the next one runs: the topic
+(403 for every topic not in SNS_TOPIC_ARNS, all of them when it is empty)
+and the age (403 past SNS_MAX_AGE_SECONDS), neither of which fetches
+anything, then the signature (403; 503 when a certificate cannot be
+fetched now), then the subscription confirmation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import fnmatch
+import logging
 import math
 import re
 import threading
@@ -52,8 +62,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from pydantic import BaseModel, Field, ValidationError
 
+from ...config import Settings
 from ...models import AlarmState, Source
-from ..alarm import Delivery, InvalidAlarm
+from ..alarm import AlarmSource, Delivery, Fetch, Handshake, InvalidAlarm, Posted, Refused
 from ..jsonbody import JsonRefused, loads
 from . import cloudwatch
 from ._common import Payload, expect, raw_json
@@ -61,8 +72,7 @@ from .cloudwatch import CloudWatchAlarm, Query
 
 M = TypeVar("M", bound=BaseModel)
 
-Fetch = Callable[[str], bytes]
-"""GETs a URL and returns the body; raises OSError (or ValueError) when it cannot."""
+log = logging.getLogger(__name__)
 
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 
@@ -472,6 +482,90 @@ def confirm_subscription(message: SnsMessage, fetch: Fetch = https_get) -> None:
         raise SnsUnavailable("cannot confirm the subscription") from error
 
 
+# --- What the webhook checks before a message is parsed ----------------------------
+
+
+def trusted_verifier(settings: Settings, *, fetch: Fetch = https_get) -> SnsVerifier:
+    """The verifier, trusting local copies of signing certificates if given.
+
+    A file in SNS_TRUSTED_CERTS_DIR named like the last part of a
+    SigningCertURL (`SimpleNotificationService-<id>.pem`) is used instead of
+    fetching that URL; the URL must still be an https SNS URL. At most
+    SNS_CERT_FETCHES_PER_MINUTE new certificates are loaded a minute.
+    """
+    directory = settings.sns_trusted_certs_dir
+    if directory is None:
+        load = fetch
+    else:
+
+        def load(url: str) -> bytes:
+            local = directory / url.rsplit("/", 1)[-1]
+            if local.is_file():
+                return local.read_bytes()
+            return fetch(url)
+
+    return SnsVerifier(fetch=load, fetches_per_minute=settings.sns_cert_fetches_per_minute)
+
+
+def topic_refusal(topic: str, patterns: list[str]) -> str | None:
+    """Why messages of `topic` are refused, or None if they are accepted.
+
+    Default-deny: with no topics configured, none is accepted. A valid
+    signature proves a message came from SNS, not that it came from a topic
+    of ours: any AWS account can subscribe this endpoint to its topics.
+    """
+    if not patterns:
+        return (
+            "no SNS topic is accepted: set SNS_TOPIC_ARNS to the ARNs (globs, "
+            "comma-separated) of the topics whose messages this webhook should take"
+        )
+    if not any(fnmatch.fnmatchcase(topic, p) for p in patterns):
+        return f"topic {topic[:256]!r} is not in SNS_TOPIC_ARNS"
+    return None
+
+
+class SnsVerification:
+    """The checks of every SNS message, in the order of the module's docstring;
+    a subscription confirmation is confirmed here and answered as a handshake,
+    as is an unsubscribe confirmation. Only a verified Notification is parsed."""
+
+    def __init__(self, settings: Settings, *, fetch: Fetch) -> None:
+        self._topics = [p.strip() for p in settings.sns_topic_arns.split(",") if p.strip()]
+        self._max_age = settings.sns_max_age_seconds
+        self._verifier = trusted_verifier(settings, fetch=fetch)
+        self._fetch = fetch
+
+    async def __call__(self, payload: BaseModel, posted: Posted) -> Handshake | None:
+        message = expect(payload, SnsMessage)  # signed in its body: `posted` adds nothing
+        refusal = topic_refusal(message.topic_arn, self._topics)
+        if refusal is not None:
+            raise Refused(403, "forbidden", refusal, reason="sns_topic_not_allowed")
+        try:
+            check_fresh(message, max_age_seconds=self._max_age)
+            # The first message from a signing certificate fetches it: a
+            # blocking call, kept off the event loop.
+            await asyncio.to_thread(self._verifier.verify, message)
+            if message.type == "SubscriptionConfirmation":
+                await asyncio.to_thread(confirm_subscription, message, self._fetch)
+                log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
+                return Handshake({"received": 0, "incidents": [], "confirmed": True})
+        except StaleMessage as exc:
+            raise Refused(403, "forbidden", str(exc), reason="sns_stale") from None
+        except SignatureError as exc:
+            raise Refused(403, "forbidden", str(exc), reason="bad_signature") from None
+        except SnsUnavailable as exc:
+            raise Refused(
+                503,
+                "unavailable",
+                f"{exc}; retry",
+                reason="sns_unavailable",
+                retry_after=exc.retry_after,
+            ) from None
+        if message.type != "Notification":
+            return Handshake({"received": 0, "incidents": []})
+        return None
+
+
 # --- The source ---------------------------------------------------------------
 
 
@@ -531,18 +625,25 @@ def read_notification(note: AlarmNotification) -> CloudWatchAlarm:
     )
 
 
-class SnsSource:
+class SnsSource(AlarmSource):
     """`POST /alerts/sns`: SNS Notifications, fingerprinted by alarm ARN.
 
-    Confirmations carry no alarm and parse to nothing. The fingerprint is the
-    alarm ARN, as for `/alerts/cloudwatch`, so the same alarm arriving both ways
-    is one Incident.
+    Signed, with no bearer token, and posted as text/plain. Confirmations
+    carry no alarm and parse to nothing. The fingerprint is the alarm ARN, as
+    for `/alerts/cloudwatch`, so the same alarm arriving both ways is one
+    Incident.
     """
 
     name: Source = "sns"
     path: str = "/alerts/sns"
     payload: type[BaseModel] = SnsMessage
     alert_by_alert: bool = False
+    # SNS posts its JSON as text/plain, whatever the subscriber wants.
+    content_types: tuple[str, ...] = ("application/json", "text/plain")
+    bearer_token: bool = False
+
+    def verification(self, settings: Settings, *, fetch: Fetch) -> SnsVerification:
+        return SnsVerification(settings, fetch=fetch)
 
     def parse(self, payload: BaseModel) -> Delivery:
         message = expect(payload, SnsMessage)
