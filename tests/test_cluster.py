@@ -37,7 +37,7 @@ from incident_operator.devstack.helm import ensure_helm
 from incident_operator.devstack.node import Node
 from incident_operator.models import GROUP, VERSION
 from operator_support import create_policy, get_incident, phase_of, wait_for
-from webhook_support import eventbridge_alarm, new_token
+from webhook_support import alertmanager, eventbridge_alarm, new_token
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "incident-operator"
@@ -184,6 +184,16 @@ class Release:
             raise AssertionError(f"{error}\noperator log:\n{logs}") from None
         return get_incident(self.api, self.namespace, name)
 
+    def post_alertmanager(self, alert: dict[str, Any]) -> str:
+        answer = httpx.post(
+            f"{self.webhook_url()}/alerts/alertmanager",
+            json=alertmanager(alert),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["incidents"][0]["name"])
+
     def approve(self, name: str) -> None:
         client.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
             GROUP, VERSION, self.namespace, "incidents", name,
@@ -222,6 +232,8 @@ def install(
         core.create_namespaced_secret(namespace, secret)
     if watch_own_namespace:
         values = {**values, "watchNamespaces": [namespace]}
+    # Values may name the release's own namespace, which is only known here.
+    values = json.loads(json.dumps(values).replace("<namespace>", namespace))
     values_path = directory / f"{namespace}.yaml"
     values_path.write_text(yaml.safe_dump(values))
     started = time.monotonic()
@@ -249,6 +261,8 @@ def production_values(moto: MotoServer, node: Node) -> dict[str, Any]:
                    "AWS_REGION": "us-east-1"},
         "operator": {"extraEnv": aws_env, "resources": resources},
         "webhook": {"replicas": 2, "resources": resources, "logLevel": "info"},
+        # restart_deployment may act on Deployments of the release's namespace.
+        "remediation": {"kubernetes": {"enabled": True, "namespaces": ["<namespace>"]}},
         # AWS is plain HTTP on moto's port here, not HTTPS: one more egress
         # rule, as a proxy would be (the bridge plugin enforces none; a
         # cluster whose plugin does would need it).
@@ -388,6 +402,62 @@ def test_deleting_the_leader_pod_mid_remediation_restarts_nothing_twice(
     incident = production.wait_phase(name, "Escalated", timeout=120)
     assert incident["status"]["remediation"]["result"] == "TimedOut"
     assert aws.server.served_count("UpdateService") == 1
+
+
+def test_the_operator_pod_rolls_a_real_deployment_on_an_alert(production: Release) -> None:
+    """restart_deployment with real pods: the chart's opt-in RBAC, the operator's
+    patch, the Deployment controller's rollout, the kubelet's new pod."""
+    apps = client.AppsV1Api(production.api)
+    labels = {"app": "web"}
+    apps.create_namespaced_deployment(production.namespace, {
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "web", "image": CHART_IMAGE,
+                                "imagePullPolicy": "Never", "command": ["sleep", "3600"]}],
+            }},
+        },
+    })  # fmt: skip
+
+    def web_pods() -> list[str]:
+        listed = client.CoreV1Api(production.api).list_namespaced_pod(
+            production.namespace, label_selector="app=web"
+        )
+        return [p.metadata.name for p in listed.items if _ready(p)]
+
+    first = wait_for("web's pod to be ready", lambda: web_pods() or None, timeout=90)
+    create_policy(production.api, production.namespace, "web", {
+        "match": {"services": ["web"]},
+        "allowedActions": ["restart_deployment", "notify_team", "ignore"],
+        "actions": {"restart_deployment": {"namespaces": [production.namespace]}},
+        "rules": [{"alarmNames": ["WebDown"], "action": "restart_deployment"}],
+        "approval": {"requiredFor": []},
+    })  # fmt: skip
+    name = production.post_alertmanager({
+        "status": "firing",
+        "labels": {"alertname": "WebDown", "deployment": "web",
+                   "namespace": production.namespace, "severity": "critical"},
+        "annotations": {"summary": "web is down"},
+        "startsAt": "2026-11-30T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "web-down",
+    })  # fmt: skip
+
+    incident = production.wait_phase(name, "Resolved", "Escalated", timeout=120)
+
+    assert incident["status"]["phase"] == "Resolved", incident["status"].get("message")
+    conditions = {c["type"]: c["reason"] for c in incident["status"]["conditions"]}
+    assert conditions["Remediated"] == "RestartSucceeded"
+    assert incident["status"]["remediation"]["target"] == f"kubernetes/{production.namespace}/web"
+    found = apps.read_namespaced_deployment("web", production.namespace)
+    assert "kubectl.kubernetes.io/restartedAt" in found.spec.template.metadata.annotations
+    assert found.metadata.generation == 2  # restarted once
+    now = wait_for("web's new pod", lambda: [p for p in web_pods() if p not in first] or None,
+                   timeout=60)  # fmt: skip
+    assert set(now).isdisjoint(first)
 
 
 def test_an_upgrade_rolls_the_pods_and_the_pipeline_still_works(
