@@ -98,7 +98,13 @@ async def press(
 async def test_a_signed_approval_is_recorded_and_confirmed(
     api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, slack: FakeSlack
 ) -> None:
-    name = put_incident(api, namespace)
+    name = put_incident(
+        api,
+        namespace,
+        action="scale_service",
+        parameters={"desiredCount": 4},
+        target="us-east-1/demo/checkout",
+    )
     started = time.monotonic()
     answer, url = await press(http, secret, slack, "incident_approve", f"{namespace}/{name}")
     assert answer.status_code == 200 and time.monotonic() - started < 3
@@ -107,7 +113,11 @@ async def test_a_signed_approval_is_recorded_and_confirmed(
     assert (approval["by"], approval["via"]) == ("U0ALICE", "slack")
     assert approval["at"] and approval["deadline"] == "2099-01-01T00:00:00Z"
     [said] = slack.said(url)
-    assert said.startswith(f"You approved the restart for {namespace}/{name}")
+    # What was approved, parameters and all, so nobody approves blind.
+    assert said.startswith(
+        "You approved scale_service (desiredCount 4) on us-east-1/demo/checkout "
+        f"for {namespace}/{name}"
+    )
     assert slack.responses[url.rsplit("/", 1)[-1]][0]["response_type"] == "ephemeral"
 
 

@@ -57,6 +57,7 @@ from ..notify.slack_blocks import (
     APPROVE,
     REJECT,
     TIMELINE,
+    approval_text,
     timeline_from_entries,
     timeline_from_status,
     who_said,
@@ -320,8 +321,9 @@ async def _judge(
     refusal = await _may_decide(slack, approval.approvers, approval.approver_group, user)
     if refusal:
         return Verdict(refusal)
-    action = "approved" if wanted == "Approved" else "rejected"
-    return Verdict(f"You {action} the restart for {ref}. The operator takes it from here.", wanted)
+    decided = "approved" if wanted == "Approved" else "rejected"
+    what = approval_text(approval)
+    return Verdict(f"You {decided} {what} for {ref}. The operator takes it from here.", wanted)
 
 
 async def _may_decide(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import Incident, Record
+from ..models import Approval, Incident, Record
 from ..text import reveal
 from ..timeline import Entry
 from .story import kubectl_command, truncation
@@ -126,10 +126,19 @@ def _approval_line(incident: Incident) -> str:
         return ""
     if approval.state == "Pending":
         until = f" until {approval.deadline:%Y-%m-%d %H:%M} UTC" if approval.deadline else ""
-        what = f" of {approval.action} on {approval.target}" if approval.target else ""
+        what = f" of {approval_text(approval)}" if approval.target else ""
         return f"waiting for approval{what}{until}"
     who = who_said(approval.by, approval.via)
     return f"{approval.state.lower()} by {who}" if who else approval.state.lower()
+
+
+def approval_text(approval: Approval) -> str:
+    """What is to be approved, in words: "scale_service (desiredCount 4) on r/c/s"."""
+    action = approval.action or "the action"
+    if approval.parameters:
+        said = ", ".join(f"{k} {v}" for k, v in sorted(approval.parameters.items()))
+        action += f" ({said})"
+    return f"{action} on {approval.target}" if approval.target else action
 
 
 def who_said(by: str | None, via: str | None) -> str:
