@@ -351,6 +351,8 @@ def test_every_alert_names_an_exported_metric(helm: Path, tmp_path: Path) -> Non
     for rule in rules:
         names = metric_names(rule["expr"])
         assert names and names <= exported, (rule["alert"], names - exported)
+    shedding = next(r for r in rules if r["alert"] == "IncidentWebhookShedding")
+    assert 'job="io-incident-operator-webhook"' in shedding["expr"]
 
 
 # --- installed into the real API server ---------------------------------------

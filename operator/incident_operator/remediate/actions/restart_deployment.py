@@ -15,23 +15,16 @@ with reason ProgressDeadlineExceeded fails it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC
 from typing import Annotated, Any, TypeVar
 
-import urllib3
 from kubernetes import client
 from pydantic import Field
 
 from ...models import Model, Name
-from .. import (
-    NothingDone,
-    OutcomeUnknown,
-    Progress,
-    RemediationFailed,
-    Workload,
-)
+from .. import Progress, Workload
+from ..kube_calls import call
 from ..plugin import Action, NoParameters, Observation, Request
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -107,32 +100,14 @@ class RestartDeployment(Action[Workload, NoParameters, RestartDeploymentSettings
         return judge_rollout(deployment)
 
     async def _call(
-        self, target: Workload, doing: str, call: Callable[[client.AppsV1Api], _T]
+        self, target: Workload, doing: str, request: Callable[[client.AppsV1Api], _T]
     ) -> _T:
-        if self.context.kube is None:
-            raise NothingDone("this operator has no Kubernetes client to restart Deployments with")
-        apps = client.AppsV1Api(self.context.kube)
-        try:
-            return await asyncio.to_thread(call, apps)
-        except client.ApiException as error:
-            what = f"{doing} Deployment {target.namespace}/{target.name}"
-            if error.status in (401, 403):
-                raise NothingDone(
-                    f"{what}: forbidden ({error.status}); the operator's RBAC needs "
-                    "get and patch on deployments in this namespace "
-                    "(chart: remediation.kubernetes)"
-                ) from error
-            if error.status == 404:
-                raise NothingDone(f"{what}: not found") from error
-            if error.status in (409, 429) or (error.status or 0) >= 500:
-                raise OutcomeUnknown(
-                    f"{what}: {error.status} {error.reason} (will try again)"
-                ) from error
-            raise RemediationFailed(f"{what}: {error.status} {error.reason}") from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise OutcomeUnknown(
-                f"{doing} Deployment {target}: {error} (will try again)"
-            ) from error
+        return await call(
+            self.context.kube,
+            f"{doing} Deployment {target.namespace}/{target.name}",
+            lambda kube: request(client.AppsV1Api(kube)),
+            rights="get and patch on deployments",
+        )
 
 
 def _restarted_at(deployment: Any) -> str:

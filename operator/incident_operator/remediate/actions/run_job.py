@@ -15,18 +15,17 @@ Complete, or Failed (its backoff limit or deadline reached).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import urllib3
 from kubernetes import client
 from pydantic import Field
 
 from ...models import VISIBLE, IncidentSpec, Model, Name
-from .. import AnyTarget, NothingDone, OutcomeUnknown, Progress, RemediationFailed, Target, Workload
+from .. import AnyTarget, Progress, Target, Workload
+from ..kube_calls import call
 from ..plugin import Action, Observation, Request
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -150,29 +149,15 @@ class RunJob(Action[AnyTarget, RunbookParameters, RunJobSettings]):
         return "InProgress"
 
     async def _call(
-        self, request: JobRequest, doing: str, call: Callable[[client.BatchV1Api], _T]
+        self, request: JobRequest, doing: str, call_: Callable[[client.BatchV1Api], _T]
     ) -> _T:
         namespace, name = _where(request)
-        if self.context.kube is None:
-            raise NothingDone("this operator has no Kubernetes client to run Jobs with")
-        try:
-            return await asyncio.to_thread(call, client.BatchV1Api(self.context.kube))
-        except client.ApiException as error:
-            what = f"{doing} Job {namespace}/{name}"
-            if error.status in (401, 403):
-                raise NothingDone(
-                    f"{what}: forbidden ({error.status}); the operator's RBAC needs get and "
-                    "create on jobs in this namespace (chart: remediation.kubernetes)"
-                ) from error
-            if error.status == 404:
-                raise NothingDone(f"{what}: not found") from error
-            if error.status in (409, 429) or (error.status or 0) >= 500:
-                raise OutcomeUnknown(f"{what}: {error.status} {error.reason}") from error
-            raise RemediationFailed(
-                f"{what}: {error.status} {error.reason}: {error.body}"
-            ) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise OutcomeUnknown(f"{doing} Job {namespace}/{name}: {error}") from error
+        return await call(
+            self.context.kube,
+            f"{doing} Job {namespace}/{name}",
+            lambda kube: call_(client.BatchV1Api(kube)),
+            rights="get and create on jobs",
+        )
 
 
 def _where(request: JobRequest) -> tuple[str, str]:
