@@ -7,7 +7,10 @@ kube-controller-manager use), so `kubectl get lease` reads as for them:
   its record has not changed for `leaseDurationSeconds`, timed on the
   standby's own monotonic clock from when it *saw* the last change (never
   from the renewTime written in it: clocks of two nodes disagree).
-- The leader renews every `retry_period`. If no renewal has succeeded for
+- The leader renews every `retry_period`, from a thread of its own: an event
+  loop busy with start-up or a storm of passes does not hold renewals back
+  (it did: start-up blocked the loop for 1 to 2.5 s, which a short renew
+  deadline did not survive). If no renewal has succeeded for
   `renew_deadline` (< lease duration), it stops acting: the process exits at
   once, from a thread of its own, so a busy event loop cannot delay it. The
   deadline counts from when the last successful renewal was *sent*, and a
@@ -137,7 +140,10 @@ class LeaderElector:
         self._watching = False
         self._changed: asyncio.Event | None = None
         self._stop_watch = threading.Event()
-        self._renewer: asyncio.Task[None] | None = None
+        self._stop_renewing = threading.Event()
+        # One write of the Lease at a time: a release waits for a renewal in
+        # flight, then writes over the Lease that renewal returned.
+        self._writing = threading.Lock()
         # Requests give up well within a retry period, so a hung connection
         # costs one attempt, not the deadline.
         self._timeout = max(min(self.config.retry_period, self.config.renew_deadline / 3), 0.5)
@@ -333,7 +339,7 @@ class LeaderElector:
         metrics.LEADER.set(1)
         log.info("leading", extra={"lease": self._where, "identity": self.config.identity})
         threading.Thread(target=self._watchdog, name="lease-deadline", daemon=True).start()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        threading.Thread(target=self._renew_forever, name="lease-renewal", daemon=True).start()
 
     def _watchdog(self) -> None:
         """Enforce the renew deadline, whatever the event loop is doing."""
@@ -347,13 +353,16 @@ class LeaderElector:
                 return
             time.sleep(min(0.05, deadline - late))
 
-    async def _renew_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._leading.is_set():
-            await asyncio.sleep(self.config.retry_period)
+    def _renew_forever(self) -> None:
+        """Renew every retry period, on a thread of its own: an event loop busy
+        with start-up or a burst of passes cannot hold a renewal back."""
+        while not self._stop_renewing.wait(self.config.retry_period):
             sent = self._clock()
             try:
-                ours = await loop.run_in_executor(self._threads, self._renew)
+                with self._writing:
+                    if not self._leading.is_set():
+                        return  # released meanwhile, or the deadline passed
+                    ours = self._renew()
             except Exception as error:
                 log.warning(
                     "could not renew the Lease",
@@ -362,7 +371,7 @@ class LeaderElector:
                 )  # fmt: skip
                 continue
             if not self._leading.is_set():
-                return  # released meanwhile, or the deadline passed
+                return
             if ours:
                 self._renewed_at = sent
             else:
@@ -400,8 +409,7 @@ class LeaderElector:
         if not self._leading.is_set():
             return False
         self._leading.clear()
-        if self._renewer is not None:
-            self._renewer.cancel()
+        self._stop_renewing.set()
         metrics.LEADER.set(0)
         loop = asyncio.get_running_loop()
         try:
@@ -414,6 +422,10 @@ class LeaderElector:
         return released
 
     def _release(self) -> bool:
+        with self._writing:  # after a renewal in flight, over the Lease it wrote
+            return self._release_now()
+
+    def _release_now(self) -> bool:
         config = self.config
         lease = self._lease
         now = datetime.now(UTC)
@@ -436,8 +448,7 @@ class LeaderElector:
     def abandon(self) -> None:
         """Stop renewing without releasing: the Lease expires on its own."""
         self._leading.clear()
-        if self._renewer is not None:
-            self._renewer.cancel()
+        self._stop_renewing.set()
         metrics.LEADER.set(0)
 
     def stop(self) -> None:
