@@ -294,6 +294,9 @@ def production(
         production_values(moto_server, node), secrets=(credentials,), watch_own_namespace=True,
     )  # fmt: skip
     figures.seconds["helm install --wait"] = seconds
+    # `--wait` waits for ready pods; kube-proxy programs the Service a moment
+    # later (until then a ClusterIP without endpoints refuses connections).
+    release.wait_service()
     return release
 
 
@@ -446,17 +449,22 @@ def test_the_operator_pod_rolls_a_real_deployment_on_an_alert(production: Releas
         "fingerprint": "web-down",
     })  # fmt: skip
 
-    incident = production.wait_phase(name, "Resolved", "Escalated", timeout=120)
+    try:
+        incident = production.wait_phase(name, "Resolved", "Escalated", timeout=120)
+        now = wait_for("web's new pod", lambda: [p for p in web_pods() if p not in first] or None,
+                       timeout=60)  # fmt: skip
+        found = apps.read_namespaced_deployment("web", production.namespace)
+    finally:
+        # Not the release's: uninstalling it (the last test) would leave it behind.
+        apps.delete_namespaced_deployment("web", production.namespace,
+                                          propagation_policy="Foreground")  # fmt: skip
 
     assert incident["status"]["phase"] == "Resolved", incident["status"].get("message")
     conditions = {c["type"]: c["reason"] for c in incident["status"]["conditions"]}
     assert conditions["Remediated"] == "RestartSucceeded"
     assert incident["status"]["remediation"]["target"] == f"kubernetes/{production.namespace}/web"
-    found = apps.read_namespaced_deployment("web", production.namespace)
     assert "kubectl.kubernetes.io/restartedAt" in found.spec.template.metadata.annotations
     assert found.metadata.generation == 2  # restarted once
-    now = wait_for("web's new pod", lambda: [p for p in web_pods() if p not in first] or None,
-                   timeout=60)  # fmt: skip
     assert set(now).isdisjoint(first)
 
 
