@@ -5,11 +5,14 @@ by killing it exactly where it hurts most (between an ECS call and the status
 patch that records it, say), which a SIGKILL sent from outside can only hit
 by luck. Off unless INCIDENT_OPERATOR_CRASH_AT is set:
 
-    INCIDENT_OPERATOR_CRASH_AT=after-restart,after-write:2
+    INCIDENT_OPERATOR_CRASH_AT=after-act,after-write:2
     INCIDENT_OPERATOR_CRASH_LOG=/tmp/crashes   # counts hits across restarts
 
 `name:N` crashes on the first N hits (default 1); the log file remembers hits
-across the restarts the crashes cause.
+across the restarts the crashes cause. The points: `before-write` and
+`after-write` (a pass's status write, reconcile/reconciler.py), `after-claim`
+and `after-act` (an action claimed, and done but not yet recorded,
+remediate/executor.py).
 """
 
 from __future__ import annotations
