@@ -231,6 +231,7 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
         "IncidentStuck",
         "IncidentAwaitingApprovalTooLong",
         "IncidentAIFailing",
+        "IncidentWebhookShedding",
     }
     assert alerts["IncidentStuck"]["expr"].endswith("> 900")
     dashboard = find(manifests, "ConfigMap", "io-incident-operator-dashboard")
@@ -525,7 +526,7 @@ def test_the_monitoring_objects_install_against_the_prometheus_operators_schemas
     rule = custom.get_namespaced_custom_object(
         "monitoring.coreos.com", "v1", namespace, "prometheusrules", fullname
     )
-    assert len(rule["spec"]["groups"][0]["rules"]) == 5
+    assert len(rule["spec"]["groups"][0]["rules"]) == 6
     dashboard = client.CoreV1Api(api).read_namespaced_config_map(f"{fullname}-dashboard", namespace)
     assert dashboard.metadata.labels["grafana_dashboard"] == "1"
     assert json.loads(dashboard.data["incident-operator.json"])["panels"]
