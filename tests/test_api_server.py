@@ -151,6 +151,7 @@ def test_kubectl_get_incidents_shows_the_columns(
                     "confidence": 0.8,
                     "assessor": "rules",
                 },
+                "acknowledgement": {"by": "alice", "via": "kubectl", "at": "2026-11-30T08:01:00Z"},
                 "conditions": [
                     {
                         "type": "Remediated",
@@ -165,11 +166,12 @@ def test_kubectl_get_incidents_shows_the_columns(
     )
     out = control_plane.kubectl("get", "inc", "-n", namespace).stdout.splitlines()
     assert out[0].split() == [
-        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "COUNT", "AGE",
+        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "ACKED", "COUNT",
+        "AGE",
     ]  # fmt: skip
-    assert out[1].split()[:8] == [
+    assert out[1].split()[:9] == [
         "checkout-cpu-high", "checkout", "high", "Remediating", "SAFE", "restart_service",
-        "RolloutInProgress", "4",
+        "RolloutInProgress", "alice", "4",
     ]  # fmt: skip
     wide = control_plane.kubectl("get", "incidents", "-n", namespace, "-o", "wide").stdout
     assert "CPU saturation; a restart clears it" in wide

@@ -142,3 +142,17 @@ async def test_with_no_channel_the_log_counts_as_one() -> None:
     before = told()
     await LogNotifier().announce(incident("Escalated"), policy=DEFAULT)
     assert told() == before + 1
+
+
+def test_mtta_is_measured_to_the_acknowledgement_as_the_person_gave_it() -> None:
+    ack = {"by": "alice", "via": "slack", "at": "2026-11-30T10:01:00Z"}
+    before = incident("Escalated", acknowledgement=ack)
+    # Recorded by a pass 4 minutes later: MTTA is still the minute the person said so.
+    after = incident("Escalated", at="2026-11-30T10:05:00Z", acknowledgement=ack,
+                     records=[("acknowledged", "Acknowledged")])  # fmt: skip
+    acks = counted("incident_operator_alarm_to_acknowledgement_seconds_count",
+                   service="checkout", severity="high")  # fmt: skip
+    seconds = counted("incident_operator_alarm_to_acknowledgement_seconds_sum",
+                      service="checkout", severity="high")  # fmt: skip
+    assert delta(acks, lambda: metrics.transition_written(before, after)) == 1
+    assert delta(seconds, lambda: metrics.transition_written(before, after)) == 60

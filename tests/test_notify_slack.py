@@ -28,7 +28,8 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
         "event_type": "incident",
         "event_payload": {"uid": first.metadata["uid"], "incident": "shop/checkout-3f1c2a9b0d4e"},
     }
-    assert message.buttons == ["incident_timeline"]
+    # Open and nobody on it yet: anyone may take it.
+    assert message.buttons == ["incident_acknowledge", "incident_timeline"]
     assert [m.text for m in slack.thread(message)] == ["*Triggered*: high alarm"]
 
     pending = moved(

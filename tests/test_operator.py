@@ -163,11 +163,15 @@ async def test_restart_waits_for_approval_given_with_kubectl(
     )  # fmt: skip
     incident = wait_phase(api, namespace, name, "Resolved")
     assert incident["status"]["remediation"]["result"] == "Succeeded"
-    expected = ["received", "assessment", "approval_requested", "approval", "action_started",
+    # alice's approval is her acknowledgement too, recorded first.
+    expected = ["received", "assessment", "approval_requested", "acknowledged", "approval",
+                "action_started",
                 "action_finished", "resolved"]  # fmt: skip
     assert timeline_kinds(world, namespace, name, expected) == expected
+    assert incident["status"]["acknowledgement"]["by"] == "alice"
     described = control_plane.kubectl("describe", "incident", name, "-n", namespace).stdout
     assert "restart_service approved by alice via kubectl" in described
+    assert "acknowledged by alice via approval" in described
 
 
 async def test_medium_alarm_escalates_without_acting(

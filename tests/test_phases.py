@@ -17,6 +17,7 @@ import pytest
 
 from builders import incident as incident_body
 from incident_operator.models import (
+    Acknowledgement,
     Assessment,
     Condition,
     Incident,
@@ -181,7 +182,7 @@ def test_approval_starts_the_remediation() -> None:
     result = step(incident)
     assert isinstance(result, Transition) and result.phase == "Remediating"
     assert conditions(result)["Approved"] == ("True", "Approved")
-    assert "U123 via slack" in result.records[0].message
+    assert "U123 via slack" in result.records[1].message  # after the implied acknowledgement
     assert result.status["remediation"]["target"] == CHECKOUT
 
 
@@ -554,3 +555,53 @@ def test_an_action_is_only_ever_aimed_at_its_kind_of_target(
     assert result.records[-1].reason == reason
     assert says in result.records[-1].message
     assert "remediation" not in result.status and "approval" not in result.status
+
+
+# --- acknowledgement ----------------------------------------------------------------
+
+ACK = {"by": "U0ALICE", "via": "slack", "at": NOW.isoformat()}
+
+
+def test_an_acknowledgement_is_recorded_once_even_when_nothing_else_happens() -> None:
+    escalated = make({"phase": "Escalated", "acknowledgement": ACK})
+    result = step(escalated)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert conditions(result)["Acknowledged"] == ("True", "Acknowledged")
+    assert [(r.kind, r.message) for r in result.records] == [
+        ("acknowledged", "acknowledged by U0ALICE via slack")
+    ]
+    recorded = make(
+        {
+            "phase": "Escalated",
+            "acknowledgement": ACK,
+            "conditions": [c.to_api() for c in result.conditions],
+        }
+    )
+    assert step(recorded) is None  # once
+
+
+def test_an_acknowledgement_rides_along_with_the_pass_and_keeps_its_wait() -> None:
+    assessing = make({"phase": "Assessing", "acknowledgement": ACK})
+    result = step(assessing, assessed("notify_team", "ESCALATE"))
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert [r.kind for r in result.records] == ["acknowledged", "assessment", "escalated"]
+    pending = awaiting(state="Pending", deadline=(NOW + timedelta(minutes=5)).isoformat())
+    pending.status.acknowledgement = Acknowledgement.model_validate(ACK)
+    waiting = step(pending)
+    assert isinstance(waiting, Transition) and waiting.phase == "AwaitingApproval"
+    assert waiting.wake_after == 300.0
+
+
+def test_a_persons_approval_is_an_acknowledgement_and_a_closed_incident_takes_none() -> None:
+    approved = awaiting(state="Approved", by="U123", via="slack")
+    result = step(approved)
+    assert isinstance(result, Transition)
+    assert result.status["acknowledgement"]["by"] == "U123"
+    assert result.status["acknowledgement"]["via"] == "approval"
+    assert conditions(result)["Acknowledged"] == ("True", "Acknowledged")
+    # The policy's own approval is nobody's.
+    by_policy = step(
+        make({"phase": "Assessing"}), assessed(), policy=policy(approval={"requiredFor": []})
+    )
+    assert isinstance(by_policy, Transition) and "acknowledgement" not in by_policy.status
+    assert step(make({"phase": "Resolved", "acknowledgement": ACK})) is None

@@ -475,3 +475,50 @@ def test_kubectl_incident_rejects_with_a_given_name(
     assert done.returncode == 0, done.stderr
     approval = read(api, namespace, name)["status"]["approval"]
     assert (approval["state"], approval["by"]) == ("Rejected", 'bob "the" builder')
+
+
+# --- acknowledgement: "I am on it" ---------------------------------------------
+
+
+async def test_acknowledge_from_slack_records_who_took_it_once(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, slack: FakeSlack
+) -> None:
+    name = put_incident(api, namespace, phase="Escalated")
+
+    answer, url = await press(http, secret, slack, "incident_acknowledge", f"{namespace}/{name}")
+    again, again_url = await press(
+        http, secret, slack, "incident_acknowledge", f"{namespace}/{name}", user="U0BOB"
+    )
+
+    assert answer.status_code == again.status_code == 200
+    ack = read(api, namespace, name)["status"]["acknowledgement"]
+    assert (ack["by"], ack["via"]) == ("U0ALICE", "slack") and ack["at"]
+    [said] = slack.said(url)
+    assert said.startswith(f"You acknowledged {namespace}/{name}")
+    [refused] = slack.said(again_url)
+    assert refused.startswith(f"Thanks, but <@U0ALICE> via slack already acknowledged {namespace}/")
+    assert read(api, namespace, name)["status"]["acknowledgement"]["by"] == "U0ALICE"
+
+
+async def test_an_ended_incident_is_not_acknowledged(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, slack: FakeSlack
+) -> None:
+    name = put_incident(api, namespace, phase="Resolved")
+    _, url = await press(http, secret, slack, "incident_acknowledge", f"{namespace}/{name}")
+    [said] = slack.said(url)
+    assert "has ended (Resolved); there is nothing to acknowledge" in said
+    assert "acknowledgement" not in read(api, namespace, name)["status"]
+
+
+def test_kubectl_incident_acknowledges(
+    api: client.ApiClient, namespace: str, control_plane: ControlPlane
+) -> None:
+    name = put_incident(api, namespace, phase="Escalated")
+    done = kubectl_incident(control_plane, "ack", name, "-n", namespace, "--by", "carol")
+    assert done.returncode == 0, done.stderr
+    ack = read(api, namespace, name)["status"]["acknowledgement"]
+    assert (ack["by"], ack["via"]) == ("carol", "kubectl") and ack["at"]
+    again = kubectl_incident(control_plane, "ack", name, "-n", namespace, "--by", "dave")
+    assert again.returncode == 1
+    assert "already acknowledged by carol" in again.stderr
+    assert read(api, namespace, name)["status"]["acknowledgement"]["by"] == "carol"

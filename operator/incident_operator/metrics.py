@@ -46,10 +46,11 @@ TRANSITIONS = Counter(
     ["service", "from_phase", "to_phase"],
     registry=REGISTRY,
 )
-Stage = Literal["assessment", "approval", "remediation", "resolution"]
+Stage = Literal["assessment", "acknowledgement", "approval", "remediation", "resolution"]
 _STAGES: list[tuple[Stage, str]] = [
     ("assessment", "assessment"),
-    ("approval", "approval or rejection (by a person, the policy or a timeout): MTTA"),
+    ("acknowledgement", "acknowledgement (a person took it; an approval implies it): MTTA"),
+    ("approval", "approval or rejection (by a person, the policy or a timeout)"),
     ("remediation", "remediation start (the ECS call made)"),
     ("resolution", "resolution: MTTR"),
 ]
@@ -151,11 +152,14 @@ def transition_written(before: Incident, after: Incident) -> None:
     kinds = {record.kind for record in records}
     alarm = new.first_seen or _timestamp(after.metadata.get("creationTimestamp"))
 
-    def since_alarm(stage: Stage) -> None:
-        if alarm is not None and last is not None:
-            seconds = max((last.at - alarm).total_seconds(), 0.0)
+    def since_alarm(stage: Stage, at: datetime | None = None) -> None:
+        moment = at or (last.at if last is not None else None)
+        if alarm is not None and moment is not None:
+            seconds = max((moment - alarm).total_seconds(), 0.0)
             ALARM_TO[stage].labels(*labels).observe(seconds)
 
+    if "acknowledged" in kinds and new.acknowledgement is not None:
+        since_alarm("acknowledgement", new.acknowledgement.at)  # when the person said so
     if "assessment" in kinds and new.assessment is not None:
         ASSESSMENTS.labels(new.assessment.assessor, new.assessment.decision).inc()
         since_alarm("assessment")

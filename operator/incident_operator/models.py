@@ -50,7 +50,10 @@ HANDED_OFF_PHASES: frozenset[str] = frozenset({"Escalated", "Ignored"})
 TERMINAL_PHASES: frozenset[str] = CLOSED_PHASES | HANDED_OFF_PHASES
 Verdict = Literal["SAFE", "ESCALATE"]
 ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired", "Cancelled"]
-ConditionType = Literal["Assessed", "Approved", "Remediated", "Notified", "Resolved"]
+# In the order they are kept in status (and shown by kubectl describe).
+ConditionType = Literal[
+    "Assessed", "Acknowledged", "Approved", "Remediated", "Notified", "Resolved"
+]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 # Bounds. They keep one noisy alarm from filling etcd (an object is capped at
@@ -289,6 +292,16 @@ class Approval(Model):
     approver_group: ShortText | None = Field(None, description="A Slack user group id.")
 
 
+class Acknowledgement(Model):
+    """A person took the Incident: "I am on it". MTTA is measured to it."""
+
+    by: ShortText = Field(description="Who (Slack user id, kubectl user, PagerDuty user).")
+    at: datetime = Field(description="When.")
+    via: Literal["slack", "kubectl", "approval", "pagerduty"] = Field(
+        description="Where from; approval: a person's approval or rejection implies it."
+    )
+
+
 class Remediation(Model):
     """The action taken on the service."""
 
@@ -385,6 +398,7 @@ class IncidentStatus(Model):
     message: Text | None = Field(None, description="Latest human-readable detail.")
     assessment: Assessment | None = None
     approval: Approval | None = None
+    acknowledgement: Acknowledgement | None = None
     remediation: Remediation | None = None
     notifications: Notifications | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -1,4 +1,4 @@
-"""`POST /slack/actions`: the Approve / Reject / View Timeline buttons of Slack messages.
+"""`POST /slack/actions`: Slack's buttons (Approve, Reject, Acknowledge, View Timeline).
 
 Order matters. The signature is checked on the raw bytes before anything is
 parsed (slack_sdk's SignatureVerifier: HMAC-SHA256 with SLACK_SIGNING_SECRET,
@@ -54,6 +54,7 @@ from ..models import TERMINAL_PHASES, Incident
 from ..notify.channel import ChannelFailed
 from ..notify.slack import reply_ephemeral, slack_client, user_in_group
 from ..notify.slack_blocks import (
+    ACKNOWLEDGE,
     APPROVE,
     REJECT,
     TIMELINE,
@@ -178,7 +179,7 @@ def slack_actions_router(
         action = payload.actions[0]
         reply = _Replier(payload.response_url)
         match = REFERENCE.match(action.value)
-        if action.action_id not in (APPROVE, REJECT, TIMELINE) or match is None:
+        if action.action_id not in (APPROVE, REJECT, TIMELINE, ACKNOWLEDGE) or match is None:
             background.add_task(reply, "Sorry, I do not know what this button is for.")
             return Response(status_code=200)
         namespace, name = match.groups()
@@ -188,6 +189,9 @@ def slack_actions_router(
                 background.add_task(reply, f"Incident {namespace}/{name} no longer exists.")
             elif action.action_id == TIMELINE:
                 background.add_task(_show_timeline, reply, incident, timeline)
+            elif action.action_id == ACKNOWLEDGE:
+                said = await _acknowledge(objects, incident, payload.user.id)
+                background.add_task(reply, said)
             else:
                 said = await _decide(objects, slack, incident, payload, action.action_id)
                 background.add_task(reply, said)
@@ -265,6 +269,38 @@ def _origin(url: str) -> Origin | None:
 async def _read(objects: client.CustomObjectsApi, namespace: str, name: str) -> Incident | None:
     body = await asyncio.to_thread(read_incident, objects, namespace, name)
     return Incident.model_validate(body) if body is not None else None
+
+
+async def _acknowledge(objects: client.CustomObjectsApi, incident: Incident, user: str) -> str:
+    """Record that `user` took the Incident (anyone may: it commits them, not
+    the operator); what to tell them."""
+    for _ in range(WRITE_ATTEMPTS):
+        status = incident.status
+        ref = incident.reference
+        if status.acknowledgement is not None:
+            who = who_said(status.acknowledgement.by, status.acknowledgement.via) or "someone"
+            return f"Thanks, but {who} already acknowledged {ref}."
+        if (status.phase or "Triggered") in ("Resolved", "Failed", "Ignored"):
+            return f"Incident {ref} has ended ({status.phase}); there is nothing to acknowledge."
+        ack = {"by": user, "at": datetime.now(UTC).isoformat(), "via": "slack"}
+        written = await asyncio.to_thread(
+            patch_status_if_unchanged,
+            objects,
+            incident.metadata["namespace"],
+            incident.metadata["name"],
+            incident.metadata["resourceVersion"],
+            {"acknowledgement": ack},
+        )
+        if written is not None:
+            log.info(
+                "acknowledged in Slack", extra={"incident": incident.metadata["name"], "by": user}
+            )
+            return f"You acknowledged {ref}: it is yours. The operator records it."
+        fresh = await _read(objects, incident.metadata["namespace"], incident.metadata["name"])
+        if fresh is None:
+            return f"Incident {ref} no longer exists."
+        incident = fresh
+    return f"Incident {incident.reference} kept changing; nothing was recorded. Please try again."
 
 
 async def _decide(

@@ -17,6 +17,7 @@ from .story import kubectl_command, truncation
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
 TIMELINE = "incident_timeline"
+ACKNOWLEDGE = "incident_acknowledge"
 
 # Block Kit limits: a header's text, a section's text, a field.
 HEADER_MAX = 150
@@ -39,6 +40,20 @@ def escape(text: str) -> str:
     """Slack's mrkdwn reads &, < and > as markup: alarm text must not. Hidden
     characters (bidi overrides...) are spelled out, so text reads as it is."""
     return reveal(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def awaiting_acknowledgement(incident: Incident) -> bool:
+    """Open, and nobody has said they are on it yet (a person's approval or
+    rejection says so)."""
+    status = incident.status
+    approval = status.approval
+    decided = (
+        approval is not None
+        and approval.state in ("Approved", "Rejected")
+        and (approval.via in ("slack", "kubectl"))
+    )
+    ended = (status.phase or "Triggered") in ("Resolved", "Failed", "Ignored")
+    return status.acknowledgement is None and not decided and not ended
 
 
 def awaiting_decision(incident: Incident) -> bool:
@@ -94,10 +109,16 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     decision = _approval_line(incident)
     if decision:
         context.append(decision)
+    ack = incident.status.acknowledgement
+    if ack is not None:
+        context.append(f"acknowledged by {who_said(ack.by, ack.via)}")
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
     )
     buttons = [_button("View Timeline", TIMELINE, incident)]
+    if awaiting_acknowledgement(incident) and not awaiting_decision(incident):
+        # Approving or rejecting acknowledges too: one button fewer then.
+        buttons.insert(0, _button("Acknowledge", ACKNOWLEDGE, incident))
     if awaiting_decision(incident):
         buttons = [
             _button("Approve", APPROVE, incident, style="primary"),

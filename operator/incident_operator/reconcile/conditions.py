@@ -7,6 +7,7 @@ message alone updates the condition in place.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import get_args
 
 from ..models import Condition, ConditionStatus, ConditionType
 
@@ -27,7 +28,7 @@ def set_condition(
     updated = Condition(
         type=type, status=status, reason=reason, message=message[:1024], last_transition_time=since
     )
-    order = ["Assessed", "Approved", "Remediated", "Notified", "Resolved"]
+    order = get_args(ConditionType)
     return sorted([*kept, updated], key=lambda c: order.index(c.type))
 
 

@@ -34,6 +34,7 @@ from pydantic import JsonValue
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
+    Acknowledgement,
     Approval,
     Assessment,
     Condition,
@@ -289,6 +290,51 @@ def decide(
     defaults: Defaults = Defaults(),
 ) -> Outcome:
     """The next transition, from the Incident, its policy, the time and the facts."""
+    outcome = _decide(incident, policy=policy, now=now, facts=facts, defaults=defaults)
+    return _with_acknowledgement(incident, outcome, now)
+
+
+def _with_acknowledgement(incident: Incident, outcome: Outcome, now: datetime) -> Outcome:
+    """Record an acknowledgement once: the Acknowledged condition, an Event, a
+    timeline entry. It rides along with whatever else this pass decides; alone,
+    it is a transition to the same phase. A person deciding an approval
+    acknowledges too (`_approval` writes it with the decision)."""
+    phase = incident.status.phase or "Triggered"
+    written = outcome.status.get("acknowledgement") if isinstance(outcome, Transition) else None
+    ack = Acknowledgement.model_validate(written) if written else incident.status.acknowledgement
+    done = get_condition(incident.status.conditions, "Acknowledged")
+    if ack is None or phase in CLOSED_PHASES or (done is not None and done.status == "True"):
+        return outcome
+    who = f"{ack.by} via {ack.via}"
+    if isinstance(outcome, Transition):
+        transition = outcome
+    else:
+        wait = outcome.seconds if isinstance(outcome, Wait) else None
+        transition = Transition(
+            phase=phase, conditions=list(incident.status.conditions), wake_after=wait
+        )
+    transition.conditions = set_condition(
+        transition.conditions,
+        type="Acknowledged",
+        status="True",
+        reason="Acknowledged",
+        message=f"acknowledged by {who}",
+        now=now,
+    )
+    # First: the person took it before (or as) the rest of this pass happened.
+    record = Record(kind="acknowledged", reason="Acknowledged", message=f"acknowledged by {who}")
+    transition.records.insert(0, record)
+    return transition
+
+
+def _decide(
+    incident: Incident,
+    *,
+    policy: Policy,
+    now: datetime,
+    facts: Facts,
+    defaults: Defaults,
+) -> Outcome:
     status = incident.status
     phase = status.phase or "Triggered"
     if phase in CLOSED_PHASES:
@@ -431,6 +477,8 @@ def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _
     assessment = incident.status.assessment
     if approval is None or assessment is None:  # written by hand, or lost: ask again
         return step.to("Assessing")
+    if approval.state in ("Approved", "Rejected"):
+        _implied_acknowledgement(incident, approval, step)
     if approval.state == "Approved":
         who = f"{approval.by or 'someone'} via {approval.via or 'unknown'}"
         step.condition("Approved", "True", "Approved", f"approved by {who}")
@@ -462,6 +510,16 @@ def _approval(incident: Incident, *, policy: Policy, defaults: Defaults, step: _
     if on_timeout == "ignore":
         return step.record("ignored", "Ignored", "approval timed out; ignored").to("Ignored")
     return _escalate(step, "ApprovalExpired", "approval timed out; over to a human")
+
+
+def _implied_acknowledgement(incident: Incident, approval: Approval, step: _Builder) -> None:
+    """A person who approves or rejects has taken the Incident."""
+    if incident.status.acknowledgement is not None or approval.via not in ("slack", "kubectl"):
+        return
+    if not approval.by:
+        return
+    implied = Acknowledgement(by=approval.by, at=approval.at or step.now, via="approval")
+    step.set(acknowledgement=implied.to_api())
 
 
 def _approved(
