@@ -9,6 +9,7 @@ assessment fails at Gemini (a 400) and escalates, told in Slack.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from aws_fixtures import Aws
 from fakes.gemini import FakeGemini
 from fakes.slack import FakeSlack
 from incident_operator import metrics
+from incident_operator.models import GROUP, VERSION
 from operator_support import OperatorProcess, create_policy, get_incident, operator_env, wait_for
 from test_operator import raise_alarm, wait_phase
 from webhook_support import new_token
@@ -94,6 +96,17 @@ async def test_every_operator_metric_has_a_sample_after_real_traffic(
     escalated = await raise_alarm(api, namespace, service="payments", alarm="payments-5xx")
     incident = wait_phase(api, namespace, escalated, "Escalated")
     assert "gemini call failed" in incident["status"]["assessment"]["rationale"]
+    # Somebody takes the escalated one: MTTA.
+    ack = {"by": "alice", "via": "kubectl", "at": datetime.now(UTC).isoformat()}
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "incidents", escalated, {"status": {"acknowledgement": ack}}
+    )
+
+    def acknowledged() -> bool:
+        conditions = get_incident(api, namespace, escalated)["status"].get("conditions", [])
+        return any(c["type"] == "Acknowledged" for c in conditions)
+
+    wait_for(f"{escalated}'s acknowledgement to be recorded", acknowledged, timeout=15)
 
     def deleted() -> bool:
         try:
