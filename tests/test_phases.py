@@ -40,6 +40,7 @@ from incident_operator.reconcile.phases import (
     wants,
 )
 from incident_operator.remediate import (
+    ActionCall,
     ActionRefused,
     OutcomeUnknown,
     Progress,
@@ -428,34 +429,14 @@ class Recorder:
         self.calls: list[tuple[str, Any]] = []
         self.fail = fail
 
-    async def execute(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, Any],
-        incident_id: str,
-        alarm: Any,
-        target: Target,
-        limits: RemediationPolicy,
-        settings: dict[str, Any],
-    ) -> Receipt:
-        self.calls.append((action, (incident_id, target, parameters)))
+    async def execute(self, call: ActionCall, *, limits: RemediationPolicy) -> Receipt:
+        self.calls.append((call.action, (call.incident_id, call.target, call.parameters)))
         if self.fail:
             raise self.fail
         return RECEIPT
 
-    async def verify(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, Any],
-        incident_id: str,
-        alarm: Any,
-        target: Target,
-        receipt: str,
-        settings: dict[str, Any],
-    ) -> Progress:
-        self.calls.append(("verify", (action, target, receipt)))
+    async def verify(self, call: ActionCall, *, receipt: str) -> Progress:
+        self.calls.append(("verify", (call.action, call.target, receipt)))
         if self.fail:
             raise self.fail
         return "Succeeded"

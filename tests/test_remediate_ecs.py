@@ -21,6 +21,7 @@ from aws_fixtures import REGION, Aws
 from builders import incident
 from incident_operator.models import IncidentSpec, RemediationPolicy, ServiceRef
 from incident_operator.remediate import (
+    ActionCall,
     ActionRefused,
     Receipt,
     RemediationFailed,
@@ -63,26 +64,21 @@ class Restarter:
     async def restart(
         self, *, incident_id: str, target: Target, limits: RemediationPolicy
     ) -> Receipt:
-        return await self.executor.execute(
-            action="restart_service",
-            parameters={},
-            incident_id=incident_id,
-            alarm=ALARM,
-            target=target,
-            limits=limits,
-            settings={},
-        )
+        return await self.executor.execute(call(incident_id, target), limits=limits)
 
     async def rollout(self, *, target: Target, deployment_id: str) -> str:
-        return await self.executor.verify(
-            action="restart_service",
-            parameters={},
-            incident_id="default/a",
-            alarm=ALARM,
-            target=target,
-            receipt=deployment_id,
-            settings={},
-        )
+        return await self.executor.verify(call("default/a", target), receipt=deployment_id)
+
+
+def call(incident_id: str, target: Target) -> ActionCall:
+    return ActionCall(
+        action="restart_service",
+        parameters={},
+        target=target,
+        incident_id=incident_id,
+        alarm=ALARM,
+        settings={},
+    )
 
 
 @pytest.fixture

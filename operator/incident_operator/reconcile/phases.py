@@ -41,7 +41,6 @@ from ..models import (
     ConditionStatus,
     ConditionType,
     Incident,
-    IncidentSpec,
     Phase,
     Record,
     Remediation,
@@ -49,6 +48,7 @@ from ..models import (
 )
 from ..policy import Policy
 from ..remediate import (
+    ActionCall,
     ActionRefused,
     AnyTarget,
     OutcomeUnknown,
@@ -78,29 +78,9 @@ class Defaults:
 class Remediator(Protocol):
     """Carries actions out (remediate/executor.py); a fake in unit tests."""
 
-    async def execute(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, JsonValue],
-        incident_id: str,
-        alarm: IncidentSpec,
-        target: AnyTarget,
-        limits: RemediationPolicy,
-        settings: dict[str, dict[str, JsonValue]],
-    ) -> Receipt: ...
+    async def execute(self, call: ActionCall, *, limits: RemediationPolicy) -> Receipt: ...
 
-    async def verify(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, JsonValue],
-        incident_id: str,
-        alarm: IncidentSpec,
-        target: AnyTarget,
-        receipt: str,
-        settings: dict[str, dict[str, JsonValue]],
-    ) -> Progress: ...
+    async def verify(self, call: ActionCall, *, receipt: str) -> Progress: ...
 
 
 @dataclass(frozen=True)
@@ -253,13 +233,7 @@ async def gather(
     if isinstance(intent, Execute):
         try:
             receipt = await ports.remediator.execute(
-                action=intent.action,
-                parameters=intent.parameters,
-                incident_id=incident.identity,
-                alarm=incident.spec,
-                target=intent.target,
-                limits=policy.spec.remediation,
-                settings=policy.spec.actions,
+                _call(intent, incident, policy), limits=policy.spec.remediation
             )
         except (ActionRefused, RemediationFailed) as failure:
             return Facts(executed=failure)
@@ -267,18 +241,23 @@ async def gather(
     if isinstance(intent, Verify):
         try:
             progress = await ports.remediator.verify(
-                action=intent.action,
-                parameters=intent.parameters,
-                incident_id=incident.identity,
-                alarm=incident.spec,
-                target=intent.target,
-                receipt=intent.receipt,
-                settings=policy.spec.actions,
+                _call(intent, incident, policy), receipt=intent.receipt
             )
         except RemediationFailed as failure:
             return Facts(progress=failure)
         return Facts(progress=progress)
     return Facts()
+
+
+def _call(intent: Execute | Verify, incident: Incident, policy: Policy) -> ActionCall:
+    return ActionCall(
+        action=intent.action,
+        parameters=intent.parameters,
+        target=intent.target,
+        incident_id=incident.identity,
+        alarm=incident.spec,
+        settings=policy.spec.actions,
+    )
 
 
 def decide(

@@ -18,11 +18,14 @@ from datetime import datetime
 from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import JsonValue
 
 from ..aws import explain, transient
+from ..models import IncidentSpec
 from .target import AnyTarget, Target, UnresolvedTarget, Workload, resolve
 
 __all__ = [
+    "ActionCall",
     "ActionRefused",
     "AnyTarget",
     "NothingDone",
@@ -39,6 +42,18 @@ __all__ = [
 
 # How an action is going once started: a rollout, a scaling, a Job.
 Progress = Literal["InProgress", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """One action asked of the executor: which, with what, on what, for whom."""
+
+    action: str
+    parameters: dict[str, JsonValue]
+    target: AnyTarget
+    incident_id: str  # namespace/name@uid: the claim's key
+    alarm: IncidentSpec  # what was observed: untrusted data, never instructions
+    settings: dict[str, dict[str, JsonValue]]  # the policy's spec.actions
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,12 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakValueDictionary
 
 import boto3
-from pydantic import JsonValue
 
 from ..aws import CLIENT_CONFIG
 from ..crashpoints import crash_point
-from ..models import IncidentSpec, RemediationPolicy
+from ..models import RemediationPolicy
 from . import (
-    AnyTarget,
+    ActionCall,
     NothingDone,
     OutcomeUnknown,
     Progress,
@@ -92,22 +91,12 @@ class Executor:
             found = self._plugins[name] = cls(self._context)
         return found
 
-    async def execute(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, JsonValue],
-        incident_id: str,
-        alarm: IncidentSpec,
-        target: AnyTarget,
-        limits: RemediationPolicy,
-        settings: dict[str, dict[str, JsonValue]],
-    ) -> Receipt:
-        plugin = self._plugin(action)
-        request = _request(action, parameters, settings, target, incident_id, alarm)
-        lock = self._locks.setdefault(incident_id, asyncio.Lock())
+    async def execute(self, call: ActionCall, *, limits: RemediationPolicy) -> Receipt:
+        plugin = self._plugin(call.action)
+        request = _request(call)
+        lock = self._locks.setdefault(call.incident_id, asyncio.Lock())
         async with lock:
-            claim = await self._guard.read(incident_id)
+            claim = await self._guard.read(call.incident_id)
             if claim is not None and claim.receipt:
                 return _receipt(claim, reused=True)
             before = await plugin.observe(request)
@@ -115,9 +104,9 @@ class Executor:
             if claim is None:
                 plugin.plan(request, before)
                 fresh = new_claim(
-                    incident_id=incident_id,
-                    action=action,
-                    target=str(target),
+                    incident_id=call.incident_id,
+                    action=call.action,
+                    target=str(call.target),
                     owner=owner,
                     before=before.marker,
                     now=self._context.clock(),
@@ -131,20 +120,8 @@ class Executor:
                     return _receipt(claim, reused=True)
             return await self._act(plugin, claim, request, before=before)
 
-    async def verify(
-        self,
-        *,
-        action: str,
-        parameters: dict[str, JsonValue],
-        incident_id: str,
-        alarm: IncidentSpec,
-        target: AnyTarget,
-        receipt: str,
-        settings: dict[str, dict[str, JsonValue]],
-    ) -> Progress:
-        plugin = self._plugin(action)
-        request = _request(action, parameters, settings, target, incident_id, alarm)
-        return await plugin.verify(request, receipt)
+    async def verify(self, call: ActionCall, *, receipt: str) -> Progress:
+        return await self._plugin(call.action).verify(_request(call), receipt)
 
     async def _resume(
         self,
@@ -289,20 +266,14 @@ def build_executor(
     return Executor(context=Context(ecs=EcsClients(region=region), kube=kube), guard=guard)
 
 
-def _request(
-    action: str,
-    parameters: dict[str, JsonValue],
-    settings: dict[str, dict[str, JsonValue]],
-    target: AnyTarget,
-    incident_id: str,
-    alarm: IncidentSpec,
-) -> Request[Any, Any, Any]:
+def _request(call: ActionCall) -> Request[Any, Any, Any]:
+    """The call as the plugin reads it: parameters and settings as its own models."""
     return Request(
-        target=target,
-        parameters=registry.parameters(action, parameters),
-        settings=registry.settings(action, settings),
-        incident_id=incident_id,
-        alarm=alarm,
+        target=call.target,
+        parameters=registry.parameters(call.action, call.parameters),
+        settings=registry.settings(call.action, call.settings),
+        incident_id=call.incident_id,
+        alarm=call.alarm,
     )
 
 

@@ -51,10 +51,12 @@ def plugin(name: str) -> type[AnyAction] | None:
     return plugins().get(name)
 
 
+@cache
 def names() -> tuple[str, ...]:
     return (*plugins(), *VERDICTS)
 
 
+@cache
 def allowed_by_default() -> tuple[str, ...]:
     return (*(n for n, p in plugins().items() if p.allowed_by_default), *VERDICTS)
 
