@@ -732,6 +732,7 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
         "delete incidents": on("incidents", "delete"),
         "update incidents": on("incidents", "update"),
         "list responsepolicies": on("responsepolicies", "list"),
+        "watch responsepolicies": on("responsepolicies", "watch"),
         "create responsepolicies": on("responsepolicies", "create"),
         "create events": {"resource": "events", "verb": "create", "namespace": namespace},
         "patch events": {"resource": "events", "verb": "patch", "namespace": namespace},
@@ -743,10 +744,13 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
 
 
 # Not "patch incidents": the webhook never writes an Incident's spec or metadata.
-WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status"}
+# It reads the policies: alarms are grouped (a policy's grouping) where they arrive.
+WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status",
+               "list responsepolicies", "watch responsepolicies"}  # fmt: skip
 # "delete incidents": a finished one, at the end of its retention.
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
-                "delete incidents", "list responsepolicies", "create events"}  # fmt: skip
+                "delete incidents", "list responsepolicies", "watch responsepolicies",
+                "create events"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
