@@ -1,4 +1,4 @@
-"""`make demo`: the dev stack, three sample alarms, and what became of them.
+"""`make demo`: the dev stack, four sample alarms, and what became of them.
 
 1. checkout CPU alarm (CloudWatch via EventBridge): the demo ResponsePolicy
    allows an automatic restart -> Remediating -> Resolved.
@@ -6,6 +6,8 @@
    -> Escalated.
 3. search latency (Alertmanager): a restart would need approval; the alert
    resolves before anyone decides -> Resolved, nothing restarted.
+4. a storm of twelve orders alerts (Alertmanager): the policy groups them by
+   service -> one Incident holding twelve alerts, escalated once.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def main() -> int:
         checkout = send(http, "/alerts/cloudwatch", "cloudwatch-checkout-cpu.json")
         payments = send(http, "/alerts/alertmanager", "alertmanager-payments-errors.json")
         search = send(http, "/alerts/alertmanager", "alertmanager-search-latency-firing.json")
+        orders = send(http, "/alerts/alertmanager", "alertmanager-orders-storm.json")
 
         await_phase(objects, stack, checkout, "Resolved", "checkout to be restarted and resolved")
         await_phase(objects, stack, payments, "Escalated", "payments to be escalated to a human")
+        await_phase(objects, stack, orders, "Escalated", "the orders storm to be escalated once")
         await_phase(objects, stack, search, "AwaitingApproval", "search to ask for approval")
         say("search recovers on its own before anyone approves:")
         send(http, "/alerts/alertmanager", "alertmanager-search-latency-resolved.json")
@@ -87,9 +91,11 @@ def send(http: httpx.Client, path: str, example: str) -> str:
     payload = json.loads((EXAMPLES / "alarms" / example).read_text())
     answer = http.post(path, json=payload)
     answer.raise_for_status()
-    ref = answer.json()["incidents"][0]
-    say(f"POST {path} {example} -> {ref['result']} {ref['name']}")
-    return str(ref["name"])
+    refs = answer.json()["incidents"]
+    names = sorted({ref["name"] for ref in refs})
+    outcome = refs[0]["result"] if len(refs) == 1 else f"{len(refs)} alerts into"
+    say(f"POST {path} {example} -> {outcome} {', '.join(names)}")
+    return str(refs[0]["name"])
 
 
 def await_phase(
