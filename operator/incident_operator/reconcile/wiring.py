@@ -51,7 +51,9 @@ def build_ports(settings: Settings, *, api: client.ApiClient | None = None) -> P
         # A group is as severe as its most severe alert, and says so.
         severity = incident.severity
         spec = incident.spec.model_copy(update={"severity": severity})
-        assessment = await assess(incident=spec, policy=policy, assessor=assessor)
+        assessment = await assess(
+            incident=spec, policy=policy, assessor=assessor, alerts=incident.status.alerts
+        )
         return assessment.model_copy(update={"severity": severity})
 
     return Ports(
