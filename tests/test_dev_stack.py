@@ -182,14 +182,15 @@ def test_make_demo_runs_the_four_alarms(tmp_path: Path) -> None:
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
     }
     assert phases == {
-        "checkout": "Resolved", "payments": "Escalated", "search": "Resolved", "orders": "Escalated"
+        "checkout": "Resolved", "payments": "Escalated", "search": "Resolved",
+        "inventory": "Escalated",
     }  # fmt: skip
-    # The storm of twelve orders alerts is one Incident holding them.
+    # The storm of twelve inventory alerts is one Incident holding them.
     alerts = {
         line.split()[0].split("-")[0]: line.split()[-3] for line in table.strip().splitlines()[1:]
     }
     assert table.split()[8] == "ALERTS"
-    assert alerts == {"checkout": "1", "payments": "1", "search": "1", "orders": "12"}
+    assert alerts == {"checkout": "1", "payments": "1", "search": "1", "inventory": "12"}
     # What came of each action is a column: search was resolved without its restart.
     outcomes = {
         line.split()[0].split("-")[0]: line.split()[6] for line in table.strip().splitlines()[1:]

@@ -6,7 +6,7 @@
    -> Escalated.
 3. search latency (Alertmanager): a restart would need approval; the alert
    resolves before anyone decides -> Resolved, nothing restarted.
-4. a storm of twelve orders alerts (Alertmanager): the policy groups them by
+4. a storm of twelve inventory alerts (Alertmanager): the policy groups them by
    service -> one Incident holding twelve alerts, escalated once.
 """
 
@@ -46,11 +46,13 @@ def main() -> int:
         checkout = send(http, "/alerts/cloudwatch", "cloudwatch-checkout-cpu.json")
         payments = send(http, "/alerts/alertmanager", "alertmanager-payments-errors.json")
         search = send(http, "/alerts/alertmanager", "alertmanager-search-latency-firing.json")
-        orders = send(http, "/alerts/alertmanager", "alertmanager-orders-storm.json")
+        inventory = send(http, "/alerts/alertmanager", "alertmanager-inventory-storm.json")
 
         await_phase(objects, stack, checkout, "Resolved", "checkout to be restarted and resolved")
         await_phase(objects, stack, payments, "Escalated", "payments to be escalated to a human")
-        await_phase(objects, stack, orders, "Escalated", "the orders storm to be escalated once")
+        await_phase(
+            objects, stack, inventory, "Escalated", "the inventory storm to be escalated once"
+        )
         await_phase(objects, stack, search, "AwaitingApproval", "search to ask for approval")
         say("search recovers on its own before anyone approves:")
         send(http, "/alerts/alertmanager", "alertmanager-search-latency-resolved.json")
