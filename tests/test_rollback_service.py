@@ -45,6 +45,7 @@ def test_an_update_to_another_task_definition_is_a_new_deployment(aws: Aws) -> N
     assert deployment["status"] == "PRIMARY" and deployment["taskDefinition"] == second
     assert deployment["id"] != first["id"]
     assert deployment["createdAt"] >= first["createdAt"]
+    assert deployment["id"] in deployment["rolloutStateReason"]
 
 
 def test_service_deployments_and_revisions_in_ecs_shapes(aws: Aws) -> None:

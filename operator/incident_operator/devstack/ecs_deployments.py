@@ -188,13 +188,11 @@ class EcsDeployments:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/moto-api/reset":
             self.history.clear()
-            return self._app(environ, start_response)  # type: ignore[no-any-return]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith(_PREFIX):
-            return self._app(environ, start_response)  # type: ignore[no-any-return]
-        operation = target.removeprefix(_PREFIX)
+        operation = target.removeprefix(_PREFIX) if target.startswith(_PREFIX) else ""
         if operation not in _SERVED | _RECORDED:
-            return self._app(environ, start_response)  # type: ignore[no-any-return]
+            passed: Iterable[bytes] = self._app(environ, start_response)
+            return passed
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
@@ -252,26 +250,18 @@ class EcsDeployments:
         return answer
 
     def _describe_deployments(self, request: dict[str, Any], region: str) -> dict[str, Any]:
-        arns = _arns(request, "serviceDeploymentArns")
-        found, failures = [], []
-        for arn in arns:
-            deployment = self.history.by_arn.get(arn)
-            if deployment is None:
-                failures.append({"arn": arn, "reason": "MISSING"})
-                continue
-            found.append(deployment.shape(_current_of(deployment)))
-        return {"serviceDeployments": found, "failures": failures}
+        def shape(arn: str) -> dict[str, Any] | None:
+            found = self.history.by_arn.get(arn)
+            return found.shape(_current_of(found)) if found is not None else None
+
+        return _described(request, "serviceDeploymentArns", "serviceDeployments", shape)
 
     def _describe_revisions(self, request: dict[str, Any], region: str) -> dict[str, Any]:
-        arns = _arns(request, "serviceRevisionArns")
-        found, failures = [], []
-        for arn in arns:
-            revision = self.history.revisions.get(arn)
-            if revision is None:
-                failures.append({"arn": arn, "reason": "MISSING"})
-            else:
-                found.append(revision.shape())
-        return {"serviceRevisions": found, "failures": failures}
+        def shape(arn: str) -> dict[str, Any] | None:
+            found = self.history.revisions.get(arn)
+            return found.shape() if found is not None else None
+
+        return _described(request, "serviceRevisionArns", "serviceRevisions", shape)
 
     # --- recording what CreateService and UpdateService did ---------------------
 
@@ -308,14 +298,18 @@ class EcsDeployments:
         deployment = _primary(service)
         if deployment is None or deployment.get("taskDefinition") == definition:
             return
-        now = datetime.now(UTC)
+        now, old_id = datetime.now(UTC), deployment["id"]
         deployment["id"] = f"ecs-svc/{secrets.randbelow(10**19)}"
         deployment["taskDefinition"] = definition
         deployment["createdAt"] = deployment["updatedAt"] = now
+        deployment["rolloutStateReason"] = str(deployment.get("rolloutStateReason", "")).replace(
+            old_id, deployment["id"]
+        )
         for shown in answer.get("deployments", []):
             if shown.get("status") == "PRIMARY":
                 shown.update(
                     id=deployment["id"],
+                    rolloutStateReason=deployment["rolloutStateReason"],
                     taskDefinition=definition,
                     createdAt=now.timestamp(),
                     updatedAt=now.timestamp(),
@@ -432,11 +426,24 @@ def _names(cluster: str, service: str) -> tuple[str, str]:
     return cluster.rsplit("/", 1)[-1], service
 
 
-def _arns(request: dict[str, Any], key: str) -> list[str]:
+def _described(
+    request: dict[str, Any],
+    key: str,
+    answer_key: str,
+    shape: Callable[[str], dict[str, Any] | None],
+) -> dict[str, Any]:
+    """A Describe* answer: the shapes of the ARNs found, the others as failures."""
     arns = request[key]
     if not isinstance(arns, list) or not arns or len(arns) > MAX_ARNS:
         raise EcsError("InvalidParameterException", f"{key} must name 1 to {MAX_ARNS} ARNs.")
-    return [str(arn) for arn in arns]
+    found, failures = [], []
+    for arn in map(str, arns):
+        shaped = shape(arn)
+        if shaped is None:
+            failures.append({"arn": arn, "reason": "MISSING"})
+        else:
+            found.append(shaped)
+    return {answer_key: found, "failures": failures}
 
 
 def _answer(start_response: Any, status: int, body: dict[str, Any]) -> list[bytes]:

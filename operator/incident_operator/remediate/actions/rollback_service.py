@@ -80,6 +80,13 @@ class RollbackService(Action[Target, NoParameters, RollbackSettings]):
     Parameters = NoParameters
     Settings = RollbackSettings
 
+    @classmethod
+    def explain(cls, settings: RollbackSettings) -> str:
+        return (
+            "none; it only rolls back a deployment that began within the last "
+            f"{settings.max_deployment_age_hours} h"
+        )
+
     async def observe(self, request: Rollback) -> History:
         service = await describe(self.context.ecs, request.target)
         current = service.get("taskDefinition") or primary(service).task_definition or ""
