@@ -47,7 +47,12 @@ def _webhook(args: argparse.Namespace) -> int:
     # Grouping is decided here, from the policies (read-only, followed by a watch).
     policies = PolicyWatch(api=api, namespace=settings.incident_namespace).start()
     policies.wait_synced(timeout=10)
-    recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace, groups=policies.group)
+    recorder = AlarmRecorder(
+        api=api,
+        namespace=settings.incident_namespace,
+        groups=policies.group,
+        write_interval=settings.ingest_write_interval_seconds,
+    )
     app = create_app(settings=settings, recorder=recorder, api=api)
     # Keep idle connections longer than the load balancers in front usually
     # do (60 s), so the balancer, not us, closes them: a request it sends

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         "once its body is in); past it a request is answered 503 with Retry-After at once and "
         "changes nothing. Health, readiness, metrics and Slack actions are never refused.",
     )
+    ingest_write_interval_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="An Incident written less than this ago collects further deliveries "
+        "until the interval is up, then counts them in one write: a storm costs the API "
+        "server about one write per Incident per interval, and a sender waits at most about "
+        "this much more. An idle Incident is written at once. 0: no pacing.",
+    )
     ingest_docs_enabled: bool = Field(
         False,
         description="Serve the OpenAPI document (/openapi.json) and Swagger UI (/docs, its "

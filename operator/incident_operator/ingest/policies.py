@@ -24,7 +24,9 @@ from .alarm import ReceivedAlarm
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 300
+# Each watch request ends after this long and the next one starts where it
+# ended: cheap for the API server, and `stop()` takes effect within it.
+WATCH_SECONDS = 10
 MAX_PAUSE = 30.0
 
 
@@ -64,6 +66,8 @@ class PolicyWatch:
                 pause = 1.0
                 self._watch(version)
             except Exception as error:  # keep following whatever the API server does
+                if self._stopped.is_set():
+                    return
                 log.warning("policy watch failed", extra={"error": str(error)[:300]})
                 self._stopped.wait(pause)
                 pause = min(pause * 2, MAX_PAUSE)
@@ -82,6 +86,11 @@ class PolicyWatch:
         return str(listed["metadata"]["resourceVersion"])
 
     def _watch(self, version: str) -> None:
+        while not self._stopped.is_set():
+            version = self._watch_once(version)
+
+    def _watch_once(self, version: str) -> str:
+        """Follow one watch request; the resourceVersion to go on from."""
         stream = watch.Watch().stream(
             self._objects.list_namespaced_custom_object,
             GROUP,
@@ -93,8 +102,11 @@ class PolicyWatch:
         )
         for event in stream:
             if self._stopped.is_set():
-                return
+                return version
             item = event["object"]
+            if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                raise RuntimeError(f"the policy watch ended: {item}")
+            version = item.get("metadata", {}).get("resourceVersion", version)
             name = item.get("metadata", {}).get("name", "")
             policies = dict(self._policies)
             policy = _parse(item) if event["type"] != "DELETED" else None
@@ -103,6 +115,7 @@ class PolicyWatch:
             else:
                 policies[name] = policy
             self._policies = policies  # replaced whole: readers never see it half-built
+        return version
 
 
 def _parse(item: dict[str, Any]) -> Policy | None:
