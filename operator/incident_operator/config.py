@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OutboundWebhook(BaseModel):
+    """One receiver of the transitions' CloudEvents (OUTBOUND_WEBHOOKS)."""
+
+    url: str = Field(pattern=r"^https?://", description="Where events are POSTed.")
+    secret: SecretStr = Field(description="Signs the events (HMAC-SHA256).")
 
 
 class Settings(BaseSettings):
@@ -134,6 +141,46 @@ class Settings(BaseSettings):
     )
     notify_breaker_cooloff_seconds: float = Field(
         60.0, ge=0, description="How long an open breaker skips its channel."
+    )
+
+    # --- PagerDuty and outbound webhooks -------------------------------------
+    pagerduty_routing_key: SecretStr | None = Field(
+        None,
+        description="Events API v2 routing key (integration key) of the PagerDuty service "
+        "paged by default; with it (or PAGERDUTY_ROUTING_KEYS) PagerDuty is a channel.",
+    )
+    pagerduty_routing_keys: SecretStr = Field(
+        SecretStr(""),
+        description="More routing keys, by name: name=key,name=key; a policy pages one with "
+        "notify.pagerduty.routingKey: <name>.",
+    )
+    pagerduty_events_url: str = Field(
+        "https://events.pagerduty.com/v2/enqueue",
+        description="Events API v2 endpoint (the EU one, proxies, tests).",
+    )
+    pagerduty_events_per_minute: float = Field(
+        100.0,
+        gt=0,
+        le=6000,
+        description="Events sent per minute per routing key at most (PagerDuty takes about "
+        "120 and answers 429 past it); the rest wait their turn, never dropped.",
+    )
+    pagerduty_webhook_secrets: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated secrets of PagerDuty webhook (v3) subscriptions; with "
+        "one, POST /pagerduty/webhook takes incident.acknowledged as an acknowledgement.",
+    )
+    outbound_webhooks: list[OutboundWebhook] = Field(
+        default_factory=list,
+        description='JSON list of {"url": ..., "secret": ...}: each gets every transition as '
+        "a signed CloudEvent.",
+    )
+    notify_retry_backoff_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="First retry delay of a PagerDuty or webhook event after a 429, 5xx or "
+        "no answer; doubled per attempt up to a minute, retried until taken.",
     )
 
     def ingest_token_set_static(self) -> frozenset[str]:
