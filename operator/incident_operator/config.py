@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,7 +18,27 @@ class OutboundWebhook(BaseModel):
     """One receiver of the transitions' CloudEvents (OUTBOUND_WEBHOOKS)."""
 
     url: str = Field(pattern=r"^https?://", description="Where events are POSTed.")
-    secret: SecretStr = Field(description="Signs the events (HMAC-SHA256).")
+    secret: SecretStr = Field(min_length=1, description="Signs the events (HMAC-SHA256).")
+
+
+_OUTBOUND_WEBHOOKS = TypeAdapter(list[OutboundWebhook])
+
+
+def outbound_webhooks(raw: SecretStr) -> list[OutboundWebhook]:
+    """OUTBOUND_WEBHOOKS parsed; ValueError saying where it is wrong, never echoing it."""
+    text = raw.get_secret_value().strip()
+    if not text:
+        return []
+    try:
+        return _OUTBOUND_WEBHOOKS.validate_json(text)
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'the value'}: {e['msg']}"
+            for e in error.errors(include_input=False)
+        )
+        raise ValueError(
+            'OUTBOUND_WEBHOOKS must be a JSON list of {"url": ..., "secret": ...}: ' + where
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -170,8 +190,8 @@ class Settings(BaseSettings):
         description="Comma-separated secrets of PagerDuty webhook (v3) subscriptions; with "
         "one, POST /pagerduty/webhook takes incident.acknowledged as an acknowledgement.",
     )
-    outbound_webhooks: list[OutboundWebhook] = Field(
-        default_factory=list,
+    outbound_webhooks: SecretStr = Field(
+        SecretStr(""),
         description='JSON list of {"url": ..., "secret": ...}: each gets every transition as '
         "a signed CloudEvent.",
     )
@@ -182,6 +202,12 @@ class Settings(BaseSettings):
         description="First retry delay of a PagerDuty or webhook event after a 429, 5xx or "
         "no answer; doubled per attempt up to a minute, retried until taken.",
     )
+
+    @field_validator("outbound_webhooks")
+    @classmethod
+    def _outbound_webhooks_parse(cls, value: SecretStr) -> SecretStr:
+        outbound_webhooks(value)
+        return value
 
     def ingest_token_set_static(self) -> frozenset[str]:
         """The tokens from INGEST_TOKENS (the file is read by the auth check)."""

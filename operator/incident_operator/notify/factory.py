@@ -16,7 +16,7 @@ import logging
 import boto3
 from botocore.config import Config
 
-from ..config import Settings
+from ..config import Settings, outbound_webhooks
 from . import Notifier
 from .channel import Channel
 from .log import LogNotifier
@@ -83,7 +83,8 @@ def _http_channels(settings: Settings) -> list[Channel]:
     named = settings.pagerduty_routing_keys.get_secret_value()
     default = settings.pagerduty_routing_key
     paging = bool(default or named.strip())
-    if not paging and not settings.outbound_webhooks:
+    hooks = outbound_webhooks(settings.outbound_webhooks)
+    if not paging and not hooks:
         return []
     from .delivered import Delivered, DynamoDelivered, MemoryDelivered
 
@@ -111,13 +112,10 @@ def _http_channels(settings: Settings) -> list[Channel]:
                 link_template=settings.incident_link_template,
             )
         )
-    if settings.outbound_webhooks:
+    if hooks:
         from .webhooks import Target, WebhooksChannel
 
-        targets = [
-            Target(url=hook.url, secret=hook.secret.get_secret_value())
-            for hook in settings.outbound_webhooks
-        ]
+        targets = [Target(url=hook.url, secret=hook.secret.get_secret_value()) for hook in hooks]
         channels.append(
             WebhooksChannel(
                 targets=targets,
