@@ -23,9 +23,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,43 @@ async def wait_for(done: asyncio.Future[None], *, seconds: float) -> bool:
     cancels nothing), and its outcome is read from it."""
     finished, _ = await asyncio.wait({done}, timeout=seconds)
     return bool(finished)
+
+
+class Poster:
+    """POSTs events for a lane's `send`: answers sorted into taken, TryAgain, Refused.
+
+    Taken: any 2xx. Tried again: 408, 429, 5xx, and no answer at all (the
+    event may have arrived: every event carries a key its destination
+    dedupes on). Refused: the rest. Redirects are not followed.
+    """
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, *, body: bytes, headers: Mapping[str, str], what: str) -> None:
+        """POST `body` to `url`; `what` names the event and its destination in errors."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(
+                url, data=body, headers=dict(headers), allow_redirects=False
+            ) as answer:
+                status = answer.status
+                text = (await answer.text())[:300]
+                retry_after = answer.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise TryAgain(f"no answer to {what}: {type(error).__name__}: {error}") from error
+        if status in (408, 429) or status >= 500:
+            raise TryAgain(
+                f"HTTP {status} to {what}: {text}", after=retry_after_seconds(retry_after)
+            )
+        if not 200 <= status < 300:
+            raise Refused(f"HTTP {status}: {text}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -41,14 +41,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
-
 from ..crashpoints import crash_point
 from ..models import CLOSED_PHASES, Incident, Severity
 from ..policy import Policy
 from .channel import ChannelFailed, Told
 from .delivered import Delivered, DeliveryKey
-from .outbox import Outbox, Refused, TryAgain, retry_after_seconds, wait_for
+from .outbox import Outbox, Poster, Refused, wait_for
 from .story import facts, incident_link, kubectl_command
 
 log = logging.getLogger(__name__)
@@ -128,8 +126,7 @@ class PagerDutyChannel:
         self._url = events_url
         self._wait = wait
         self._link_template = link_template
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._poster = Poster(timeout=timeout)
         self.outbox: Outbox[Event] = Outbox(send=self._send, per_minute=per_minute, backoff=backoff)
 
     # --- what is due ----------------------------------------------------------
@@ -242,25 +239,13 @@ class PagerDutyChannel:
     # --- sending (in the lane) ----------------------------------------------------
 
     async def _send(self, lane: str, event: Event) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         action = event.body["event_action"]
-        try:
-            async with self._session.post(
-                self._url, data=json.dumps(event.body), headers={"Content-Type": "application/json"}
-            ) as answer:
-                text = (await answer.text())[:500]
-                status = answer.status
-                retry_after = answer.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            # It may have arrived: sent again, the dedup_key makes it the same alert.
-            raise TryAgain(f"no answer to the {action}: {type(error).__name__}: {error}") from error
-        if status == 429 or status >= 500:
-            raise TryAgain(
-                f"HTTP {status} for the {action}: {text}", after=retry_after_seconds(retry_after)
-            )
-        if status >= 400 or status < 200:
-            raise Refused(f"HTTP {status}: {text}")
+        await self._poster.post(
+            self._url,
+            body=json.dumps(event.body).encode(),
+            headers={"Content-Type": "application/json"},
+            what=f"the {action} (routing key {event.key_name!r})",
+        )
         crash_point("after-page")
         try:
             await self._delivered.record(event.delivery)
@@ -275,8 +260,7 @@ class PagerDutyChannel:
 
     async def close(self) -> None:
         await self.outbox.close()
-        if self._session is not None:
-            await self._session.close()
+        await self._poster.close()
 
 
 def _pages(incident: Incident, policy: Policy) -> bool:

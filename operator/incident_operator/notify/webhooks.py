@@ -36,14 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from ..crashpoints import crash_point
 from ..models import GROUP, VERSION, Incident
 from ..policy import Policy
 from .channel import ChannelFailed, Told
 from .delivered import Delivered, DeliveryKey
-from .outbox import Outbox, Refused, TryAgain, retry_after_seconds, wait_for
+from .outbox import Outbox, Poster, Refused, wait_for
 from .story import incident_link
 
 log = logging.getLogger(__name__)
@@ -141,9 +139,8 @@ class WebhooksChannel:
         self._delivered = delivered
         self._wait = wait
         self._link_template = link_template
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._poster = Poster(timeout=timeout)
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self.outbox: Outbox[Delivery] = Outbox(send=self._send, per_minute=None, backoff=backoff)
 
     def wants(self, incident: Incident, *, policy: Policy) -> bool:
@@ -181,8 +178,6 @@ class WebhooksChannel:
         return Told(note=f"event {event['id'][:12]} delivered to {len(self._targets)} target(s)")
 
     async def _send(self, lane: str, delivery: Delivery) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         headers = {
             "Content-Type": CONTENT_TYPE,
             SIGNATURE_HEADER: signature(
@@ -190,21 +185,12 @@ class WebhooksChannel:
             ),
         }
         where = _where(delivery.target.url)
-        try:
-            async with self._session.post(
-                delivery.target.url, data=delivery.body, headers=headers, allow_redirects=False
-            ) as answer:
-                status = answer.status
-                text = (await answer.text())[:300]
-                retry_after = answer.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise TryAgain(f"no answer from {where}: {type(error).__name__}: {error}") from error
-        if status in (408, 429) or status >= 500:
-            raise TryAgain(
-                f"HTTP {status} from {where}: {text}", after=retry_after_seconds(retry_after)
-            )
-        if not 200 <= status < 300:
-            raise Refused(f"HTTP {status}: {text}")
+        await self._poster.post(
+            delivery.target.url,
+            body=delivery.body,
+            headers=headers,
+            what=f"event {delivery.event_id[:12]} at {where}",
+        )
         crash_point("after-webhook")
         try:
             await self._delivered.record(delivery.record)
@@ -218,8 +204,7 @@ class WebhooksChannel:
 
     async def close(self) -> None:
         await self.outbox.close()
-        if self._session is not None:
-            await self._session.close()
+        await self._poster.close()
 
 
 def _where(url: str) -> str:
