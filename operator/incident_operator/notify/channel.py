@@ -1,4 +1,4 @@
-"""One notification channel (Slack, Jira, email): the interface each implements.
+"""One notification channel (Slack, Jira, email, PagerDuty, webhooks): its interface.
 
 A channel says whether a transition concerns it (`wants`) and then tells
 (`tell`). It finds its own earlier work before doing anything (a Slack
