@@ -63,7 +63,9 @@ async def test_an_escalation_pages_once_with_severity_details_and_link(
     announced = await notifier(pd).announce(subject, policy=policy())
     assert (announced.status, announced.reason) == ("True", "Notified"), announced
     key = dedup_key(subject)
-    assert announced.notifications == {"pagerduty": {"dedupKey": key}}
+    assert announced.notifications == {
+        "pagerduty": {"dedupKey": key, "routingKey": "default", "triggered": True}
+    }
     assert key == f"shop/checkout-3f1c2a9b0d4e@{subject.metadata['uid']}" and len(key) <= 255
     assert parse_dedup_key(key) == ("shop", "checkout-3f1c2a9b0d4e", subject.metadata["uid"])
     [event] = pagerduty.events()
@@ -94,7 +96,7 @@ async def test_one_trigger_across_a_crash_before_the_status_write(
     again = await notifier(channel(pagerduty, delivered=again_store)).announce(
         subject, policy=policy()
     )
-    assert again.notifications == {"pagerduty": {"dedupKey": dedup_key(subject)}}
+    assert again.notifications["pagerduty"]["triggered"] is True
     assert "trigger sent before" in again.message
     assert len(pagerduty.events("trigger")) == 1 and pagerduty.incidents() == 1
 
@@ -124,7 +126,8 @@ async def test_acknowledgement_and_resolution_are_mirrored(pagerduty: FakePagerD
     resolved = moved(acked, notifications=told.notifications, phase="Resolved")
     told = await notifier(pd).announce(resolved, policy=policy())
     assert told.notifications["pagerduty"] == {
-        "dedupKey": key, "acknowledged": True, "resolved": True
+        "dedupKey": key, "routingKey": "default", "triggered": True, "acknowledged": True,
+        "resolved": True,
     }  # fmt: skip
     assert pagerduty.alert(key).status == "resolved"
     assert [e["event_action"] for e in pagerduty.events()] == ["trigger", "acknowledge", "resolve"]
@@ -166,6 +169,32 @@ async def test_what_pages_follows_the_policy(pagerduty: FakePagerDuty) -> None:
     assert (unknown.status, unknown.reason) == ("False", "PagerdutyFailed")
     assert "no PagerDuty routing key named 'billing'" in unknown.message
     assert pagerduty.routing_key not in unknown.message
+
+
+async def test_a_resolution_before_the_queued_trigger_was_taken_still_resolves(
+    pagerduty: FakePagerDuty,
+) -> None:
+    pagerduty.outage(503)
+    pd = channel(pagerduty, wait=0.05, keys={"payments": pagerduty.routing_key})
+    paged = policy(pagerduty={"routingKey": "payments"})
+    subject = escalated()
+    queued = await notifier(pd).announce(subject, policy=paged)
+    assert (queued.status, queued.reason) == ("Unknown", "PagerdutyQueued"), queued
+    ref = queued.notifications["pagerduty"]
+    assert ref == {"dedupKey": dedup_key(subject), "routingKey": "payments", "triggered": False}
+    # Written so; the alarm recovers before PagerDuty is back, and the policy
+    # changed meanwhile: the resolve still follows the trigger, to its key.
+    resolved = moved(subject, notifications=queued.notifications, phase="Resolved")
+    assert pd.wants(resolved, policy=policy())
+    again = await notifier(pd).announce(resolved, policy=policy())
+    assert again.status == "Unknown"
+    pagerduty.recover()
+    while pd.outbox.depth():
+        await asyncio.sleep(0.02)
+    told = await notifier(pd).announce(resolved, policy=policy())
+    assert told.notifications["pagerduty"]["resolved"] is True, told
+    assert [e["event_action"] for e in pagerduty.events()] == ["trigger", "resolve"]
+    assert pagerduty.alert(dedup_key(subject)).status == "resolved"
 
 
 async def test_5xx_is_retried_and_400_is_a_failure(pagerduty: FakePagerDuty) -> None:

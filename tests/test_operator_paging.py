@@ -93,7 +93,9 @@ async def test_page_acknowledge_in_pagerduty_resolve(
     name = await raise_alarm(api, namespace, alarm=ESCALATING_ALARM)
     incident = wait_phase(api, namespace, name, "Escalated")
     key = f"{namespace}/{name}@{incident['metadata']['uid']}"
-    assert incident["status"]["notifications"]["pagerduty"] == {"dedupKey": key}
+    assert incident["status"]["notifications"]["pagerduty"] == {
+        "dedupKey": key, "routingKey": "default", "triggered": True
+    }  # fmt: skip
     [trigger] = pagerduty.events("trigger")
     assert trigger["dedup_key"] == key and trigger["payload"]["severity"] == "warning"
     assert trigger["client_url"].endswith(f"/incidents/{namespace}/{name}")

@@ -339,9 +339,15 @@ class EmailRef(Model):
 
 
 class PagerDutyRef(Model):
-    """The PagerDuty alert of this Incident (Events API v2): there once triggered."""
+    """The PagerDuty alert of this Incident (Events API v2): there once a trigger is decided."""
 
     dedup_key: Annotated[str, Field(max_length=255)]
+    routing_key: ShortText | None = Field(
+        None, description="The name (never the value) of the routing key paged."
+    )
+    triggered: bool | None = Field(
+        None, description="PagerDuty took the trigger; false while it waits in the lane."
+    )
     acknowledged: bool | None = Field(None, description="The acknowledge event was sent.")
     resolved: bool | None = Field(None, description="The resolve event was sent.")
 

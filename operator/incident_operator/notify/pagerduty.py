@@ -14,8 +14,12 @@ ingest/pagerduty_webhook.py):
   approval); an acknowledgement that came from PagerDuty is not sent back;
 - `resolve` when the Incident is Resolved.
 
-Once each, across crashes: an accepted event is recorded (delivered.py)
-before the status says so, and looked for before sending. A trigger sent
+`status.notifications.pagerduty` holds the dedup_key, the routing key's
+name (acknowledge and resolve go where the trigger went) and which events
+PagerDuty took; it is there from the moment a trigger is decided, so a
+resolution that comes before a queued trigger was taken sends both, in
+order. Once each, across crashes: an accepted event is recorded
+(delivered.py) before the status says so, and looked for before sending. A trigger sent
 twice (killed between PagerDuty's 202 and the record) is folded by
 PagerDuty into the same alert by its dedup_key: one PagerDuty incident.
 
@@ -34,6 +38,7 @@ a key by its name, never its value.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -143,6 +148,8 @@ class PagerDutyChannel:
             if not _pages(incident, policy):
                 return []
             due.append("trigger")
+        elif not ref.triggered:
+            due.append("trigger")  # decided, still to be confirmed (queued, or lost in a crash)
         ack = status.acknowledgement
         acked = ref is not None and ref.acknowledged
         if ack is not None and ack.via != "pagerduty" and not acked and phase not in CLOSED_PHASES:
@@ -154,11 +161,19 @@ class PagerDutyChannel:
     # --- telling ----------------------------------------------------------------
 
     async def tell(self, incident: Incident, *, policy: Policy) -> Told:
-        key_name, routing_key = self._routing_key(policy)
-        dedup = dedup_key(incident)
         ref = incident.status.notifications.pagerduty if incident.status.notifications else None
-        done: dict[str, Any] = ref.to_api() if ref is not None else {}
-        notes: list[str] = []
+        # Acknowledge and resolve go where the trigger went, whatever the policy says now.
+        key_name = ref.routing_key if ref and ref.routing_key else _key_name(policy)
+        routing_key = self._key(key_name)
+        dedup = ref.dedup_key if ref else dedup_key(incident)
+        # From here on the status says a trigger was decided: a resolution
+        # that comes before PagerDuty took it still sends trigger, then resolve.
+        state: dict[str, Any] = {"dedupKey": dedup, "routingKey": key_name, "triggered": False}
+        state.update(ref.to_api() if ref else {})
+        lane = _lane(routing_key)
+        ahead = self.outbox.depth(lane)
+        # Every due event into the lane at once, in order; then wait for them.
+        submitted: list[tuple[Action, bool, asyncio.Future[None] | None]] = []
         for action in self._due(incident, policy):
             event = Event(
                 body=self._body(incident, action, routing_key=routing_key, dedup=dedup),
@@ -168,28 +183,29 @@ class PagerDutyChannel:
                 key_name=key_name,
             )
             found = await self._delivered.was(event.delivery)
-            if not found:
-                lane = _lane(routing_key)
-                ahead = self.outbox.depth(lane)
-                sent = self.outbox.submit(lane, f"{dedup}#{action}", event)
-                if not await wait_for(sent, seconds=self._wait):
+            sent = None if found else self.outbox.submit(lane, f"{dedup}#{action}", event)
+            submitted.append((action, found, sent))
+        deadline = asyncio.get_running_loop().time() + self._wait
+        notes: list[str] = []
+        for action, found, sent in submitted:
+            if sent is not None:
+                left = deadline - asyncio.get_running_loop().time()
+                if not await wait_for(sent, seconds=max(left, 0.0)):
                     notes.append(
-                        f"{action} queued for routing key {key_name!r} ({ahead} event(s) ahead, "
-                        "paced under PagerDuty's limit); told again once sent"
+                        f"{action} queued for routing key {key_name!r} ({ahead} event(s) were "
+                        "ahead, paced under PagerDuty's limit); told again once sent"
                     )
-                    return Told(_recorded(done, dedup), "; ".join(notes), queued=True)
+                    return Told({"pagerduty": state}, "; ".join(notes), queued=True)
                 try:
                     sent.result()
                 except Refused as refused:
                     raise ChannelFailed(f"PagerDuty refused the {action}: {refused}",
                                         retryable=False) from refused  # fmt: skip
-            done = {**done, "dedupKey": dedup, **_flag(action)}
+            state[_SENT[action]] = True
             notes.append(f"{action} {'sent before' if found else 'sent'} ({key_name})")
-        return Told({"pagerduty": done}, "; ".join(notes))
+        return Told({"pagerduty": state}, "; ".join(notes))
 
-    def _routing_key(self, policy: Policy) -> tuple[str, str]:
-        target = policy.spec.notify.pagerduty
-        name = (target.routing_key if target else None) or DEFAULT_KEY_NAME
+    def _key(self, name: str) -> str:
         key = self._keys.get(name)
         if key is None:
             known = ", ".join(sorted(self._keys)) or "none"
@@ -198,7 +214,7 @@ class PagerDutyChannel:
                 "PAGERDUTY_ROUTING_KEY or PAGERDUTY_ROUTING_KEYS",
                 retryable=False,
             )
-        return name, key
+        return key
 
     def _body(
         self, incident: Incident, action: Action, *, routing_key: str, dedup: str
@@ -278,13 +294,17 @@ def _pages(incident: Incident, policy: Policy) -> bool:
     return not plain_notify or bool(target and target.on_notify_team)
 
 
-def _flag(action: Action) -> dict[str, bool]:
-    return {"acknowledge": {"acknowledged": True}, "resolve": {"resolved": True}}.get(action, {})
+# The status.notifications.pagerduty field that says an event was taken.
+_SENT: Mapping[Action, str] = {
+    "trigger": "triggered",
+    "acknowledge": "acknowledged",
+    "resolve": "resolved",
+}
 
 
-def _recorded(done: dict[str, Any], dedup: str) -> dict[str, Any]:
-    """What the status may say so far: nothing until the trigger was sent."""
-    return {"pagerduty": done} if done.get("dedupKey") == dedup else {}
+def _key_name(policy: Policy) -> str:
+    target = policy.spec.notify.pagerduty
+    return (target.routing_key if target else None) or DEFAULT_KEY_NAME
 
 
 def _lane(routing_key: str) -> str:
