@@ -259,3 +259,26 @@ async def test_429_is_waited_out_and_nothing_is_dropped(pagerduty: FakePagerDuty
     assert pagerduty.throttled > 0
     assert pagerduty.busiest_window() <= 40
     print(f"200 triggers in {elapsed:.2f}s with {pagerduty.throttled} 429s")
+
+
+def test_the_settings_make_the_channels_and_say_what_is_wrong() -> None:
+    from pydantic import SecretStr
+
+    from incident_operator.config import Settings
+    from incident_operator.notify.factory import build_channels
+
+    hooks = '[{"url": "https://hooks.example.com/in", "secret": "s3cret"}]'
+    settings = Settings(
+        pagerduty_routing_key=SecretStr("R0DEFAULT"),
+        pagerduty_routing_keys=SecretStr("payments=R0PAYMENTS, billing=R0BILLING"),
+        outbound_webhooks=SecretStr(hooks),
+    )
+    channels = {c.name: c for c in build_channels(settings)}
+    assert set(channels) == {"pagerduty", "webhooks"}
+    assert channels["pagerduty"]._keys == {  # type: ignore[attr-defined]
+        "default": "R0DEFAULT", "payments": "R0PAYMENTS", "billing": "R0BILLING"
+    }  # fmt: skip
+    assert build_channels(Settings()) == []
+    with pytest.raises(ValueError, match="entry 2: expected name=key") as bad:
+        Settings(pagerduty_routing_keys=SecretStr("a=R0A,R0SECRETVALUE"))
+    assert "R0SECRETVALUE" not in str(bad.value)

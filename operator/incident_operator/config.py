@@ -21,6 +21,20 @@ class OutboundWebhook(BaseModel):
     secret: SecretStr = Field(min_length=1, description="Signs the events (HMAC-SHA256).")
 
 
+def parse_routing_keys(raw: str) -> dict[str, str]:
+    """`name=key,name=key` as a dict; ValueError numbering the entry that is not."""
+    keys: dict[str, str] = {}
+    for index, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, equals, key = entry.partition("=")
+        if not equals or not name.strip() or not key.strip():
+            # Which entry, never what it holds: it may be a bare key.
+            raise ValueError(f"PAGERDUTY_ROUTING_KEYS: entry {index + 1}: expected name=key")
+        keys[name.strip()] = key.strip()
+    return keys
+
+
 _OUTBOUND_WEBHOOKS = TypeAdapter(list[OutboundWebhook])
 
 
@@ -207,6 +221,12 @@ class Settings(BaseSettings):
     @classmethod
     def _outbound_webhooks_parse(cls, value: SecretStr) -> SecretStr:
         outbound_webhooks(value)
+        return value
+
+    @field_validator("pagerduty_routing_keys")
+    @classmethod
+    def _routing_keys_parse(cls, value: SecretStr) -> SecretStr:
+        parse_routing_keys(value.get_secret_value())
         return value
 
     def ingest_token_set_static(self) -> frozenset[str]:

@@ -16,7 +16,7 @@ import logging
 import boto3
 from botocore.config import Config
 
-from ..config import Settings, outbound_webhooks
+from ..config import Settings, outbound_webhooks, parse_routing_keys
 from . import Notifier
 from .channel import Channel
 from .log import LogNotifier
@@ -96,7 +96,7 @@ def _http_channels(settings: Settings) -> list[Channel]:
     wait = settings.notify_timeout_seconds / 2
     channels: list[Channel] = []
     if paging:
-        from .pagerduty import DEFAULT_KEY_NAME, PagerDutyChannel, parse_routing_keys
+        from .pagerduty import DEFAULT_KEY_NAME, PagerDutyChannel
 
         keys = parse_routing_keys(named)
         if default:

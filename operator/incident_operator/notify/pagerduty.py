@@ -91,19 +91,6 @@ def parse_dedup_key(key: str) -> tuple[str, str, str] | None:
     return namespace, name, uid
 
 
-def parse_routing_keys(raw: str) -> dict[str, str]:
-    """`name=key,name=key` as a dict; ValueError naming the entry that is not."""
-    keys: dict[str, str] = {}
-    for entry in (part.strip() for part in raw.split(",")):
-        if not entry:
-            continue
-        name, equals, key = entry.partition("=")
-        if not equals or not name.strip() or not key.strip():
-            raise ValueError(f"PAGERDUTY_ROUTING_KEYS: expected name=key, got {name.strip()!r}=…")
-        keys[name.strip()] = key.strip()
-    return keys
-
-
 @dataclass(frozen=True)
 class Event:
     body: dict[str, Any]
