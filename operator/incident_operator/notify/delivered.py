@@ -18,6 +18,7 @@ id is the same both times).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 RECORD_TTL_SECONDS = 90 * 24 * 3600
 
@@ -55,6 +58,18 @@ class Delivered(Protocol):
         ...
 
     async def record(self, key: DeliveryKey) -> None: ...
+
+
+async def record_taken(delivered: Delivered, key: DeliveryKey) -> None:
+    """Record that the destination took an event; a record that cannot be
+    written is logged, not raised: the event went out all the same."""
+    try:
+        await delivered.record(key)
+    except ChannelFailed as failure:
+        log.warning(
+            "event sent, not recorded",
+            extra={"incident": key.incident_id, "channel": key.channel, "error": str(failure)},
+        )
 
 
 class DynamoDelivered:

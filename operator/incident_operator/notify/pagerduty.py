@@ -50,7 +50,7 @@ from ..crashpoints import crash_point
 from ..models import CLOSED_PHASES, Incident, Severity
 from ..policy import Policy
 from .channel import ChannelFailed, Told
-from .delivered import Delivered, DeliveryKey
+from .delivered import Delivered, DeliveryKey, record_taken
 from .outbox import Outbox, Poster, Refused, wait_for
 from .story import facts, incident_link, kubectl_command
 
@@ -250,11 +250,7 @@ class PagerDutyChannel:
             what=f"the {action} (routing key {event.key_name!r})",
         )
         crash_point("after-page")
-        try:
-            await self._delivered.record(event.delivery)
-        except ChannelFailed as failure:
-            # Sent all the same; the status write records it.
-            log.warning("PagerDuty event sent, not recorded", extra={"error": str(failure)})
+        await record_taken(self._delivered, event.delivery)
         log.info(
             "PagerDuty event sent",
             extra={"incident": event.delivery.incident_id, "action": action,

@@ -40,7 +40,7 @@ from ..crashpoints import crash_point
 from ..models import GROUP, VERSION, Incident
 from ..policy import Policy
 from .channel import ChannelFailed, Told
-from .delivered import Delivered, DeliveryKey
+from .delivered import Delivered, DeliveryKey, record_taken
 from .outbox import Outbox, Poster, Refused, wait_for
 from .story import incident_link
 
@@ -192,10 +192,7 @@ class WebhooksChannel:
             what=f"event {delivery.event_id[:12]} at {where}",
         )
         crash_point("after-webhook")
-        try:
-            await self._delivered.record(delivery.record)
-        except ChannelFailed as failure:
-            log.warning("webhook event sent, not recorded", extra={"error": str(failure)})
+        await record_taken(self._delivered, delivery.record)
         log.info(
             "webhook event sent",
             extra={"incident": delivery.record.incident_id, "event": delivery.event_id,
