@@ -247,8 +247,11 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
         }
         for component in ("operator", "webhook")
     }
-    assert set(refs["operator"]) == {"GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_TOKEN"}
-    assert set(refs["webhook"]) == {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN"}
+    assert set(refs["operator"]) == {"GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_TOKEN",
+                                     "PAGERDUTY_ROUTING_KEY", "PAGERDUTY_ROUTING_KEYS",
+                                     "OUTBOUND_WEBHOOKS"}  # fmt: skip
+    assert set(refs["webhook"]) == {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN",
+                                    "PAGERDUTY_WEBHOOK_SECRETS"}  # fmt: skip
     for ref in [*refs["operator"].values(), *refs["webhook"].values()]:
         assert ref["name"] == "incident-integrations" and ref["optional"] is True
 

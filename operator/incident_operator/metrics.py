@@ -106,8 +106,8 @@ REMEDIATION_OUTCOMES = Counter(
 )
 NOTIFICATIONS = Counter(
     "incident_operator_notifications_total",
-    "Channels asked to tell of a transition, by channel and outcome (told, failed, and "
-    "open: skipped while its breaker is open).",
+    "Channels asked to tell of a transition, by channel and outcome (told, failed, "
+    "open: skipped while its breaker is open, and queued: waiting in a paced lane).",
     ["channel", "outcome"],
     registry=REGISTRY,
 )

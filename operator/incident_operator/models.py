@@ -355,12 +355,27 @@ class EmailRef(Model):
     message_id: ShortText
 
 
+class PagerDutyRef(Model):
+    """The PagerDuty alert of this Incident (Events API v2): there once a trigger is decided."""
+
+    dedup_key: Annotated[str, Field(max_length=255)]
+    routing_key: ShortText | None = Field(
+        None, description="The name (never the value) of the routing key paged."
+    )
+    triggered: bool | None = Field(
+        None, description="PagerDuty took the trigger; false while it waits in the lane."
+    )
+    acknowledged: bool | None = Field(None, description="The acknowledge event was sent.")
+    resolved: bool | None = Field(None, description="The resolve event was sent.")
+
+
 class Notifications(Model):
     """Where the incident was announced, so it is never announced twice."""
 
     slack: SlackRef | None = None
     jira: JiraRef | None = None
     email: EmailRef | None = None
+    pagerduty: PagerDutyRef | None = None
     jira_commented: bool | None = Field(None, description="The resolution comment was added.")
 
 
@@ -578,10 +593,29 @@ class Grouping(Model):
     )
 
 
+def _escalated() -> list[Phase]:
+    return ["Escalated"]
+
+
+class PagerDutyTarget(Model):
+    routing_key: ShortText | None = Field(
+        None,
+        description="The name of a routing key in PAGERDUTY_ROUTING_KEYS (the key itself "
+        "stays in a Secret); PAGERDUTY_ROUTING_KEY if unset.",
+    )
+    trigger_on: list[Phase] = Field(
+        default_factory=_escalated,
+        max_length=8,
+        description="Phases that page (trigger); Escalated if unset.",
+    )
+    on_notify_team: bool = Field(False, description="Also page for a plain notify_team.")
+
+
 class NotifyPolicy(Model):
     slack: SlackTarget | None = None
     jira: JiraTarget | None = None
     email: EmailTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
 
 
 # The same two checks as `ResponsePolicySpec.rules_can_apply`, in CEL, so the
