@@ -82,7 +82,7 @@ def acked_column(control_plane: ControlPlane, namespace: str, name: str) -> str:
     header, row = control_plane.kubectl(
         "get", "incidents", "-n", namespace, name
     ).stdout.splitlines()[:2]
-    return row[header.index("ACKED") : header.index("COUNT")].strip()
+    return row[header.index("ACKED") : header.index("ALERTS")].strip()
 
 
 async def test_page_acknowledge_in_pagerduty_resolve(
