@@ -95,9 +95,13 @@ def test_a_glob_becomes_an_anchored_regex() -> None:
         {"matchers": [{"name": "service", "value": "x"}], "startsAt": NOW, "endsAt": NOW},
         {
             "matchers": [{"name": "service", "value": "x"}],
-            "recurrence": {"days": ["monday"], "start": "22:00", "duration": "2h",
-                           "timeZone": "Mars/Olympus"},
-        },  # fmt: skip
+            "recurrence": {
+                "days": ["monday"],
+                "start": "22:00",
+                "duration": "2h",
+                "timeZone": "Mars/Olympus",
+            },
+        },
         {
             "matchers": [{"name": "service", "value": "x"}],
             "recurrence": {"days": ["monday"], "start": "22:00", "duration": "200h"},
@@ -296,7 +300,8 @@ def test_another_silence_in_force_keeps_it_muted() -> None:
 
 
 def test_recovery_during_a_silence_resolves_quietly() -> None:
-    incident = make("Silenced", alarmState="OK", silence={"name": "deploy", "until": NOW.isoformat()})
+    muted = {"name": "deploy", "until": NOW.isoformat()}
+    incident = make("Silenced", alarmState="OK", silence=muted)
     outcome = transition(decide(incident, policy=DEFAULT, now=NOW, silences=[silence()]))
     assert outcome.phase == "Resolved"
     assert outcome.quiet
