@@ -119,8 +119,8 @@ class Silences:
         wanted: dict[str, Any] = {
             "state": current,
             "matchers": describe(silence.spec)[:4096],
-            "startsAt": window.start.isoformat() if window else None,
-            "endsAt": window.end.isoformat() if window else None,
+            "startsAt": _stamp(window.start) if window else None,
+            "endsAt": _stamp(window.end) if window else None,
         }
         shown = silence.status.to_api()
         have = {key: shown.get(key) for key in ("state", "matchers", "startsAt", "endsAt")}
@@ -230,6 +230,11 @@ class Silences:
 
 def _spec_of(silence: Silence) -> dict[str, Any]:
     return silence.spec.to_api()
+
+
+def _stamp(moment: datetime) -> str:
+    """As `kubectl get silences` shows it: 2026-12-01T23:30:00Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _normal(fields: dict[str, Any]) -> dict[str, Any]:

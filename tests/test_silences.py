@@ -1,0 +1,247 @@
+"""Silences on the real API server: the CRD refuses bad ones; a real operator
+process mutes matching alarms quietly, tells the team when a silence ends
+while the alarm still fires, resolves quietly what recovers meanwhile, and
+keeps the Silence's status (`kubectl get silences`)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from aws_fixtures import Aws
+from fakes.jira import FakeJira
+from fakes.slack import FakeSlack
+from incident_operator.models import GROUP, VERSION
+from operator_support import (
+    OperatorProcess,
+    channels_env,
+    events_for,
+    get_incident,
+    operator_env,
+    wait_for,
+)
+from test_operator import raise_alarm, timeline_kinds, wait_phase
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+CHANNEL = "C0INCIDENTS"
+SENDER = "incidents@example.com"
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def silence_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Silence",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create_silence(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "silences", silence_body(name, spec)
+    )
+
+
+def get_silence(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "silences", name
+        )
+    )
+
+
+CHECKOUT = [{"name": "service", "value": "checkout"}]
+
+
+# --- the CRD ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        (
+            {
+                "matchers": [{"name": "alarm", "op": "=~", "value": "(unclosed"}],
+                "endsAt": "2030-01-01T00:00:00Z",
+            },
+            "regular expression",
+        ),  # fmt: skip
+        ({"matchers": [], "endsAt": "2030-01-01T00:00:00Z"}, "matchers"),
+        ({"matchers": CHECKOUT}, "needs endsAt, or a recurrence"),
+        (
+            {
+                "matchers": CHECKOUT,
+                "startsAt": "2030-01-02T00:00:00Z",
+                "endsAt": "2030-01-01T00:00:00Z",
+            },
+            "endsAt must be after startsAt",
+        ),  # fmt: skip
+        (
+            {
+                "matchers": [{"name": "service", "op": "~", "value": "x"}],
+                "endsAt": "2030-01-01T00:00:00Z",
+            },
+            "op",
+        ),  # fmt: skip
+        (
+            {
+                "matchers": CHECKOUT,
+                "recurrence": {"days": ["someday"], "start": "25:00", "duration": "2h"},
+            },
+            "recurrence",
+        ),  # fmt: skip
+    ],
+)
+def test_the_api_server_refuses_bad_silences(
+    api: client.ApiClient, namespace: str, spec: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(client.ApiException) as refused:
+        create_silence(api, namespace, "bad", spec)
+    assert refused.value.status == 422
+    assert said in refused.value.body
+
+
+def test_the_api_server_takes_a_weekly_maintenance_window(
+    api: client.ApiClient, namespace: str
+) -> None:
+    spec = {
+        "matchers": [*CHECKOUT, {"name": "env", "op": "=~", "value": "prod|staging"}],
+        "recurrence": {"days": ["tuesday", "thursday"], "start": "22:00", "duration": "2h",
+                       "timeZone": "Europe/Paris"},
+        "createdBy": "alice",
+        "comment": "weekly database maintenance",
+    }  # fmt: skip
+    create_silence(api, namespace, "maintenance", spec)
+    assert get_silence(api, namespace, "maintenance")["spec"] == spec
+
+
+# --- with the operator --------------------------------------------------------
+
+
+@pytest.fixture
+def world(aws: Aws) -> Aws:
+    aws.timeline_table()
+    aws.ecs_service(cluster="demo", service="checkout", running=2)
+    aws.client("ses", record=False).verify_email_identity(EmailAddress=SENDER)
+    return aws
+
+
+@pytest.fixture
+def operator(
+    kubeconfig: Path, namespace: str, world: Aws, slack: FakeSlack, jira_server: FakeJira,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:  # fmt: skip
+    env = operator_env(
+        kubeconfig, world, **channels_env(slack, jira_server, channel=CHANNEL, sender=SENDER)
+    )
+    process = OperatorProcess(namespace=namespace, env=env, log_dir=tmp_path).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def conditions(incident: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in incident["status"]["conditions"]}
+
+
+async def test_a_silence_mutes_then_the_team_is_told_at_its_end(
+    api: client.ApiClient, namespace: str, world: Aws, slack: FakeSlack,
+    operator: OperatorProcess, kubeconfig: Path,
+) -> None:  # fmt: skip
+    ends = datetime.now(UTC) + timedelta(seconds=12)
+    create_silence(
+        api, namespace, "deploy",
+        {"matchers": CHECKOUT, "endsAt": stamp(ends), "createdBy": "alice",
+         "comment": "deploying checkout"},
+    )  # fmt: skip
+    wait_for(
+        "the silence to be active",
+        lambda: get_silence(api, namespace, "deploy").get("status", {}).get("state") == "active",
+    )
+    name = await raise_alarm(api, namespace)
+    incident = wait_phase(api, namespace, name, "Silenced")
+    status = incident["status"]
+    assert status["silence"]["name"] == "deploy"
+    assert conditions(incident)["Silenced"] == ("True", "Silenced")
+    assert "assessment" not in status and "notifications" not in status
+    # A repeat is still counted.
+    await raise_alarm(api, namespace)
+    wait_for("the repeat to count", lambda: get_incident(api, namespace, name)["status"]
+             ["occurrences"] == 2)  # fmt: skip
+    assert slack.top_level(CHANNEL) == [], "a silenced alarm is told to no one"
+    events = [(e.reason, e.message) for e in events_for(api, namespace, name)]
+    assert any(reason == "Silenced" and "deploy" in message for reason, message in events)
+    wait_for(
+        "the silence to count what it muted",
+        lambda: get_silence(api, namespace, "deploy")["status"].get("muted") == 1,
+    )
+    shown = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "-n", namespace, "get", "silences"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    header, row = shown.splitlines()
+    assert header.split()[:5] == ["NAME", "MATCHERS", "STATE", "ENDS", "MUTED"]
+    assert row.split()[:5] == ["deploy", "service=checkout", "active", stamp(ends), "1"]
+
+    # The silence ends; the alarm still fires: the team is told, and it goes on.
+    incident = wait_phase(api, namespace, name, "AwaitingApproval")
+    assert conditions(incident)["Silenced"] == ("False", "SilenceEnded")
+    [message] = slack.top_level(CHANNEL)
+    replies = [m.text for m in slack.thread(message)]
+    assert any("SilenceEnded" in text and "still fires" in text for text in replies), replies
+    told = ["received", "silenced", "occurrence", "silence_ended", "assessment",
+            "approval_requested"]  # fmt: skip
+    assert timeline_kinds(world, namespace, name, told) == told
+    wait_for(
+        "the silence to show it expired",
+        lambda: get_silence(api, namespace, "deploy")["status"].get("state") == "expired",
+    )
+
+
+async def test_recovery_during_a_silence_resolves_quietly(
+    api: client.ApiClient, namespace: str, slack: FakeSlack, operator: OperatorProcess
+) -> None:
+    ends = datetime.now(UTC) + timedelta(hours=1)
+    create_silence(api, namespace, "deploy", {"matchers": CHECKOUT, "endsAt": stamp(ends)})
+    name = await raise_alarm(api, namespace)
+    wait_phase(api, namespace, name, "Silenced")
+    await raise_alarm(api, namespace, state="OK")
+    incident = wait_phase(api, namespace, name, "Resolved")
+    assert conditions(incident)["Resolved"] == ("True", "AlarmRecovered")
+    assert "assessment" not in incident["status"]
+    time.sleep(1)
+    assert slack.top_level(CHANNEL) == [], "resolved quietly"
+
+
+async def test_deleting_a_silence_ends_it_at_once(
+    api: client.ApiClient, namespace: str, slack: FakeSlack, operator: OperatorProcess
+) -> None:
+    ends = datetime.now(UTC) + timedelta(hours=1)
+    create_silence(
+        api, namespace, "deploy",
+        {"matchers": [{"name": "alarm", "op": "=~", "value": "checkout-.*"}],
+         "endsAt": stamp(ends)},
+    )  # fmt: skip
+    name = await raise_alarm(api, namespace)
+    wait_phase(api, namespace, name, "Silenced")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "silences", "deploy"
+    )
+    incident = wait_phase(api, namespace, name, "AwaitingApproval")
+    assert "was deleted" in " ".join(
+        c.get("message", "") for c in incident["status"]["conditions"] if c["type"] == "Silenced"
+    )
+    assert len(slack.top_level(CHANNEL)) == 1
