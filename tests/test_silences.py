@@ -77,7 +77,7 @@ CHECKOUT = [{"name": "service", "value": "checkout"}]
                 "endsAt": "2030-01-01T00:00:00Z",
             },
             "regular expression",
-        ),  # fmt: skip
+        ),
         ({"matchers": [], "endsAt": "2030-01-01T00:00:00Z"}, "matchers"),
         ({"matchers": CHECKOUT}, "needs endsAt, or a recurrence"),
         (
@@ -87,21 +87,21 @@ CHECKOUT = [{"name": "service", "value": "checkout"}]
                 "endsAt": "2030-01-01T00:00:00Z",
             },
             "endsAt must be after startsAt",
-        ),  # fmt: skip
+        ),
         (
             {
                 "matchers": [{"name": "service", "op": "~", "value": "x"}],
                 "endsAt": "2030-01-01T00:00:00Z",
             },
             "op",
-        ),  # fmt: skip
+        ),
         (
             {
                 "matchers": CHECKOUT,
                 "recurrence": {"days": ["someday"], "start": "25:00", "duration": "2h"},
             },
             "recurrence",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_the_api_server_refuses_bad_silences(
