@@ -81,7 +81,8 @@ def test_matchers(matchers: list[str], expected: bool) -> None:
 
 def test_a_glob_becomes_an_anchored_regex() -> None:
     regex = glob_regex("checkout-cpu-*")
-    assert regex == r"checkout\-cpu\-.*"
+    assert regex == "checkout-cpu-.*"
+    assert glob_regex("a.b?(c)") == r"a\.b.\(c\)"
     assert Matcher(name="alarm", op="=~", value=regex).holds(alarm())
     assert not Matcher(name="alarm", op="=~", value=glob_regex("cpu-*")).holds(alarm())
 

@@ -221,10 +221,18 @@ def describe(spec: SilenceSpec) -> str:
     return ",".join(str(matcher) for matcher in spec.matchers)
 
 
+# Regex metacharacters a glob's literal text escapes (kubectl-incident
+# escapes the same ones).
+_METACHARACTERS = frozenset(".^$+(){}[]|\\")
+
+
 def glob_regex(glob: str) -> str:
     """A shell glob (`*`, `?`) as the regex a `=~` matcher takes: `payments-*` ->
     `payments-.*`; everything else is literal."""
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
+    return "".join(
+        ".*" if c == "*" else "." if c == "?" else "\\" + c if c in _METACHARACTERS else c
+        for c in glob
+    )
 
 
 # --- when ----------------------------------------------------------------
