@@ -5,6 +5,7 @@ keeps the Silence's status (`kubectl get silences`)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from aws_fixtures import Aws
 from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
 from incident_operator.models import GROUP, VERSION
+from incident_operator.reconcile.silences import Silences
 from operator_support import (
     OperatorProcess,
     channels_env,
@@ -245,3 +247,76 @@ async def test_deleting_a_silence_ends_it_at_once(
         c.get("message", "") for c in incident["status"]["conditions"] if c["type"] == "Silenced"
     )
     assert len(slack.top_level(CHANNEL)) == 1
+
+
+# --- the keeper: status and deletion, on a clock we set --------------------------
+
+
+def silence_names(api: client.ApiClient, namespace: str) -> set[str]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "silences"
+    )
+    return {item["metadata"]["name"] for item in listed["items"]}
+
+
+async def test_the_operator_keeps_silences_status_and_deletes_them_a_day_after_they_expire(
+    api: client.ApiClient, namespace: str
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    clock = [now]
+    windows = {
+        "long-gone": (now - timedelta(days=3), now - timedelta(days=1, seconds=1)),
+        "just-ended": (now - timedelta(hours=2), now - timedelta(hours=1)),
+        "active": (now - timedelta(minutes=5), now + timedelta(hours=1)),
+        "pending": (now + timedelta(minutes=10), now + timedelta(hours=1)),
+    }
+    for name, (starts, ends) in windows.items():
+        spec = {"matchers": CHECKOUT, "startsAt": stamp(starts), "endsAt": stamp(ends)}
+        create_silence(api, namespace, name, spec)
+    keeper = Silences(api=api, clock=lambda: clock[0])
+    for item in client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "silences"
+    )["items"]:
+        keeper.put(item)
+    task = asyncio.create_task(keeper.run())
+    try:
+
+        def states() -> dict[str, str | None]:
+            return {
+                name: get_silence(api, namespace, name).get("status", {}).get("state")
+                for name in silence_names(api, namespace)
+            }
+
+        await asyncio.to_thread(
+            wait_for, "the long expired silence to go",
+            lambda: "long-gone" not in silence_names(api, namespace),
+        )  # fmt: skip
+        await asyncio.to_thread(
+            wait_for, "each silence's state",
+            lambda: states() == {"just-ended": "expired", "active": "active", "pending": "pending"},
+        )  # fmt: skip
+        pending = get_silence(api, namespace, "pending")["status"]
+        assert (pending["startsAt"], pending["endsAt"]) == tuple(
+            stamp(t) for t in windows["pending"]
+        )
+        assert pending["matchers"] == "service=checkout"
+        await keeper.count_muted(namespace, "active")
+        await keeper.count_muted(namespace, "active")
+        assert get_silence(api, namespace, "active")["status"]["muted"] == 2
+
+        # Eleven minutes later: pending is active; a day after its end, just-ended goes.
+        clock[0] = now + timedelta(minutes=11)
+        keeper.put(get_silence(api, namespace, "pending"))  # a watch event wakes it
+        await asyncio.to_thread(
+            wait_for, "pending to be active", lambda: states().get("pending") == "active"
+        )
+        clock[0] = now + timedelta(days=1)
+        keeper.put(get_silence(api, namespace, "pending"))
+        await asyncio.to_thread(
+            wait_for, "just-ended to go", lambda: "just-ended" not in silence_names(api, namespace)
+        )
+        assert states() == {"active": "expired", "pending": "expired"}
+        assert get_silence(api, namespace, "active")["status"]["muted"] == 2
+    finally:
+        keeper.close()
+        await asyncio.wait_for(task, 5)
