@@ -309,3 +309,12 @@ def test_recovery_during_a_silence_resolves_quietly() -> None:
     assert conditions(outcome)["Resolved"] == ("True", "AlarmRecovered")
     assert conditions(outcome)["Silenced"] == ("False", "AlarmRecovered")
     assert "quietly" in outcome.records[0].message
+
+
+def test_an_acknowledgement_of_a_silenced_alarm_is_recorded_quietly() -> None:
+    muted = {"name": "deploy", "until": (NOW + timedelta(hours=1)).isoformat()}
+    ack = {"by": "alice", "via": "kubectl", "at": NOW.isoformat()}
+    incident = make("Silenced", silence=muted, acknowledgement=ack)
+    outcome = transition(decide(incident, policy=DEFAULT, now=NOW, silences=[silence()]))
+    assert (outcome.phase, outcome.quiet, outcome.wake_after) == ("Silenced", True, 3600)
+    assert [r.kind for r in outcome.records] == ["acknowledged"]

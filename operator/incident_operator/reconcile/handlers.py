@@ -95,8 +95,15 @@ async def silence_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
         changed = True
     else:
         changed = silences.put(dict(event["object"]))
-    if changed:  # not for a status update: the Incidents it muted are looked at again
+    if not changed:
+        return  # a status update (state, muted): nothing it mutes changed
+    try:
         await memo.reconciler.silences_changed(metadata["namespace"])
+    except Exception as error:  # the API unreachable: they wake at their silence's end anyway
+        log.warning(
+            "could not look at the silenced Incidents again",
+            extra={"silence": metadata["name"], "error": str(error)[:300]},
+        )
 
 
 def _put_policy(memo: kopf.Memo, body: dict[str, Any]) -> None:

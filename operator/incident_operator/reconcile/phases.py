@@ -310,7 +310,10 @@ def _with_acknowledgement(incident: Incident, outcome: Outcome, now: datetime) -
     else:
         wait = outcome.seconds if isinstance(outcome, Wait) else None
         transition = Transition(
-            phase=phase, conditions=list(incident.status.conditions), wake_after=wait
+            phase=phase,
+            conditions=list(incident.status.conditions),
+            wake_after=wait,
+            quiet=phase == "Silenced",  # still muted: recorded, told to no one
         )
     transition.conditions = set_condition(
         transition.conditions,
