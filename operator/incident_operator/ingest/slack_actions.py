@@ -149,7 +149,8 @@ def slack_actions_router(
     @router.post(
         PATH,
         tags=["slack"],
-        summary="Slack interactivity: the Approve, Reject and View Timeline buttons",
+        summary="Slack interactivity: the Approve, Reject, Acknowledge, Silence 1h and "
+        "View Timeline buttons",
         description="Signed by Slack (X-Slack-Signature); no bearer token.",
         openapi_extra={
             "requestBody": {
