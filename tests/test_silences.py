@@ -21,6 +21,7 @@ from fakes.jira import FakeJira
 from fakes.slack import FakeSlack
 from incident_operator.models import GROUP, VERSION
 from incident_operator.reconcile.silences import Silences
+from incident_operator.silence import WEEKDAYS
 from operator_support import (
     OperatorProcess,
     channels_env,
@@ -211,6 +212,41 @@ async def test_a_silence_mutes_then_the_team_is_told_at_its_end(
         "the silence to show it expired",
         lambda: get_silence(api, namespace, "deploy")["status"].get("state") == "expired",
     )
+
+
+async def test_a_weekly_window_mutes_until_it_closes_then_the_team_is_told(
+    api: client.ApiClient, namespace: str, slack: FakeSlack, operator: OperatorProcess
+) -> None:
+    # A one-minute window on today's weekday, opening this minute: real time
+    # crosses its end during the test (a process's clock cannot be set).
+    now = datetime.now(UTC)
+    if now.second > 30:  # too little of this minute left to see it muted first
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
+    opens = now.replace(second=0, microsecond=0)
+    recurrence = {"days": [WEEKDAYS[opens.weekday()]], "start": f"{opens:%H:%M}",
+                  "duration": "1m", "timeZone": "UTC"}  # fmt: skip
+    create_silence(api, namespace, "every-week", {"matchers": CHECKOUT, "recurrence": recurrence})
+    name = await raise_alarm(api, namespace)
+    incident = wait_phase(api, namespace, name, "Silenced")
+    assert incident["status"]["silence"]["until"].startswith(
+        (opens + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+    assert slack.top_level(CHANNEL) == []
+    wait_for(
+        f"{name} to be told after the window",
+        lambda: get_incident(api, namespace, name)["status"]["phase"] == "AwaitingApproval",
+        timeout=90,
+    )
+    assert len(slack.top_level(CHANNEL)) == 1
+    # The window is closed until next week's.
+    wait_for(
+        "the silence to be pending again",
+        lambda: get_silence(api, namespace, "every-week")["status"].get("state") == "pending",
+    )
+    status = get_silence(api, namespace, "every-week")["status"]
+    assert status["startsAt"] == stamp(opens + timedelta(days=7))
+    assert status["muted"] == 1
 
 
 async def test_recovery_during_a_silence_resolves_quietly(
