@@ -10,7 +10,7 @@ SOURCES = operator tests bench
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
-	@echo "make demo          run the whole product locally on three sample alarms"
+	@echo "make demo          run the whole product locally on five sample alarms"
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
 	@echo "make kube-score    build or reuse kube-score (the chart is scored with it)"
@@ -78,7 +78,7 @@ lock:
 	.lock-venv/bin/pip freeze --all --exclude-editable > requirements.lock
 	rm -rf .lock-venv
 
-# The dev stack on embedded defaults, three sample alarms, and what became of them.
+# The dev stack on embedded defaults, five sample alarms, and what became of them.
 demo: venv controlplane
 	$(BIN)/python -m incident_operator.devstack.demo
 

@@ -21,7 +21,7 @@ from incident_operator.assess.factory import assess, build_assessor
 from incident_operator.assess.gemini import DEFAULT_MODEL, GeminiAssessor
 from incident_operator.assess.prompt import BEGIN_DATA, END_DATA, build
 from incident_operator.assess.rules import RulesAssessor
-from incident_operator.models import IncidentSpec, ResponsePolicySpec
+from incident_operator.models import AlertEntry, IncidentSpec, ResponsePolicySpec
 from incident_operator.policy import DEFAULT, Policy
 from incident_operator.remediate import registry
 from incident_operator.text import visible
@@ -366,6 +366,38 @@ async def test_injected_text_stays_quoted_data(
     assert request.user_text.isascii()
     # The instructions do not depend on the alarm at all.
     assert request.system_text == build(incident=spec(), policy=ONLY_NOTIFY).system
+
+
+def storm_alert(index: int, severity: str, title: str | None = None) -> AlertEntry:
+    return AlertEntry.model_validate(
+        {"fingerprint": f"fp-{index}", "title": title or f"alert {index}", "severity": severity,
+         "service": f"svc-{index}", "state": "ALARM", "occurrences": 1,
+         "firstSeen": "2026-11-29T10:00:00Z", "lastSeen": "2026-11-29T10:00:00Z"}
+    )  # fmt: skip
+
+
+async def test_a_groups_alerts_are_quoted_data_most_severe_first_and_bounded(
+    gemini: FakeGemini, gemini_assessor: GeminiAssessor
+) -> None:
+    alerts = [storm_alert(i, "low") for i in range(30)]
+    alerts[17] = storm_alert(17, "critical", title=INJECTIONS[2])
+    gemini.answer({**RESTART, "decision": "ESCALATE", "action": "notify_team"})
+
+    await gemini_assessor.assess(incident=spec(), policy=ONLY_NOTIFY, alerts=alerts)
+
+    [request] = gemini.requests
+    shown = quoted_data(request)["alerts"]
+    assert shown["count"] == 30 and len(shown["mostSevereFirst"]) == 20
+    first = shown["mostSevereFirst"][0]
+    assert (first["title"], first["severity"], first["service"]) == (
+        INJECTIONS[2],
+        "critical",
+        "svc-17",
+    )
+    assert request.user_text.isascii()  # the injected markers are escaped, as all alarm text
+    # An Incident of one alert shows no list.
+    await gemini_assessor.assess(incident=spec(), policy=ONLY_NOTIFY, alerts=alerts[:1])
+    assert "alerts" not in quoted_data(gemini.requests[1])
 
 
 @pytest.mark.parametrize("injection", INJECTIONS[:2])

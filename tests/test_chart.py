@@ -732,6 +732,7 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
         "delete incidents": on("incidents", "delete"),
         "update incidents": on("incidents", "update"),
         "list responsepolicies": on("responsepolicies", "list"),
+        "watch responsepolicies": on("responsepolicies", "watch"),
         "create responsepolicies": on("responsepolicies", "create"),
         "create events": {"resource": "events", "verb": "create", "namespace": namespace},
         "patch events": {"resource": "events", "verb": "patch", "namespace": namespace},
@@ -752,14 +753,16 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
 
 
 # Not "patch incidents": the webhook never writes an Incident's spec or metadata.
+# It reads the policies: alarms are grouped (a policy's grouping) where they arrive.
 # "create silences": the Slack "Silence 1h" button; it reads or changes none.
-WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status", "create silences"}
+WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status",
+               "list responsepolicies", "watch responsepolicies", "create silences"}  # fmt: skip
 # "delete incidents": a finished one, at the end of its retention; "delete
 # silences": a day after one expired; it creates or edits none.
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
-                "delete incidents", "list responsepolicies", "create events",
-                "get silences", "list silences", "watch silences", "delete silences",
-                "patch silences/status"}  # fmt: skip
+                "delete incidents", "list responsepolicies", "watch responsepolicies",
+                "create events", "get silences", "list silences", "watch silences",
+                "delete silences", "patch silences/status"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

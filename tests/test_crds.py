@@ -69,7 +69,8 @@ def test_incident_crd_shape() -> None:
         c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")
     ]
     assert default_columns == [
-        "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "ACKED", "COUNT", "AGE",
+        "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "ACKED", "ALERTS", "COUNT",
+        "AGE",
     ]  # fmt: skip
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["assessment"]["properties"]["message"]["maxLength"] == 200

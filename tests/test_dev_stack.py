@@ -167,7 +167,7 @@ def test_dev_restarts_its_operator_when_it_is_killed(tmp_path: Path) -> None:
     assert not pid_file.exists()
 
 
-def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
+def test_make_demo_runs_the_five_alarms(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "incident_operator.devstack.demo"],
         cwd=tmp_path,
@@ -181,7 +181,18 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
     phases = {
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
     }
-    assert phases == {"checkout": "Resolved", "payments": "Escalated", "search": "Resolved"}
+    assert phases == {
+        "checkout": "Resolved", "payments": "Escalated", "search": "Resolved",
+        "orders": "Resolved", "inventory": "Escalated",
+    }  # fmt: skip
+    # The storm of twelve inventory alerts is one Incident holding them.
+    alerts = {
+        line.split()[0].split("-")[0]: line.split()[-3] for line in table.strip().splitlines()[1:]
+    }
+    assert table.split()[8] == "ALERTS"
+    assert alerts == {
+        "checkout": "1", "payments": "1", "search": "1", "orders": "1", "inventory": "12"
+    }  # fmt: skip
     # What came of each action is a column: search was resolved without its restart.
     outcomes = {
         line.split()[0].split("-")[0]: line.split()[6] for line in table.strip().splitlines()[1:]
@@ -189,4 +200,8 @@ def test_make_demo_runs_the_three_alarms(tmp_path: Path) -> None:
     assert table.split()[6] == "OUTCOME"
     assert outcomes["checkout"] == "RestartSucceeded"
     assert outcomes["search"] == "NotNeeded"
+    assert outcomes["orders"] == "RollbackSucceeded"
     assert "resolved by the restart of us-east-1/demo/checkout" in result.stdout
+    # orders was deployed twice; its alarm's answer took it back to the first.
+    assert "resolved by the rollback of us-east-1/demo/orders" in result.stdout
+    assert "orders runs orders:1 again" in result.stderr

@@ -18,6 +18,7 @@ import pytest
 from builders import incident as incident_body
 from incident_operator.models import (
     Acknowledgement,
+    AlertEntry,
     Assessment,
     Condition,
     Incident,
@@ -586,3 +587,32 @@ def test_a_persons_approval_is_an_acknowledgement_and_a_closed_incident_takes_no
     )
     assert isinstance(by_policy, Transition) and "acknowledgement" not in by_policy.status
     assert step(make({"phase": "Resolved", "acknowledgement": ACK})) is None
+
+
+def alert(fingerprint: str, severity: str) -> AlertEntry:
+    seen = NOW.isoformat()
+    return AlertEntry.model_validate(
+        {"fingerprint": fingerprint, "title": f"{fingerprint} errors", "severity": severity,
+         "state": "ALARM", "firstSeen": seen, "lastSeen": seen}
+    )  # fmt: skip
+
+
+def test_a_more_severe_alert_joining_before_the_action_is_assessed_again() -> None:
+    waiting = awaiting(state="Pending", deadline=(NOW + timedelta(minutes=10)).isoformat())
+    assert waiting.status.assessment is not None
+    assessment = waiting.status.assessment.model_copy(update={"severity": "high"})
+
+    def with_alerts(*alerts: AlertEntry) -> Incident:
+        status = waiting.status.model_copy(update={"assessment": assessment, "alerts": alerts})
+        return waiting.model_copy(update={"status": status})
+
+    storm = with_alerts(alert("api", "high"), alert("db", "critical"))
+    assert storm.severity == "critical"
+    result = step(storm)
+    assert isinstance(result, Transition) and result.phase == "Assessing"
+    assert result.status["approval"]["state"] == "Cancelled"
+    assert conditions(result)["Approved"] == ("False", "Reassessing")
+    assert [r.reason for r in result.records] == ["MoreSevereAlert"]
+    assert "'db errors' (critical)" in result.records[0].message
+    # No alert more severe than assessed: the approval waits on.
+    assert step(with_alerts(alert("api", "high"), alert("web", "medium"))) == Wait(600.0)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from incident_operator.config import Settings
 from incident_operator.devstack.controlplane import free_port
 from incident_operator.ingest.app import create_app
+from incident_operator.ingest.policies import PolicyWatch
 from incident_operator.ingest.recorder import AlarmRecorder
 from incident_operator.models import GROUP, VERSION
 
@@ -28,11 +29,17 @@ def new_token() -> str:
 
 
 def webhook(
-    api: client.ApiClient, namespace: str, *, token: str, **settings: Any
+    api: client.ApiClient, namespace: str, *, token: str, grouping: bool = False, **settings: Any
 ) -> httpx.AsyncClient:
-    """An HTTP client wired to a fresh webhook app (one "replica")."""
+    """An HTTP client wired to a fresh webhook app (one "replica"); with
+    `grouping`, it follows the namespace's ResponsePolicies, as served."""
     config = Settings(incident_namespace=namespace, ingest_tokens=token, **settings)
-    recorder = AlarmRecorder(api=api, namespace=namespace)
+    groups = None
+    if grouping:
+        policies = PolicyWatch(api=api, namespace=namespace).start()
+        assert policies.wait_synced(10), "the policies were not listed"
+        groups = policies.group
+    recorder = AlarmRecorder(api=api, namespace=namespace, groups=groups)
     app = create_app(settings=config, recorder=recorder, api=api, registry=CollectorRegistry())
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

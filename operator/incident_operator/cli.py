@@ -27,6 +27,7 @@ def _webhook(args: argparse.Namespace) -> int:
     from . import logs
     from .config import Settings
     from .ingest.app import create_app
+    from .ingest.policies import PolicyWatch
     from .ingest.recorder import AlarmRecorder
     from .kube import api_client
 
@@ -43,7 +44,10 @@ def _webhook(args: argparse.Namespace) -> int:
         )
         return 2
     api = api_client()
-    recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace)
+    # Grouping is decided here, from the policies (read-only, followed by a watch).
+    policies = PolicyWatch(api=api, namespace=settings.incident_namespace).start()
+    policies.wait_synced(timeout=10)
+    recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace, groups=policies.group)
     app = create_app(settings=settings, recorder=recorder, api=api)
     # Keep idle connections longer than the load balancers in front usually
     # do (60 s), so the balancer, not us, closes them: a request it sends

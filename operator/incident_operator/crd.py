@@ -104,6 +104,7 @@ def incident_crd() -> dict[str, Any]:
         # it ran), Cooldown, Rejected... so ACTION alone never reads as "done".
         ("Outcome", "string", '.status.conditions[?(@.type=="Remediated")].reason', 0),
         ("Acked", "string", ".status.acknowledgement.by", 0),
+        ("Alerts", "integer", ".status.alertCount", 0),
         ("Count", "integer", ".status.occurrences", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
         ("Message", "string", ".status.assessment.message", 1),

@@ -30,6 +30,8 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
+# Higher is more severe.
+SEVERITY_RANK: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 Source = Literal["cloudwatch", "alertmanager", "sns", "generic"]
 AlarmState = Literal["ALARM", "OK", "INSUFFICIENT_DATA"]
 Phase = Literal[
@@ -71,6 +73,8 @@ MAX_IDENTIFIER = 1024
 # `retention`), so etcd stays small however long the operator runs.
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RETENTION_SECONDS = 3650 * 24 * 3600
+# Alerts listed in one Incident's status (a storm grouped into it); more are counted.
+MAX_ALERTS = 100
 
 # No control, format (bidi overrides, zero-width) or private-use characters,
 # nor line/paragraph separators (lone surrogates are refused at ingest): a
@@ -85,6 +89,14 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Name = Annotated[str, Field(max_length=MAX_NAME, pattern=VISIBLE)]
 # What identifies a target: never cut, never with invisible characters.
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER, pattern=VISIBLE)]
+# A span of time as people write it: 90s, 5m, 2h.
+Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smh]$")]
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def seconds(duration: str) -> int:
+    """A Duration in seconds: "5m" is 300."""
+    return int(duration[:-1]) * _UNIT_SECONDS[duration[-1]]
 
 
 # --- Actions: named here, defined by the plugins in remediate/actions/ ---------
@@ -263,6 +275,11 @@ class Assessment(Decision):
     prompt_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
     at: datetime | None = Field(None, description="When the assessment was made.")
+    severity: Severity | None = Field(
+        None,
+        description="The Incident's severity it assessed (its most severe alert): a more "
+        "severe alert joining before the action starts is assessed again.",
+    )
 
 
 class Approval(Model):
@@ -388,6 +405,21 @@ class LastTransition(Model):
     records: list[Record] = Field(default_factory=list, max_length=8)
 
 
+class AlertEntry(Model):
+    """One alert of an Incident: the first is the alarm in its spec; a grouping
+    policy (`ResponsePolicy.spec.grouping`) adds the alarms alike in its
+    attributes, the way a PagerDuty incident holds alerts."""
+
+    fingerprint: Annotated[str, Field(min_length=1, max_length=1024)]
+    title: ShortText
+    severity: Severity
+    service: Identifier | None = Field(None, description="The service the alert names.")
+    state: AlarmState = Field(description="Its latest state.")
+    occurrences: Annotated[int, Field(ge=1)] = Field(1, description="How often it fired.")
+    first_seen: datetime
+    last_seen: datetime
+
+
 class IncidentStatus(Model):
     """What happened. Written by the operator, the webhook (counts) and approvals."""
 
@@ -402,7 +434,20 @@ class IncidentStatus(Model):
         description="Alerts of this Incident's Alertmanager group that its latest "
         "notification left out (max_alerts): the group is bigger than what arrived.",
     )
-    alarm_state: AlarmState | None = Field(None, description="Latest alarm state; OK resolves.")
+    alarm_state: AlarmState | None = Field(
+        None,
+        description="Latest alarm state; OK resolves. With several alerts: OK once all of "
+        "them are (or any, with the grouping's resolveWhen: any).",
+    )
+    alerts: list[AlertEntry] = Field(
+        default_factory=list,
+        max_length=MAX_ALERTS,
+        description=f"The Incident's alerts, the first {MAX_ALERTS}; empty on an Incident "
+        "nobody counted yet (its one alert is the spec's alarm).",
+    )
+    alert_count: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="How many alerts the Incident holds, those beyond the list included."
+    )
     message: Text | None = Field(None, description="Latest human-readable detail.")
     assessment: Assessment | None = None
     approval: Approval | None = None
@@ -528,6 +573,22 @@ class EmailTarget(Model):
     )
 
 
+class Grouping(Model):
+    """Alarms alike in `by` become one Incident: the first opens it, and those
+    arriving within `window` of its creation join it as more alerts."""
+
+    by: list[Annotated[str, Field(max_length=MAX_NAME, pattern=r"^[A-Za-z0-9_./-]+$")]] = Field(
+        min_length=1,
+        max_length=8,
+        description="Alarm attributes: service, cluster, source, severity, alarm (its name), "
+        "or any label or dimension name.",
+    )
+    window: Duration = Field("5m", description="How long after the first alarm others join it.")
+    resolve_when: Literal["all", "any"] = Field(
+        "all", description="The Incident's alarm is OK once all its alerts are, or any."
+    )
+
+
 class NotifyPolicy(Model):
     slack: SlackTarget | None = None
     jira: JiraTarget | None = None
@@ -587,6 +648,9 @@ class ResponsePolicySpec(Model):
         "scale_service: {minCount: 2, maxCount: 10}.",
     )
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
+    grouping: Grouping | None = Field(
+        None, description="Group alarms into one Incident; unset: one Incident per alarm."
+    )
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
     @model_validator(mode="after")
@@ -631,6 +695,12 @@ class Incident(Model):
     def reference(self) -> str:
         """namespace/name: how people, Slack buttons and the timeline name it."""
         return f"{self.metadata.get('namespace', '')}/{self.metadata.get('name', '')}"
+
+    @property
+    def severity(self) -> Severity:
+        """The most severe of its alerts' severities (the spec's, for one alert)."""
+        severities = [self.spec.severity, *(alert.severity for alert in self.status.alerts)]
+        return max(severities, key=SEVERITY_RANK.__getitem__)
 
     @property
     def identity(self) -> str:

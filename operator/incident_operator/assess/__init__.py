@@ -9,13 +9,18 @@ policy, whatever the assessor said.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from ..models import Assessment, IncidentSpec
+from ..models import AlertEntry, Assessment, IncidentSpec
 from ..policy import Policy
 
 
 class Assessor(Protocol):
     name: Literal["rules", "gemini"]
 
-    async def assess(self, *, incident: IncidentSpec, policy: Policy) -> Assessment: ...
+    async def assess(
+        self, *, incident: IncidentSpec, policy: Policy, alerts: Sequence[AlertEntry] = ()
+    ) -> Assessment:
+        """`alerts`: a grouped Incident's alerts (its spec is the first's)."""
+        ...

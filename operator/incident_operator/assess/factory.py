@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from ..models import Assessment, IncidentSpec
+from ..models import AlertEntry, Assessment, IncidentSpec
 from ..policy import Policy
 from . import Assessor
 from .guardrails import enforce, escalation
@@ -40,10 +41,16 @@ def build_assessor(
     return RulesAssessor()
 
 
-async def assess(*, incident: IncidentSpec, policy: Policy, assessor: Assessor) -> Assessment:
+async def assess(
+    *,
+    incident: IncidentSpec,
+    policy: Policy,
+    assessor: Assessor,
+    alerts: Sequence[AlertEntry] = (),
+) -> Assessment:
     """Assess, then hold the answer to the policy: what the operator acts on."""
     try:
-        proposed = await assessor.assess(incident=incident, policy=policy)
+        proposed = await assessor.assess(incident=incident, policy=policy, alerts=alerts)
     except Exception as error:
         # Assessors promise not to raise; if one breaks that promise the
         # incident still gets a decision, and the bug is logged.

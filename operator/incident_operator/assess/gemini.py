@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx2
@@ -20,7 +21,7 @@ from google.genai import errors, types
 from pydantic import ConfigDict, ValidationError
 
 from .. import metrics
-from ..models import Assessment, Decision, IncidentSpec
+from ..models import AlertEntry, Assessment, Decision, IncidentSpec
 from ..policy import Policy
 from .guardrails import escalation
 from .prompt import Prompt, build
@@ -145,7 +146,9 @@ class GeminiAssessor:
     def __repr__(self) -> str:
         return f"GeminiAssessor(model={self.model!r})"  # never the key
 
-    async def assess(self, *, incident: IncidentSpec, policy: Policy) -> Assessment:
+    async def assess(
+        self, *, incident: IncidentSpec, policy: Policy, alerts: Sequence[AlertEntry] = ()
+    ) -> Assessment:
         model = policy.spec.assessor.model or self.model
         started = time.monotonic()
 
@@ -154,7 +157,7 @@ class GeminiAssessor:
 
         try:
             response = await self._generate(
-                model=model, prompt=build(incident=incident, policy=policy)
+                model=model, prompt=build(incident=incident, policy=policy, alerts=alerts)
             )
             prompt_tokens, output_tokens = _tokens(response)
             answer = response.parsed

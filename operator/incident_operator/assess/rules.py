@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from ..models import Assessment, IncidentSpec, Rule, Verdict
+from ..models import AlertEntry, Assessment, IncidentSpec, Rule, Verdict
 from ..policy import Policy
 from .guardrails import clean_message, clean_rationale
 
@@ -43,7 +43,9 @@ def _outcome(rule: Rule) -> str:
 class RulesAssessor:
     name: Literal["rules", "gemini"] = "rules"
 
-    async def assess(self, *, incident: IncidentSpec, policy: Policy) -> Assessment:
+    async def assess(
+        self, *, incident: IncidentSpec, policy: Policy, alerts: Sequence[AlertEntry] = ()
+    ) -> Assessment:
         started = time.monotonic()
         assessment = self._decide(incident=incident, policy=policy)
         latency_ms = int((time.monotonic() - started) * 1000)

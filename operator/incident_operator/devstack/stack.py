@@ -46,7 +46,11 @@ DEV_ACCOUNT = "123456789012"  # moto's account id
 # Sample ECS services: checkout's restarts complete at once in moto;
 # payments' never do (moto does not roll deployments forward), so a restart
 # there shows what a stuck rollout looks like.
-SERVICES = {"checkout": 2, "payments": 0, "search": 2}
+SERVICES = {"checkout": 2, "payments": 0, "search": 2, "orders": 2}
+# The images each service was released with, oldest first (else one release
+# of nginx:stable): orders was deployed twice, and its alarm follows the
+# second deployment, which the demo rolls back.
+RELEASES = {"orders": ("nginx:1.27", "nginx:1.28")}
 # A dead operator is started again after 1 s, then 2, 4... up to 30 s while it
 # keeps dying within a minute of its start.
 RESTART_FIRST_SECONDS = 1.0
@@ -158,16 +162,21 @@ class DevStack:
         ecs = session.client("ecs", endpoint_url=self.aws_endpoint)
         ecs.create_cluster(clusterName=CLUSTER)
         for service, running in SERVICES.items():
-            ecs.register_task_definition(
-                family=service,
-                containerDefinitions=[{"name": "app", "image": "nginx:stable", "memory": 128}],
-            )
+            first, *later = [
+                ecs.register_task_definition(
+                    family=service,
+                    containerDefinitions=[{"name": "app", "image": image, "memory": 128}],
+                )["taskDefinition"]["taskDefinitionArn"]
+                for image in RELEASES.get(service, ("nginx:stable",))
+            ]
             # moto reads this while creating a service, in its own process
             # (this one): it decides whether the service's rollouts complete.
             with _env(MOTO_ECS_SERVICE_RUNNING=str(running)):
                 ecs.create_service(
-                    cluster=CLUSTER, serviceName=service, taskDefinition=service, desiredCount=2
+                    cluster=CLUSTER, serviceName=service, taskDefinition=first, desiredCount=2
                 )
+            for release in later:
+                ecs.update_service(cluster=CLUSTER, service=service, taskDefinition=release)
         say(
             f"moto (AWS) on {self.aws_endpoint}: table {TIMELINE_TABLE}, "
             f"ECS cluster {CLUSTER} with services {', '.join(SERVICES)}"

@@ -9,12 +9,18 @@ alarm to the same object without talking to the others:
 
     <service>-<hash of fingerprint>        the first incident for an alarm
     <service>-<hash of fingerprint>-<n>    the n-th, once the (n-1)-th closed
+
+and a group's (a grouping policy's, see `grouping.py`) after its key:
+
+    <attribute values>-<hash of group key>[-<n>]
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+from ..grouping import Group
 
 _NOT_NAME = re.compile(r"[^a-z0-9-]+")
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
@@ -34,6 +40,11 @@ def slug(text: str, *, limit: int = SLUG_MAX) -> str:
 
 def incident_name(*, service: str, fingerprint: str, generation: int = 1) -> str:
     base = f"{slug(service)}-{fingerprint_hash(fingerprint)}"
+    return base if generation <= 1 else f"{base}-{generation}"
+
+
+def group_incident_name(group: Group, generation: int = 1) -> str:
+    base = f"{slug('-'.join(value for value in group.values if value) or 'group')}-{group.hash}"
     return base if generation <= 1 else f"{base}-{generation}"
 
 

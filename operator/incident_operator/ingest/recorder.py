@@ -13,6 +13,12 @@ Speed comes from coalescing: deliveries for one fingerprint that arrive while
 a write for it is in flight join a batch, and the batch lands as one patch
 (`occurrences += n`). Each sender is answered only after the patch holding
 its alarm succeeded, so an acknowledged alarm is a counted alarm.
+
+A grouping policy (`grouping.py`) makes the group, not the fingerprint, the
+key: the Incident is named after the group, its alarms are batched together,
+and each is one of its `status.alerts`. An alarm joins the group's open
+Incident if it is one of its alerts already or arrives within the window of
+its creation; else it goes on to the next generation, which it may open.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +38,12 @@ from typing import Any, Literal
 import urllib3
 from kubernetes import client
 
+from ..grouping import Group, alerts_of
 from ..kube import patch_status_if_unchanged, read_incident
-from ..models import API_VERSION, CLOSED_PHASES, GROUP, VERSION, IncidentStatus
+from ..models import API_VERSION, CLOSED_PHASES, GROUP, MAX_ALERTS, VERSION, IncidentStatus
 from ..remediate.target import service_name
 from .alarm import InvalidAlarm, ReceivedAlarm
-from .names import fingerprint_hash, incident_name, label_value
+from .names import fingerprint_hash, group_incident_name, incident_name, label_value
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,11 @@ class Outcome:
 
 @dataclass
 class _Batch:
+    group: Group | None
     items: list[tuple[ReceivedAlarm, asyncio.Future[Outcome]]] = field(default_factory=list)
+
+
+Grouper = Callable[[ReceivedAlarm], Group | None]
 
 
 class AlarmRecorder:
@@ -77,7 +89,10 @@ class AlarmRecorder:
         namespace: str,
         request_timeout: tuple[float, float] = (3.0, 10.0),
         threads: int = 32,
+        groups: Grouper | None = None,
     ) -> None:
+        """`groups` tells an alarm's group (the policies' grouping); None: no grouping."""
+        self._groups = groups
         self._objects = client.CustomObjectsApi(api)
         # The Kubernetes client blocks: writes run in threads of their own,
         # as many as the client's connection pool (asyncio's default pool has
@@ -96,10 +111,11 @@ class AlarmRecorder:
 
     async def record(self, alarm: ReceivedAlarm) -> Outcome:
         """Count one alarm delivery; return once it is durably recorded."""
-        key = alarm.fingerprint
+        group = self._groups(alarm) if self._groups is not None else None
+        key = _key(alarm, group)
         batch = self._pending.get(key)
         if batch is None:
-            batch = self._pending[key] = _Batch()
+            batch = self._pending[key] = _Batch(group)
             # Keep a reference: the event loop holds tasks only weakly.
             task = asyncio.create_task(self._flush(key, batch))
             self._flushing.add(task)
@@ -118,7 +134,7 @@ class AlarmRecorder:
             alarms = [alarm for alarm, _ in batch.items]
             try:
                 outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self._threads, self._apply_all, alarms
+                    self._threads, self._apply_all, alarms, batch.group
                 )
             except BaseException as error:
                 for _, future in batch.items:
@@ -135,28 +151,47 @@ class AlarmRecorder:
 
     # --- the synchronous part, run in a worker thread ------------------------
 
-    def _apply_all(self, alarms: list[ReceivedAlarm]) -> list[Outcome]:
+    def _apply_all(self, alarms: list[ReceivedAlarm], group: Group | None) -> list[Outcome]:
         # Consecutive deliveries in the same state share one write; a state
         # change (ALARM then OK) starts another, so no recovery is lost.
         outcomes: list[Outcome] = []
         start = 0
         for end in range(1, len(alarms) + 1):
             if end == len(alarms) or alarms[end].alarm.state != alarms[start].alarm.state:
-                outcomes += self._apply(alarms[start:end])
+                run = alarms[start:end]
+                results: dict[int, Outcome] = {}
+                self._apply(run, group, None, results)
+                outcomes += [results[id(alarm)] for alarm in run]
                 start = end
         return outcomes
 
-    def _apply(self, alarms: list[ReceivedAlarm]) -> list[Outcome]:
+    def _apply(
+        self,
+        alarms: list[ReceivedAlarm],
+        group: Group | None,
+        generation: int | None,
+        results: dict[int, Outcome],
+    ) -> None:
+        """Record `alarms` (one state, one key) on their Incident; each one's
+        outcome goes into `results`, by id."""
         first = alarms[0]
-        key = first.fingerprint
-        generation = self._generation.get(key, 1)
+        key = _key(first, group)
+        # Where to start: the oldest generation open last time, unless the
+        # caller goes on from one (a group's alarms after its window).
+        walking = generation is None
+        if generation is None:
+            generation = self._generation.get(key, 1)
         # The create itself is the first occurrence (an Incident that exists
         # has fired at least once), so a new alarm costs one write. If this
         # call created the Incident, that alarm is counted already.
         counted_by_create: ReceivedAlarm | None = None
         for attempt in range(MAX_ATTEMPTS):
-            name = incident_name(
-                service=service_name(first.service), fingerprint=key, generation=generation
+            name = (
+                group_incident_name(group, generation)
+                if group is not None
+                else incident_name(
+                    service=service_name(first.service), fingerprint=key, generation=generation
+                )
             )
             # The object as this process last wrote or read it: if nobody else
             # wrote since, the patch below needs no read first; if somebody
@@ -170,7 +205,7 @@ class AlarmRecorder:
             ):
                 # An alarm this process has not seen is most likely new: create
                 # first and save a read; a 409 sends us to the read.
-                current = self._create(name, first)
+                current = self._create(name, first, group)
                 counted_by_create = first if current is not None else None
             if current is None:
                 current = self._get(name)
@@ -179,24 +214,45 @@ class AlarmRecorder:
             if current is None:
                 if first.alarm.state != "ALARM":
                     # A recovery (or no data) with nothing open: nothing to do.
-                    return [Outcome("no_open_incident", None, 0) for _ in alarms]
-                current = self._create(name, first)
+                    for alarm in alarms:
+                        results[id(alarm)] = Outcome("no_open_incident", None, 0)
+                    return
+                current = self._create(name, first, group)
                 if current is None:  # someone else created it just now
                     continue
                 counted_by_create = first
             status = current.get("status") or {}
             seen = _delivery_ids(current)
-            pending = [alarm for alarm in alarms if alarm is not counted_by_create]
-            fresh = _not_seen_before(pending, seen)
             # Escalated and Ignored incidents stay open and keep counting until
             # the alarm recovers, so a flapping alarm does not flood the cluster.
             if status.get("phase") in CLOSED_PHASES and counted_by_create is None:
+                fresh = _not_seen_before(alarms, seen)
                 if not fresh:
-                    return [Outcome("redelivery", name, _count(status))] * len(alarms)
+                    for alarm in alarms:
+                        results[id(alarm)] = Outcome("redelivery", name, _count(status))
+                    return
                 generation += 1
                 continue
+            if walking:
+                self._generation[key] = generation  # open: its alarms count here
+            if group is not None and counted_by_create is None:
+                # Alarms that are not this Incident's and came after its
+                # window go on to the next generation of the group.
+                later = _after_window(current, alarms, group)
+                if later:
+                    self._apply(later, group, generation + 1, results)
+                    alarms = [alarm for alarm in alarms if alarm not in later]
+                    if not alarms:
+                        return
+            pending = [alarm for alarm in alarms if alarm is not counted_by_create]
+            fresh = _not_seen_before(pending, seen)
             patch = _status_patch(
-                current, fresh, seen, latest=alarms[-1], created=counted_by_create is not None
+                current,
+                alarms,
+                fresh,
+                seen,
+                created=counted_by_create is not None,
+                resolve_when=group.resolve_when if group is not None else "all",
             )
             occurrences = _count(status)
             if patch:
@@ -221,22 +277,26 @@ class AlarmRecorder:
                     continue
                 self._remember(name, written)
                 occurrences = _count(written.get("status") or {})
-            self._generation[key] = generation
             counted = {id(alarm) for alarm in fresh}
             repeat: Result = "counted" if first.alarm.state == "ALARM" else "recovered"
-            return [
-                Outcome("created", name, occurrences)
-                if alarm is counted_by_create
-                else Outcome(repeat if id(alarm) in counted else "redelivery", name, occurrences)
-                for alarm in alarms
-            ]
+            for alarm in alarms:
+                results[id(alarm)] = (
+                    Outcome("created", name, occurrences)
+                    if alarm is counted_by_create
+                    else Outcome(
+                        repeat if id(alarm) in counted else "redelivery", name, occurrences
+                    )
+                )
+            return
         raise ApiUnavailable(f"gave up on {key!r} after {MAX_ATTEMPTS} write conflicts")
 
     def _get(self, name: str) -> dict[str, Any] | None:
         return self._call(read_incident, self._objects, self._namespace, name)  # type: ignore[no-any-return]
 
-    def _create(self, name: str, alarm: ReceivedAlarm) -> dict[str, Any] | None:
-        body = incident_object(name, alarm)
+    def _create(
+        self, name: str, alarm: ReceivedAlarm, group: Group | None
+    ) -> dict[str, Any] | None:
+        body = incident_object(name, alarm, group)
         try:
             return self._call(  # type: ignore[no-any-return]
                 self._objects.create_namespaced_custom_object,
@@ -294,24 +354,71 @@ class AlarmRecorder:
             raise ApiUnavailable(f"API server unreachable: {error}") from error
 
 
-def incident_object(name: str, alarm: ReceivedAlarm) -> dict[str, Any]:
-    """The Incident that a first delivery of `alarm` creates."""
+def incident_object(name: str, alarm: ReceivedAlarm, group: Group | None = None) -> dict[str, Any]:
+    """The Incident that a first delivery of `alarm` creates (the first of `group`'s)."""
+    labels = {
+        "app.kubernetes.io/managed-by": "incident-operator",
+        f"{GROUP}/source": alarm.source,
+        f"{GROUP}/severity": alarm.severity,
+        f"{GROUP}/service": label_value(service_name(alarm.service)),
+        f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
+    }
+    if group is not None:
+        labels[f"{GROUP}/group"] = group.hash
     return {
         "apiVersion": API_VERSION,
         "kind": "Incident",
         "metadata": {
             "name": name,
             "annotations": ({FIRST_DELIVERY: alarm.delivery_id} if alarm.delivery_id else {}),
-            "labels": {
-                "app.kubernetes.io/managed-by": "incident-operator",
-                f"{GROUP}/source": alarm.source,
-                f"{GROUP}/severity": alarm.severity,
-                f"{GROUP}/service": label_value(service_name(alarm.service)),
-                f"{GROUP}/fingerprint": fingerprint_hash(alarm.fingerprint),
-            },
+            "labels": labels,
         },
         "spec": alarm.incident_spec().to_api(),
     }
+
+
+def _key(alarm: ReceivedAlarm, group: Group | None) -> str:
+    """What deliveries are batched and Incidents named by: the group, or the alarm."""
+    return f"group:{group.key}" if group is not None else alarm.fingerprint
+
+
+def _after_window(
+    incident: dict[str, Any], alarms: list[ReceivedAlarm], group: Group
+) -> list[ReceivedAlarm]:
+    """The alarms that do not join this open Incident of their group: not
+    among its alerts, and arriving after its window (or recovering: a
+    recovery of an alert it does not hold is not its)."""
+    present = {alert["fingerprint"] for alert in alerts_of(incident)}
+    created = _parse_time(incident["metadata"]["creationTimestamp"])
+    open_to_new = (datetime.now(UTC) - created).total_seconds() < group.window_seconds
+    return [
+        alarm
+        for alarm in alarms
+        if alarm.fingerprint not in present and not (open_to_new and alarm.alarm.state == "ALARM")
+    ]
+
+
+def _alert(alarm: ReceivedAlarm, now: str) -> dict[str, Any]:
+    return {
+        "fingerprint": alarm.fingerprint,
+        "title": alarm.title,
+        "severity": alarm.severity,
+        "service": alarm.service.name,
+        "state": alarm.alarm.state,
+        "occurrences": 1,
+        "firstSeen": now,
+        "lastSeen": now,
+    }
+
+
+def incident_state(alerts: list[dict[str, Any]], latest: str, resolve_when: str) -> str:
+    """The Incident's alarm state from its alerts' ("any": a recovery of any is OK)."""
+    if resolve_when == "any" and latest == "OK":
+        return "OK"
+    states = {str(alert["state"]) for alert in alerts}
+    if len(states) == 1:
+        return states.pop()
+    return "ALARM" if "ALARM" in states else "INSUFFICIENT_DATA"
 
 
 def _not_seen_before(alarms: list[ReceivedAlarm], seen: list[str]) -> list[ReceivedAlarm]:
@@ -343,24 +450,30 @@ def _delivery_ids(incident: dict[str, Any]) -> list[str]:
 
 def _status_patch(
     incident: dict[str, Any],
+    alarms: list[ReceivedAlarm],
     fresh: list[ReceivedAlarm],
     seen: list[str],
     *,
-    latest: ReceivedAlarm,
     created: bool,
+    resolve_when: str,
 ) -> dict[str, Any] | None:
     """The status patch for these deliveries (all in one state), or None: nothing to write.
 
-    Fresh deliveries count; any firing delivery moves lastSeen (but the one
-    that just created the Incident: the operator's first write records it);
-    a group's truncation, when it changed, is noted.
+    Fresh deliveries count, on the Incident and on their alert (a new alert
+    is added); any firing delivery moves lastSeen (but the one that just
+    created the Incident: the operator's first write records it); a group's
+    truncation, when it changed, is noted.
     """
     status = incident.get("status") or {}
     now = datetime.now(UTC)
+    stamp = now.isoformat()
+    latest = alarms[-1]
     state = latest.alarm.state
     update: dict[str, Any] = {}
+    alerts = alerts_of(incident)
+    by_fingerprint = {alert["fingerprint"]: alert for alert in alerts}
+    count = int(status.get("alertCount") or len(alerts))
     if fresh:
-        update["alarmState"] = state
         new_ids = [alarm.delivery_id for alarm in fresh if alarm.delivery_id is not None]
         if new_ids:
             update["deliveryIds"] = [*seen, *new_ids][-DELIVERY_IDS_KEPT:]
@@ -368,8 +481,29 @@ def _status_patch(
             update["occurrences"] = _count(status) + len(fresh)
             if not status.get("firstSeen"):
                 update["firstSeen"] = incident["metadata"]["creationTimestamp"]
+        for alarm in fresh:
+            alert = by_fingerprint.get(alarm.fingerprint)
+            if alert is None:
+                if state != "ALARM":
+                    continue  # a recovery of an alert this Incident never held
+                count += 1  # beyond the list's bound an alert is counted, not listed
+                if len(alerts) < MAX_ALERTS:
+                    alert = by_fingerprint[alarm.fingerprint] = _alert(alarm, stamp)
+                    alerts.append(alert)
+                continue
+            if state == "ALARM":
+                alert["occurrences"] = int(alert["occurrences"]) + 1
+                alert["lastSeen"] = stamp
+            alert["state"] = state
+        update["alarmState"] = incident_state(alerts, state, resolve_when)
+        update["alerts"] = alerts
+        update["alertCount"] = count
     if state == "ALARM" and (fresh or (not created and _seen_before(status.get("lastSeen"), now))):
         update["lastSeen"] = now
+        for alarm in alarms:
+            if alarm.fingerprint in by_fingerprint:
+                by_fingerprint[alarm.fingerprint]["lastSeen"] = stamp
+        update["alerts"] = alerts
     truncated = latest.group_truncated
     if truncated is not None and truncated != (status.get("truncatedAlerts") or 0):
         update["truncatedAlerts"] = truncated or None  # 0: the note goes
@@ -384,8 +518,11 @@ def _seen_before(last_seen: str | None, now: datetime) -> bool:
     """Whether a recorded lastSeen is older than the resolution (or missing)."""
     if not last_seen:
         return True
-    seconds = (now - datetime.fromisoformat(last_seen.replace("Z", "+00:00"))).total_seconds()
-    return seconds > LAST_SEEN_RESOLUTION_SECONDS
+    return (now - _parse_time(last_seen)).total_seconds() > LAST_SEEN_RESOLUTION_SECONDS
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _fields(update: dict[str, Any]) -> set[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from ..models import Approval, Incident, Record
 from ..text import reveal
 from ..timeline import Entry
-from .story import kubectl_command, truncation
+from .story import alerts_line, kubectl_command, truncation
 
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
@@ -86,6 +86,9 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     ]
     if status.truncated_alerts:
         fields.append(("Not delivered", truncation(status.truncated_alerts)))
+    grouped = alerts_line(incident)
+    if grouped:
+        fields.append(("Alerts", grouped))
     said = (assessment.message if assessment else None) or status.message or spec.summary
     blocks: list[dict[str, Any]] = [
         {

@@ -53,7 +53,22 @@ def facts(incident: Incident) -> list[tuple[str, str]]:
         found.append(("Why escalated", status.message))
     if status.truncated_alerts:
         found.append(("Not delivered", truncation(status.truncated_alerts)))
+    grouped = alerts_line(incident)
+    if grouped:
+        found.append(("Alerts", grouped))
     return found
+
+
+def alerts_line(incident: Incident, *, named: int = 5) -> str | None:
+    """A grouped Incident's alerts in a line (None for an Incident of one alert)."""
+    status = incident.status
+    count = status.alert_count or len(status.alerts)
+    if count <= 1:
+        return None
+    titles = [alert.title for alert in status.alerts[:named]]
+    more = f" and {count - len(titles)} more" if count > len(titles) else ""
+    firing = sum(alert.state == "ALARM" for alert in status.alerts)
+    return f"{count} alerts ({firing} firing): {', '.join(titles)}{more}"
 
 
 def truncation(count: int) -> str:

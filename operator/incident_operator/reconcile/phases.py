@@ -35,7 +35,9 @@ from pydantic import JsonValue
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
+    SEVERITY_RANK,
     Acknowledgement,
+    AlertEntry,
     Approval,
     Assessment,
     Condition,
@@ -363,10 +365,39 @@ def _decide(
             return None  # nothing gathered: nothing to decide yet
         return _assessed(incident, facts.assessment, policy=policy, defaults=defaults, step=step)
     if phase == "AwaitingApproval":
+        worse = _more_severe_alert(incident)
+        if worse is not None:
+            return _reassess(incident, worse, step)
         return _approval(incident, policy=policy, defaults=defaults, step=step)
     if phase == "Remediating":
         return _remediate(incident, facts, policy=policy, defaults=defaults, step=step)
     return None
+
+
+def _more_severe_alert(incident: Incident) -> AlertEntry | None:
+    """An alert more severe than what was assessed, joined since (a group's)."""
+    assessment = incident.status.assessment
+    if assessment is None or assessment.severity is None:
+        return None
+    assessed = SEVERITY_RANK[assessment.severity]
+    worse = [a for a in incident.status.alerts if SEVERITY_RANK[a.severity] > assessed]
+    return max(worse, key=lambda a: SEVERITY_RANK[a.severity]) if worse else None
+
+
+def _reassess(incident: Incident, alert: AlertEntry, step: _Builder) -> Transition:
+    """Before anything was done: assess again, the pending approval cancelled."""
+    approval = incident.status.approval
+    if approval is not None and approval.state == "Pending":
+        step.set(
+            approval=approval.model_copy(update={"state": "Cancelled", "at": step.now}).to_api()
+        )
+    why = f"a more severe alert joined: {alert.title!r} ({alert.severity})"
+    return (
+        step.condition("Approved", "False", "Reassessing", f"{why}; assessing again")
+        .condition("Assessed", "Unknown", "Assessing", "assessment in progress")
+        .record("reassess", "MoreSevereAlert", f"{why}; assessing again")
+        .to("Assessing")
+    )
 
 
 def _received_message(incident: Incident) -> str:

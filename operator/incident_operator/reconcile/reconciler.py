@@ -27,6 +27,7 @@ from kubernetes import client
 
 from .. import metrics
 from ..crashpoints import crash_point
+from ..grouping import alerts_of
 from ..kube import patch_status_if_unchanged, read_incident
 from ..models import GROUP, TERMINAL_PHASES, VERSION, Incident, LastTransition
 from ..notify import Notifier
@@ -263,6 +264,12 @@ def _first_count(incident: Incident) -> dict[str, Any]:
         fields["lastSeen"] = created
     if status.alarm_state is None:
         fields["alarmState"] = incident.spec.alarm.state
+    if not status.alerts:
+        # Its one alert, as counted above (the webhook lists a group's).
+        alerts = alerts_of(incident.to_api())
+        alerts[0].update({k: v for k, v in fields.items() if k in ("firstSeen", "lastSeen")})
+        alerts[0]["state"] = fields.get("alarmState", alerts[0]["state"])
+        fields["alerts"], fields["alertCount"] = alerts, 1
     return fields
 
 

@@ -49,7 +49,13 @@ def build_ports(settings: Settings, *, api: client.ApiClient | None = None) -> P
                 gemini_base_url=settings.gemini_base_url,
                 gemini_timeout_s=settings.gemini_timeout_seconds,
             )
-        return await assess(incident=incident.spec, policy=policy, assessor=assessor)
+        # A group is as severe as its most severe alert, and says so.
+        severity = incident.severity
+        spec = incident.spec.model_copy(update={"severity": severity})
+        assessment = await assess(
+            incident=spec, policy=policy, assessor=assessor, alerts=incident.status.alerts
+        )
+        return assessment.model_copy(update={"severity": severity})
 
     return Ports(
         assess=assess_incident,
