@@ -743,17 +743,29 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
         "list secrets": {"resource": "secrets", "verb": "list", "namespace": namespace},
         "list pods": {"resource": "pods", "verb": "list", "namespace": namespace},
         "list incidents in default": {**on("incidents", "list"), "namespace": "default"},
+        "create silences": on("silences", "create"),
+        "get silences": on("silences", "get"),
+        "list silences": on("silences", "list"),
+        "watch silences": on("silences", "watch"),
+        "update silences": on("silences", "update"),
+        "patch silences": on("silences", "patch"),
+        "delete silences": on("silences", "delete"),
+        "patch silences/status": on("silences", "patch", subresource="status"),
+        "create silences in default": {**on("silences", "create"), "namespace": "default"},
     }
 
 
 # Not "patch incidents": the webhook never writes an Incident's spec or metadata.
 # It reads the policies: alarms are grouped (a policy's grouping) where they arrive.
+# "create silences": the Slack "Silence 1h" button; it reads or changes none.
 WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status",
-               "list responsepolicies", "watch responsepolicies"}  # fmt: skip
-# "delete incidents": a finished one, at the end of its retention.
+               "list responsepolicies", "watch responsepolicies", "create silences"}  # fmt: skip
+# "delete incidents": a finished one, at the end of its retention; "delete
+# silences": a day after one expired; it creates or edits none.
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
                 "delete incidents", "list responsepolicies", "watch responsepolicies",
-                "create events"}  # fmt: skip
+                "create events", "get silences", "list silences", "watch silences",
+                "delete silences", "patch silences/status"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

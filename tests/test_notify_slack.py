@@ -29,7 +29,7 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
         "event_payload": {"uid": first.metadata["uid"], "incident": "shop/checkout-3f1c2a9b0d4e"},
     }
     # Open and nobody on it yet: anyone may take it.
-    assert message.buttons == ["incident_acknowledge", "incident_timeline"]
+    assert message.buttons == ["incident_acknowledge", "incident_silence", "incident_timeline"]
     assert [m.text for m in slack.thread(message)] == ["*Triggered*: high alarm"]
 
     pending = moved(
@@ -44,7 +44,9 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
     assert announced.status == "True", announced
     assert slack.top_level() == [message], "never a second top-level message"
     assert message.updates == 1
-    assert message.buttons == ["incident_approve", "incident_reject", "incident_timeline"]
+    assert message.buttons == [
+        "incident_approve", "incident_reject", "incident_silence", "incident_timeline"
+    ]  # fmt: skip
     [approve] = [
         e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
         if e["action_id"] == "incident_approve"
@@ -63,7 +65,7 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
         **transition("Remediating", ("approval", "Approved", "restart approved")),
     )
     await tell.announce(approved, policy=policy())
-    assert message.buttons == ["incident_timeline"]
+    assert message.buttons == ["incident_silence", "incident_timeline"]
     assert "approved by <@U01ALICE> via slack" in message.shown
 
 

@@ -127,6 +127,12 @@ LEADER = Gauge(
     "1 while this replica holds the Lease and acts, else 0.",
     registry=REGISTRY,
 )
+ALARMS_SILENCED = Counter(
+    "incident_operator_alarms_silenced_total",
+    "Alarms muted by a Silence (an Incident entering phase Silenced), by service and severity.",
+    ["service", "severity"],
+    registry=REGISTRY,
+)
 RETENTION_DELETED = Counter(
     "incident_operator_retention_deleted_total",
     "Finished Incidents deleted at the end of their retention period.",
@@ -158,6 +164,8 @@ def transition_written(before: Incident, after: Incident) -> None:
             seconds = max((moment - alarm).total_seconds(), 0.0)
             ALARM_TO[stage].labels(*labels).observe(seconds)
 
+    if new_phase == "Silenced" and old_phase != "Silenced":
+        ALARMS_SILENCED.labels(*labels).inc()
     if "acknowledged" in kinds and new.acknowledgement is not None:
         since_alarm("acknowledgement", new.acknowledgement.at)  # when the person said so
     if "assessment" in kinds and new.assessment is not None:

@@ -43,6 +43,7 @@ Phase = Literal[
     "Escalated",
     "Ignored",
     "Failed",
+    "Silenced",
 ]
 # Closed: nothing more will happen; the next alarm opens a new Incident.
 CLOSED_PHASES: frozenset[str] = frozenset({"Resolved", "Failed"})
@@ -54,7 +55,7 @@ Verdict = Literal["SAFE", "ESCALATE"]
 ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired", "Cancelled"]
 # In the order they are kept in status (and shown by kubectl describe).
 ConditionType = Literal[
-    "Assessed", "Acknowledged", "Approved", "Remediated", "Notified", "Resolved"
+    "Assessed", "Acknowledged", "Approved", "Remediated", "Notified", "Resolved", "Silenced"
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -379,6 +380,13 @@ class Notifications(Model):
     jira_commented: bool | None = Field(None, description="The resolution comment was added.")
 
 
+class SilenceRef(Model):
+    """The Silence that muted an Incident (see silence.py), and until when."""
+
+    name: ShortText = Field(description="The Silence's name, in the Incident's namespace.")
+    until: datetime = Field(description="When its window ends: the Incident is looked at again.")
+
+
 class Condition(Model):
     """A Kubernetes-style condition (metav1.Condition)."""
 
@@ -459,6 +467,9 @@ class IncidentStatus(Model):
     assessment: Assessment | None = None
     approval: Approval | None = None
     acknowledgement: Acknowledgement | None = None
+    silence: SilenceRef | None = Field(
+        None, description="The Silence that muted it (phase Silenced), the latest one."
+    )
     remediation: Remediation | None = None
     notifications: Notifications | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -18,6 +18,7 @@ APPROVE = "incident_approve"
 REJECT = "incident_reject"
 TIMELINE = "incident_timeline"
 ACKNOWLEDGE = "incident_acknowledge"
+SILENCE = "incident_silence"
 
 # Block Kit limits: a header's text, a section's text, a field.
 HEADER_MAX = 150
@@ -33,6 +34,7 @@ PHASE_MARK = {
     "Escalated": ":sos:",
     "Ignored": ":zzz:",
     "Failed": ":x:",
+    "Silenced": ":mute:",
 }
 
 
@@ -119,6 +121,10 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
     )
     buttons = [_button("View Timeline", TIMELINE, incident)]
+    if phase not in ("Resolved", "Failed", "Ignored"):
+        # Mutes the next alarms of this service and alarm for an hour
+        # (approvers only); this Incident goes on.
+        buttons.insert(0, _button("Silence 1h", SILENCE, incident))
     if awaiting_acknowledgement(incident) and not awaiting_decision(incident):
         # Approving or rejecting acknowledges too: one button fewer then.
         buttons.insert(0, _button("Acknowledge", ACKNOWLEDGE, incident))
