@@ -75,6 +75,8 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RETENTION_SECONDS = 3650 * 24 * 3600
 # Alerts listed in one Incident's status (a storm grouped into it); more are counted.
 MAX_ALERTS = 100
+# Escalation steps taken at most: ten steps, each repeated up to ten times.
+MAX_ESCALATION_STEPS = 110
 
 # No control, format (bidi overrides, zero-width) or private-use characters,
 # nor line/paragraph separators (lone surrogates are refused at ingest): a
@@ -435,6 +437,48 @@ class AlertEntry(Model):
     last_seen: datetime
 
 
+Email = Annotated[str, Field(max_length=320)]
+
+
+class EscalationTargets(Model):
+    """Whom one escalation step tells; at least one."""
+
+    slack_user_group: ShortText | None = Field(
+        None, description="A Slack user group id (S0...) mentioned in the Incident's thread."
+    )
+    email: list[Email] = Field(
+        default_factory=list, max_length=32, description="Addresses sent an email (SES)."
+    )
+    pagerduty: ShortText | None = Field(
+        None,
+        description="A routing key's name (PAGERDUTY_ROUTING_KEYS; 'default' is "
+        "PAGERDUTY_ROUTING_KEY) that is paged, a new PagerDuty alert resolved with the Incident.",
+    )
+
+    @model_validator(mode="after")
+    def someone(self) -> EscalationTargets:
+        if not (self.slack_user_group or self.email or self.pagerduty):
+            raise ValueError("a step tells someone: slackUserGroup, email or pagerduty")
+        return self
+
+
+class EscalationStepTaken(EscalationTargets):
+    """One step of the policy's escalation, taken: when, and whom it told."""
+
+    number: Annotated[int, Field(ge=1, le=MAX_ESCALATION_STEPS)] = Field(
+        description="1 for the first step taken, counting on through repeats."
+    )
+    step: Annotated[int, Field(ge=1, le=10)] = Field(description="Which of the policy's steps.")
+    at: datetime
+
+
+class EscalationState(Model):
+    """An escalated Incident's escalation chain: since when, and the steps taken."""
+
+    since: datetime = Field(description="When the Incident was escalated.")
+    steps: list[EscalationStepTaken] = Field(default_factory=list, max_length=MAX_ESCALATION_STEPS)
+
+
 class IncidentStatus(Model):
     """What happened. Written by the operator, the webhook (counts) and approvals."""
 
@@ -469,6 +513,9 @@ class IncidentStatus(Model):
     acknowledgement: Acknowledgement | None = None
     silence: SilenceRef | None = Field(
         None, description="The Silence that muted it (phase Silenced), the latest one."
+    )
+    escalation: EscalationState | None = Field(
+        None, description="Since when it is escalated, and the policy's escalation steps taken."
     )
     remediation: Remediation | None = None
     notifications: Notifications | None = None
@@ -622,6 +669,22 @@ class PagerDutyTarget(Model):
     on_notify_team: bool = Field(False, description="Also page for a plain notify_team.")
 
 
+class EscalationStep(EscalationTargets):
+    after: Duration = Field(
+        description="How long after the escalation (for the first step) or the step before "
+        "it this one is taken, if nobody acknowledged the Incident meanwhile."
+    )
+
+
+class EscalationPolicy(Model):
+    """Who is told, and when, while an escalated Incident stays unacknowledged."""
+
+    steps: list[EscalationStep] = Field(min_length=1, max_length=10)
+    repeat: Annotated[int, Field(ge=0, le=10)] = Field(
+        0, description="How many times the chain starts over after its last step."
+    )
+
+
 class NotifyPolicy(Model):
     slack: SlackTarget | None = None
     jira: JiraTarget | None = None
@@ -684,6 +747,11 @@ class ResponsePolicySpec(Model):
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     grouping: Grouping | None = Field(
         None, description="Group alarms into one Incident; unset: one Incident per alarm."
+    )
+    escalation: EscalationPolicy | None = Field(
+        None,
+        description="Steps taken while an escalated Incident stays unacknowledged; an "
+        "acknowledgement or the resolution stops them.",
     )
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 

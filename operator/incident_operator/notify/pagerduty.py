@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..crashpoints import crash_point
-from ..models import CLOSED_PHASES, Incident, Severity
+from ..escalation import latest_step
+from ..models import CLOSED_PHASES, EscalationStepTaken, Incident, Severity
 from ..policy import Policy
 from .channel import ChannelFailed, Told
 from .delivered import Delivered, DeliveryKey, record_taken
@@ -124,7 +125,7 @@ class PagerDutyChannel:
     # --- what is due ----------------------------------------------------------
 
     def wants(self, incident: Incident, *, policy: Policy) -> bool:
-        return bool(self._due(incident, policy))
+        return bool(self._due(incident, policy)) or bool(_step_pages(incident))
 
     def _due(self, incident: Incident, policy: Policy) -> list[Action]:
         status = incident.status
@@ -159,38 +160,53 @@ class PagerDutyChannel:
         state.update(ref.to_api() if ref else {})
         lane = _lane(routing_key)
         ahead = self.outbox.depth(lane)
-        # Every due event into the lane at once, in order; then wait for them.
-        submitted: list[tuple[Action, bool, asyncio.Future[None] | None]] = []
-        for action in self._due(incident, policy):
+        # Every due event into its lane at once, in order; then wait for them.
+        uid = incident.metadata.get("uid")
+        planned: list[tuple[Action, str, str, str, str]] = [
+            (action, key_name, routing_key, dedup, f"{action}@{uid}")
+            for action in self._due(incident, policy)
+        ]
+        main = len(planned)
+        for action, step in _step_pages(incident):
+            # An escalation step's page: an alert of its own on the step's
+            # routing key, resolved with the Incident.
+            assert step.pagerduty is not None
+            alert_key, tag = f"{dedup}#step{step.number}", f"{action}-step{step.number}@{uid}"
+            planned.append((action, step.pagerduty, self._key(step.pagerduty), alert_key, tag))
+        # The status says a trigger was decided only when one was, not for a step's page alone.
+        recorded = {"pagerduty": state} if ref is not None or main else {}
+        submitted: list[tuple[Action, str, str, bool, asyncio.Future[None] | None]] = []
+        for action, name, key, alert_key, tag in planned:
             event = Event(
-                body=self._body(incident, action, routing_key=routing_key, dedup=dedup),
-                delivery=DeliveryKey(
-                    "pagerduty", incident.reference, f"{action}@{incident.metadata.get('uid')}"
-                ),
-                key_name=key_name,
+                body=self._body(incident, action, routing_key=key, dedup=alert_key),
+                delivery=DeliveryKey("pagerduty", incident.reference, tag),
+                key_name=name,
             )
             found = await self._delivered.was(event.delivery)
-            sent = None if found else self.outbox.submit(lane, f"{dedup}#{action}", event)
-            submitted.append((action, found, sent))
+            sent = None if found else self.outbox.submit(_lane(key), f"{alert_key}#{action}", event)
+            submitted.append((action, name, tag, found, sent))
         deadline = asyncio.get_running_loop().time() + self._wait
         notes: list[str] = []
-        for action, found, sent in submitted:
+        for action, name, tag, found, sent in submitted:
             if sent is not None:
                 left = deadline - asyncio.get_running_loop().time()
                 if not await wait_for(sent, seconds=max(left, 0.0)):
                     notes.append(
-                        f"{action} queued for routing key {key_name!r} ({ahead} event(s) were "
+                        f"{action} queued for routing key {name!r} ({ahead} event(s) were "
                         "ahead, paced under PagerDuty's limit); told again once sent"
                     )
-                    return Told({"pagerduty": state}, "; ".join(notes), queued=True)
+                    return Told(recorded, "; ".join(notes), queued=True)
                 try:
                     sent.result()
                 except Refused as refused:
                     raise ChannelFailed(f"PagerDuty refused the {action}: {refused}",
                                         retryable=False) from refused  # fmt: skip
+            if "-step" in tag:
+                notes.append(f"escalation {action} {'sent before' if found else 'sent'} ({name})")
+                continue
             state[_SENT[action]] = True
-            notes.append(f"{action} {'sent before' if found else 'sent'} ({key_name})")
-        return Told({"pagerduty": state}, "; ".join(notes))
+            notes.append(f"{action} {'sent before' if found else 'sent'} ({name})")
+        return Told(recorded, "; ".join(notes))
 
     def _key(self, name: str) -> str:
         key = self._keys.get(name)
@@ -260,6 +276,20 @@ class PagerDutyChannel:
     async def close(self) -> None:
         await self.outbox.close()
         await self._poster.close()
+
+
+def _step_pages(incident: Incident) -> list[tuple[Action, EscalationStepTaken]]:
+    """Escalation steps' pages due: the latest step's trigger, and on
+    resolution the resolve of every step that paged."""
+    phase = incident.status.phase or "Triggered"
+    due: list[tuple[Action, EscalationStepTaken]] = []
+    latest = latest_step(incident)
+    if latest is not None and latest.pagerduty and phase not in CLOSED_PHASES:
+        due.append(("trigger", latest))
+    escalation = incident.status.escalation
+    if phase == "Resolved" and escalation is not None:
+        due += [("resolve", step) for step in escalation.steps if step.pagerduty]
+    return due
 
 
 def _pages(incident: Incident, policy: Policy) -> bool:

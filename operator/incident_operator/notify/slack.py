@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from ..escalation import step_of
 from ..models import Incident, SlackRef
 from ..policy import Policy
 from .channel import ChannelFailed, Told
@@ -197,12 +198,17 @@ class SlackChannel:
         for key, record in keyed:
             if key in posted:
                 continue
+            text = record_text(record)
+            step = step_of(incident, record)
+            if step is not None and step.slack_user_group:
+                # An escalation step: the user group is mentioned, so notified.
+                text = f"<!subteam^{step.slack_user_group}> {text}"
             await slack_call(
                 "reply in the thread",
                 self._client.chat_postMessage(
                     channel=ref.channel,
                     thread_ts=ref.ts,
-                    text=record_text(record),
+                    text=text,
                     metadata=_metadata(RECORD_EVENT, incident, record=key),
                 ),
             )

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import JsonValue
 
+from .. import escalation
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
@@ -43,6 +44,7 @@ from ..models import (
     Condition,
     ConditionStatus,
     ConditionType,
+    EscalationState,
     Incident,
     Phase,
     Record,
@@ -164,6 +166,7 @@ class _Builder:
 
     def __init__(self, incident: Incident, now: datetime) -> None:
         self.now = now
+        self.phase = incident.status.phase or "Triggered"
         self.conditions = list(incident.status.conditions)
         self.records: list[Record] = []
         self.status: dict[str, Any] = {}
@@ -189,6 +192,9 @@ class _Builder:
     def to(
         self, phase: Phase, *, wake_after: float | None = None, quiet: bool = False
     ) -> Transition:
+        if phase == "Escalated" and self.phase != "Escalated":
+            # The escalation chain's clock starts here (escalation.py).
+            self.status.setdefault("escalation", EscalationState(since=self.now).to_api())
         return Transition(
             phase=phase,
             status=self.status,
@@ -346,6 +352,8 @@ def _decide(
         return None
     if status.alarm_state == "OK" and phase != "Remediating":
         return _recovered(incident, now)
+    if phase == "Escalated":
+        return _escalate_further(incident, policy, now)
     if phase in HANDED_OFF_PHASES:
         return None
     step = _Builder(incident, now)
@@ -397,6 +405,36 @@ def _reassess(incident: Incident, alert: AlertEntry, step: _Builder) -> Transiti
         .condition("Assessed", "Unknown", "Assessing", "assessment in progress")
         .record("reassess", "MoreSevereAlert", f"{why}; assessing again")
         .to("Assessing")
+    )
+
+
+def _escalate_further(incident: Incident, policy: Policy, now: datetime) -> Outcome:
+    """The policy's next escalation step, if it is due and nobody acknowledged."""
+    chain = policy.spec.escalation
+    if chain is None or incident.status.acknowledgement is not None:
+        return None
+    so_far = escalation.state(incident, now)
+    due = escalation.next_due(chain, len(so_far.steps), so_far.since)
+    if due is None:
+        return None  # every step taken
+    if now < due:
+        return Wait((due - now).total_seconds())
+    taken = escalation.take(chain, so_far, now)
+    step = taken.steps[-1]
+    following = escalation.next_due(chain, len(taken.steps), taken.since)
+    return (
+        _Builder(incident, now)
+        .set(escalation=taken.to_api())
+        .record(
+            "escalation",
+            escalation.reason(step),
+            escalation.describe(step, len(chain.steps)),
+            warning=True,
+        )
+        .to(
+            "Escalated",
+            wake_after=max((following - now).total_seconds(), 0.0) if following else None,
+        )
     )
 
 
