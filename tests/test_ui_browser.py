@@ -45,8 +45,6 @@ from webhook_support import new_token
 TABLE = "ui-timeline"
 DEMO = ["checkout-cpu-high", "payments-error-rate", "search-latency", "orders-storm"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no /usr/bin/chromium")
-
 
 @pytest.fixture(scope="module")
 def shown_namespace(api: client.ApiClient, crds_installed: None) -> str:
@@ -99,6 +97,9 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Debian's chromium, never a downloaded one.
+    assert Path(CHROMIUM).exists(), (
+        "no chromium: make cluster-deps (tests/cluster/install-packages.sh)"
+    )
     launched = playwright.chromium.launch(
         executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
     )
