@@ -96,6 +96,8 @@ async def test_the_sign_in_form_keeps_the_token_in_a_strict_httponly_cookie(
         assert cookie.startswith(f"incident_ui_token={token};")
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         assert (await ui.get("/")).status_code == 200  # the client keeps the cookie
+        huge = await ui.post("/login", content="token=" + "x" * 10_000, headers=FORM)
+        assert huge.status_code == 413
         signed_out = await ui.post("/logout")
         assert signed_out.status_code == 303
         assert (await ui.get("/")).status_code == 401
@@ -113,6 +115,7 @@ async def test_behind_a_proxy_its_header_names_the_reader_and_tokens_do_not_coun
         page = await ui.get("/", headers={"X-Forwarded-User": "alice@example.com"})
         assert page.status_code == 200 and "alice@example.com" in page.text
         assert "Sign out" not in page.text  # the proxy signs people out
+        assert (await ui.get("/login")).status_code == 303  # no token form behind a proxy
 
 
 async def test_every_answer_carries_a_strict_same_origin_policy(

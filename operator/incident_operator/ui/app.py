@@ -46,6 +46,7 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 OPEN_PATHS = ("/healthz", "/readyz", "/login", "/static/")
+MAX_LOGIN_BYTES = 8192
 KEEPALIVE_SECONDS = 15.0
 # Changes closer together than this are one "changed" for the browsers.
 COALESCE_SECONDS = 0.25
@@ -155,15 +156,21 @@ def create_app(
         return PlainTextResponse("the Incidents are not listed yet", status_code=503)
 
     @app.get("/login", response_class=HTMLResponse)
-    async def login_form(request: Request) -> HTMLResponse:
+    async def login_form(request: Request) -> Response:
+        if not auth.uses_tokens:  # the proxy signs people in, or nobody needs to
+            return RedirectResponse("/", status_code=303)
         return page(request, "login.html", failed=False)
 
     @app.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         if not auth.uses_tokens:
             return RedirectResponse("/", status_code=303)
-        body = (await request.body())[:8192].decode("utf-8", "replace")
-        token = (parse_qs(body).get("token") or [""])[0].strip()
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BYTES:  # a token is not that long
+                return PlainTextResponse("too large", status_code=413)
+        token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
         if not token or not auth.accepts(token):
             return page(request, "login.html", status=401, failed=True)
         answer = RedirectResponse("/", status_code=303)
