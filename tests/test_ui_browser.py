@@ -326,7 +326,12 @@ def test_without_signing_in_everything_is_401(browser: Browser, ui: Ui) -> None:
 
 
 def test_hostile_alarm_text_is_shown_as_text_and_never_runs(
-    page: Page, ui: Ui, api: client.ApiClient, moto_server: MotoServer, shown_namespace: str
+    page: Page,
+    ui: Ui,
+    api: client.ApiClient,
+    moto_server: MotoServer,
+    shown_namespace: str,
+    artifacts: Path,
 ) -> None:
     namespace = shown_namespace
     payload = " | ".join(XSS)
@@ -386,3 +391,4 @@ def test_hostile_alarm_text_is_shown_as_text_and_never_runs(
         assert attack in text, attack
     # A javascript: address is never a link.
     assert page.locator("#notifications a").count() == 0
+    page.screenshot(path=str(artifacts / "hostile.png"), full_page=True)

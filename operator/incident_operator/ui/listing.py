@@ -50,7 +50,6 @@ def row(incident: Incident, now: datetime) -> Row:
     status = incident.status
     assessment = status.assessment
     outcome = next((c.reason for c in status.conditions if c.type == "Remediated"), "")
-    created = times.parse_time(incident.metadata.get("creationTimestamp"))
     return Row(
         namespace=str(incident.metadata.get("namespace", "")),
         name=str(incident.metadata.get("name", "")),
@@ -65,7 +64,8 @@ def row(incident: Incident, now: datetime) -> Row:
         count=status.occurrences,
         title=incident.spec.title,
         opened=times.opened(incident),
-        age=times.seconds_between(created, now),
+        # kubectl's AGE is the object's; the first alarm is when it was made.
+        age=times.seconds_between(times.opened(incident), now),
         to_acknowledge=times.time_to_acknowledge(incident),
         to_resolve=times.time_to_resolve(incident),
         open_for=times.open_for(incident, now),
