@@ -427,8 +427,11 @@ def release(
         "watchNamespaces": [namespace],
         "operator": {"livenessPort": ports["liveness"]},
         "webhook": {"port": ports["webhook"], "ingress": {"enabled": True}},
-        "ui": {"enabled": True, "port": ports["ui"],
-               "tokens": {"existingSecret": "incident-ui-tokens"}},
+        "ui": {
+            "enabled": True,
+            "port": ports["ui"],
+            "tokens": {"existingSecret": "incident-ui-tokens"},
+        },
         "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "demo"},
     }
     # The Secret exists before the chart, as its values ask: two tokens, one per line.
