@@ -59,7 +59,9 @@ class Following:
                 pause = 1.0
                 self._watch(version)
             except Exception as error:  # keep following whatever the API server does
-                log.warning(f"{self._plural} watch failed", extra={"error": str(error)[:300]})
+                log.warning(
+                    "watch failed", extra={"watching": self._plural, "error": str(error)[:300]}
+                )
                 self.stopped.wait(pause)
                 pause = min(pause * 2, MAX_PAUSE)
 

@@ -42,8 +42,13 @@
           table.replaceChild(document.importNode(rows, true), table.tBodies[0]);
           var matched = rows.getAttribute("data-matched");
           var total = rows.getAttribute("data-total");
+          var shown = rows.getAttribute("data-shown");
           if (counts && matched !== null) {
-            counts.textContent = matched + " of " + total + " Incidents";
+            var said = matched + " of " + total + " Incidents";
+            if (Number(matched) > Number(shown)) {
+              said += ", the newest " + shown + " shown: narrow the filters";
+            }
+            counts.textContent = said;
           }
         }
       })
