@@ -88,13 +88,16 @@ def ui(
     )
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is running, its
+# event loop is this thread's running loop, and the asyncio tests of the
+# modules after this one could not start theirs.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Debian's chromium, never a downloaded one.
     assert Path(CHROMIUM).exists(), (
