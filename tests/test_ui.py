@@ -385,6 +385,20 @@ def test_analytics_over_a_period() -> None:
     assert gemini.latency_ms.percentiles[50] == 900
 
 
+def test_per_day_shows_the_busiest_services_and_counts_the_rest_together() -> None:
+    day = "2026-11-30T10:00:00Z"
+    incidents = [
+        incident(f"i{n}-{k}", firstSeen=day, service=f"svc-{n:02d}")
+        for n in range(analytics.MAX_SERVICES + 3)
+        for k in range(1 + (n < analytics.MAX_SERVICES))  # the first ones twice
+    ]
+    report = analytics.analyse(incidents, days=1, now=NOW)
+    assert report.services[-1] == analytics.OTHERS
+    assert len(report.services) == analytics.MAX_SERVICES + 1
+    assert report.per_day[-1][1][analytics.OTHERS] == 3
+    assert sum(report.per_day[-1][1].values()) == len(incidents)
+
+
 def test_the_story_tells_timeline_and_events_once_in_order() -> None:
     entries = [
         Entry(incident_id="ops/a", ts="2026-11-30T10:00:00Z#2", kind="assessment",

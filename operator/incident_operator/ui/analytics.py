@@ -19,6 +19,9 @@ from . import times
 PERIODS = (1, 7, 30, 90)
 PERCENTILES = (50, 90, 99)
 NOISIEST = 10
+# Columns of the per-day table: the busiest services, the rest as one.
+MAX_SERVICES = 12
+OTHERS = "others"
 
 
 def percentile(values: Sequence[float], p: int) -> float | None:
@@ -116,10 +119,13 @@ def analyse(incidents: Iterable[Incident], *, days: int, now: datetime) -> Analy
     start = now - timedelta(days=days)
     chosen = [i for i in incidents if (times.opened(i) or now) >= start]
     first_day = start.date()
+    busiest = Counter(i.spec.service.name for i in chosen).most_common()
+    shown = {name for name, _ in busiest[:MAX_SERVICES]}
     counts: dict[date, Counter[str]] = defaultdict(Counter)
     for incident in chosen:
         began = times.opened(incident) or now
-        counts[began.date()][incident.spec.service.name] += 1
+        service = incident.spec.service.name
+        counts[began.date()][service if service in shown else OTHERS] += 1
     per_day = [
         (day, dict(counts.get(day, Counter())))
         for day in (first_day + timedelta(days=n) for n in range((now.date() - first_day).days + 1))
@@ -144,7 +150,7 @@ def analyse(incidents: Iterable[Incident], *, days: int, now: datetime) -> Analy
         end=now,
         total=total,
         per_day=per_day,
-        services=sorted({i.spec.service.name for i in chosen}),
+        services=sorted(shown) + ([OTHERS] if len(busiest) > MAX_SERVICES else []),
         busiest_day=max((sum(c.values()) for _, c in per_day), default=0),
         mtta=Spread.of([s for i in chosen if (s := times.time_to_acknowledge(i)) is not None]),
         mttr=Spread.of([s for i in chosen if (s := times.time_to_resolve(i)) is not None]),
