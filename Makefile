@@ -15,7 +15,7 @@ help:
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
 	@echo "make kube-score    build or reuse kube-score (the chart is scored with it)"
 	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
-	@echo "make cluster-deps  install the Debian packages of the one-node cluster tests (root)"
+	@echo "make cluster-deps  install the Debian packages of the cluster and browser tests (root)"
 	@echo "make cluster       build or reuse the node's binaries and the local base image"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
 	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
@@ -45,7 +45,7 @@ kube-score: venv
 alertmanager: venv
 	$(BIN)/python -m incident_operator.devstack.alertmanager
 
-# containerd, runc, buildah, ...: only what is missing, silent when all is there.
+# containerd, runc, buildah, chromium...: only what is missing, silent when all is there.
 cluster-deps:
 	@tests/cluster/install-packages.sh
 

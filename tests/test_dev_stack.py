@@ -96,13 +96,20 @@ def test_dev_stack_serves_writes_env_and_stops_cleanly(tmp_path: Path) -> None:
             'incident_operator_incidents{phase="Escalated",service="search",severity="medium"} 1.0'
             in scraped
         )
+        # The dashboard, where .dev/env says, behind its own token, showing it.
+        assert httpx.get(env["INCIDENT_UI_URL"]).status_code == 401
+        page = httpx.get(
+            env["INCIDENT_UI_URL"], headers={"Authorization": f"Bearer {env['INCIDENT_UI_TOKEN']}"}
+        )
+        assert page.status_code == 200 and name in page.text
         children = descendants(dev.pid)
-        assert len(children) >= 4  # etcd, kube-apiserver, operator, webhook
+        assert len(children) >= 5  # etcd, kube-apiserver, operator, webhook, ui
     finally:
         dev.send_signal(signal.SIGTERM)
         output, _ = dev.communicate(timeout=60)
     assert dev.returncode == 0, output
     assert "incident-operator dev stack is up" in output
+    assert f"  ui          {env['INCIDENT_UI_URL']}" in output
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []
 
@@ -205,3 +212,4 @@ def test_make_demo_runs_the_five_alarms(tmp_path: Path) -> None:
     # orders was deployed twice; its alarm's answer took it back to the first.
     assert "resolved by the rollback of us-east-1/demo/orders" in result.stdout
     assert "orders runs orders:1 again" in result.stderr
+    assert "the dashboard, live while the demo runs: http://127.0.0.1:" in result.stderr

@@ -186,3 +186,30 @@ async def test_the_message_says_what_is_approved_what_is_missing_and_reveals_hid
     assert "3 more alert(s) of this Alertmanager group were left out" in message.shown
     # A bidi override would make the text read backwards: it is spelled out.
     assert "\\u202eesrever\\u202c" in message.shown and "\u202e" not in message.shown
+
+
+async def test_with_a_link_template_view_timeline_opens_the_incidents_page(
+    slack: FakeSlack,
+) -> None:
+    client = slack_client(token=slack.token, base_url=slack.api_url)
+    linked = SlackChannel(
+        client=client,
+        default_channel=CHANNEL,
+        link_template="https://incidents.example.com/incidents/{namespace}/{name}",
+    )
+    first = incident(**transition("Assessing", ("received", "Triggered", "high alarm")))
+    await notifier(linked).announce(first, policy=policy())
+    [message] = slack.top_level(CHANNEL)
+    [timeline] = [
+        e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
+        if e["action_id"] == "incident_timeline"
+    ]  # fmt: skip
+    assert timeline["url"] == "https://incidents.example.com/incidents/shop/checkout-3f1c2a9b0d4e"
+    # Without one, the button only asks the webhook for the timeline.
+    other = incident(name="other", **transition("Assessing", ("received", "Triggered", "x")))
+    await notifier(channel(slack)).announce(other, policy=policy())
+    unlinked = [
+        e for m in slack.top_level(CHANNEL) if m is not message for b in m.blocks
+        if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "incident_timeline"
+    ]  # fmt: skip
+    assert len(unlinked) == 1 and "url" not in unlinked[0]

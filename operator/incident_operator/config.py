@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -238,7 +246,42 @@ class Settings(BaseSettings):
         parse_routing_keys(value.get_secret_value())
         return value
 
+    # --- the read-only web UI (`incident-operator ui`, ui/) ------------------
+    ui_tokens: SecretStr = Field(
+        SecretStr(""), description="Comma-separated bearer tokens accepted by the web UI."
+    )
+    ui_tokens_file: Path | None = Field(
+        None,
+        description="File with one UI token per line (a mounted Secret); re-read when it changes.",
+    )
+    ui_auth_proxy_header: str | None = Field(
+        None,
+        description="Trust this request header as the signed-in user (e.g. X-Forwarded-User "
+        "from oauth2-proxy); only when nothing but the proxy can reach the UI.",
+    )
+    ui_auth_disabled: bool = Field(
+        False, description="Serve the UI to anyone who reaches it. Only for closed networks."
+    )
+    ui_public_url: str | None = Field(
+        None,
+        description="The UI's address as people reach it, e.g. https://incidents.example.com; "
+        "set, INCIDENT_LINK_TEMPLATE defaults to an Incident's page there.",
+    )
+
+    @model_validator(mode="after")
+    def link_to_the_ui(self) -> Settings:
+        """Jira, email and Slack link to the UI's page of an Incident, unless told otherwise."""
+        if self.incident_link_template is None and self.ui_public_url:
+            base = self.ui_public_url.rstrip("/")
+            self.incident_link_template = base + "/incidents/{namespace}/{name}"
+        return self
+
     def ingest_token_set_static(self) -> frozenset[str]:
         """The tokens from INGEST_TOKENS (the file is read by the auth check)."""
         raw = self.ingest_tokens.get_secret_value()
+        return frozenset(token.strip() for token in raw.split(",") if token.strip())
+
+    def ui_token_set_static(self) -> frozenset[str]:
+        """The tokens from UI_TOKENS (the file is read by the UI's auth check)."""
+        raw = self.ui_tokens.get_secret_value()
         return frozenset(token.strip() for token in raw.split(",") if token.strip())

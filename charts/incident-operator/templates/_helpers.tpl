@@ -173,3 +173,7 @@ capabilities:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{- define "incident-operator.uiAccount" -}}
+{{- default (printf "%s-ui" (include "incident-operator.fullname" .)) .Values.ui.serviceAccount.name }}
+{{- end }}

@@ -40,6 +40,8 @@ def main() -> int:
     started = time.monotonic()
     with running(port=free_port(), state_dir=Path(".dev")) as stack:
         objects = client.CustomObjectsApi(stack.api())
+        say(f"the dashboard, live while the demo runs: {stack.ui_url} "
+            f"(sign in with: {stack.ui_token})")  # fmt: skip
         apply_policies(objects, stack)
         http = httpx.Client(
             base_url=stack.webhook_url,
@@ -75,6 +77,7 @@ def main() -> int:
                  "-n", stack.namespace],
             )  # fmt: skip
         print(flush=True)
+        say(f"the dashboard was at {stack.ui_url}; `incident-operator dev` keeps it up")
         say(f"demo finished in {time.monotonic() - started:.0f}s; stopping everything")
     return 0
 

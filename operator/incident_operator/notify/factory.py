@@ -37,7 +37,13 @@ def build_channels(settings: Settings) -> list[Channel]:
         client = slack_client(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
-        channels.append(SlackChannel(client=client, default_channel=settings.slack_channel))
+        channels.append(
+            SlackChannel(
+                client=client,
+                default_channel=settings.slack_channel,
+                link_template=settings.incident_link_template,
+            )
+        )
     if settings.jira_url and settings.jira_user and settings.jira_token:
         from .jira import JiraChannel
 

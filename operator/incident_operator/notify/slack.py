@@ -30,6 +30,7 @@ from ..models import Incident, SlackRef
 from ..policy import Policy
 from .channel import ChannelFailed, Told
 from .slack_blocks import fallback_text, incident_blocks, record_text
+from .story import incident_link
 
 _T = TypeVar("_T")
 
@@ -112,9 +113,16 @@ def record_key(phase: str, index: int, kind: str, reason: str) -> str:
 class SlackChannel:
     name = "slack"
 
-    def __init__(self, *, client: AsyncWebClient, default_channel: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        default_channel: str | None,
+        link_template: str | None = None,
+    ) -> None:
         self._client = client
         self._default_channel = default_channel
+        self._link_template = link_template
 
     def wants(self, incident: Incident, *, policy: Policy) -> bool:
         return True  # every transition changes what the message shows
@@ -142,7 +150,9 @@ class SlackChannel:
                     channel=ref.channel,
                     ts=ref.ts,
                     text=fallback_text(incident),
-                    blocks=incident_blocks(incident),
+                    blocks=incident_blocks(
+                        incident, link=incident_link(incident, self._link_template)
+                    ),
                     metadata=_metadata(MESSAGE_EVENT, incident),
                 ),
             )
@@ -157,7 +167,7 @@ class SlackChannel:
             self._client.chat_postMessage(
                 channel=channel,
                 text=fallback_text(incident),
-                blocks=incident_blocks(incident),
+                blocks=incident_blocks(incident, link=incident_link(incident, self._link_template)),
                 metadata=_metadata(MESSAGE_EVENT, incident),
                 unfurl_links=False,
             ),

@@ -73,7 +73,9 @@ def fallback_text(incident: Incident) -> str:
     return reveal(f"[{phase}] {incident.spec.title} ({incident.spec.service.name})")
 
 
-def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
+def incident_blocks(incident: Incident, *, link: str | None = None) -> list[dict[str, Any]]:
+    """The message; with `link` (the Incident's page, INCIDENT_LINK_TEMPLATE),
+    "View Timeline" opens it too."""
     spec, status = incident.spec, incident.status
     phase = status.phase or "Triggered"
     assessment = status.assessment
@@ -120,7 +122,7 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
     )
-    buttons = [_button("View Timeline", TIMELINE, incident)]
+    buttons = [_button("View Timeline", TIMELINE, incident, url=link)]
     if phase not in ("Resolved", "Failed", "Ignored"):
         # Mutes the next alarms of this service and alarm for an hour
         # (approvers only); this Incident goes on.
@@ -138,7 +140,14 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     return blocks
 
 
-def _button(text: str, action_id: str, incident: Incident, *, style: str | None = None) -> Any:
+def _button(
+    text: str,
+    action_id: str,
+    incident: Incident,
+    *,
+    style: str | None = None,
+    url: str | None = None,
+) -> Any:
     button: dict[str, Any] = {
         "type": "button",
         "text": {"type": "plain_text", "text": text},
@@ -147,6 +156,9 @@ def _button(text: str, action_id: str, incident: Incident, *, style: str | None 
     }
     if style:
         button["style"] = style
+    if url:
+        # Slack opens it, and still sends the click (the thread's timeline reply).
+        button["url"] = url
     return button
 
 
