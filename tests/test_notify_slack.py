@@ -4,7 +4,8 @@ nothing twice, even when the status never learned what was posted."""
 from __future__ import annotations
 
 from fakes.slack import FakeSlack
-from incident_operator.notify.slack import SlackChannel, slack_client
+from incident_operator.slack.api import slack_client
+from incident_operator.slack.channel import SlackChannel
 from notify_support import assessed, incident, moved, notifier, policy, transition
 
 CHANNEL = "C0INCIDENTS"

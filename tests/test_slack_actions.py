@@ -24,12 +24,12 @@ from builders import incident as incident_body
 from fakes.slack import FakeSlack
 from incident_operator.config import Settings
 from incident_operator.devstack.controlplane import ControlPlane
-from incident_operator.ingest.slack_actions import (
+from incident_operator.models import GROUP, VERSION
+from incident_operator.slack.actions import (
     response_url_allowed,
     response_url_origins,
     slack_actions_router,
 )
-from incident_operator.models import GROUP, VERSION
 from incident_operator.timeline import Entry
 from incident_operator.timeline.dynamodb import DynamoTimeline
 from slack_signing import click, form_body, sign

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
+from ..slack.actions import slack_actions_router
 from .alarm import (
     AlarmSource,
     Delivery,
@@ -52,7 +53,6 @@ from .metrics import IngestMetrics
 from .pagerduty_webhook import pagerduty_webhook_router
 from .recorder import AlarmRecorder, ApiUnavailable
 from .shedding import InFlightLimit, Overloaded
-from .slack_actions import slack_actions_router
 from .sources import SOURCES
 from .sources.sns import https_get
 

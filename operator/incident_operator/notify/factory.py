@@ -32,7 +32,8 @@ AWS_CONFIG = Config(
 def build_channels(settings: Settings) -> list[Channel]:
     channels: list[Channel] = []
     if settings.slack_bot_token:
-        from .slack import SlackChannel, slack_client
+        from ..slack.api import slack_client
+        from ..slack.channel import SlackChannel
 
         client = slack_client(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url

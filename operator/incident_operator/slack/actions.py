@@ -56,11 +56,14 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..config import Settings
+from ..ingest.jsonbody import JsonRefused, loads
 from ..kube import patch_status_if_unchanged, read_incident
 from ..models import API_VERSION, GROUP, MAX_NAME, TERMINAL_PHASES, VERSION, Incident
 from ..notify.channel import ChannelFailed
-from ..notify.slack import reply_ephemeral, slack_client, user_in_group
-from ..notify.slack_blocks import (
+from ..timeline import Timeline
+from ..timeline.dynamodb import DynamoTimeline
+from .api import reply_ephemeral, slack_client, user_in_group
+from .blocks import (
     ACKNOWLEDGE,
     APPROVE,
     REJECT,
@@ -72,9 +75,6 @@ from ..notify.slack_blocks import (
     timeline_from_status,
     who_said,
 )
-from ..timeline import Timeline
-from ..timeline.dynamodb import DynamoTimeline
-from .jsonbody import JsonRefused, loads
 
 log = logging.getLogger(__name__)
 

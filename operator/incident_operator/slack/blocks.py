@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import Approval, Incident, Record
+from ..notify.story import alerts_line, kubectl_command, truncation
 from ..text import reveal
 from ..timeline import Entry
-from .story import alerts_line, kubectl_command, truncation
 
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
