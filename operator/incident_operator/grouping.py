@@ -20,11 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import IncidentSpec, seconds
-from .policy import Policy, select
-from .remediate.target import service_name
-
-# Attributes every alarm has; any other name is a label or a dimension.
-BUILT_IN = ("service", "cluster", "source", "severity", "alarm")
+from .policy import Policy, attribute, select
 
 
 @dataclass(frozen=True)
@@ -39,21 +35,6 @@ class Group:
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.key.encode()).hexdigest()[:12]
-
-
-def attribute(spec: IncidentSpec, name: str) -> str:
-    """The value of one grouping attribute for an alarm ("" when it has none)."""
-    if name == "service":
-        return service_name(spec.service)
-    if name == "cluster":
-        return spec.service.cluster or ""
-    if name == "source":
-        return spec.source
-    if name == "severity":
-        return spec.severity
-    if name == "alarm":
-        return spec.alarm.name
-    return spec.labels.get(name) or spec.alarm.dimensions.get(name) or ""
 
 
 def group_of(policies: Iterable[Policy], spec: IncidentSpec) -> Group | None:

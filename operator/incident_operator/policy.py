@@ -33,6 +33,23 @@ class Policy:
 DEFAULT = Policy(DEFAULT_POLICY_NAME, ResponsePolicySpec())
 
 
+def attribute(alarm: IncidentSpec, name: str) -> str:
+    """An alarm's attribute by name, as groupings and silence matchers name them:
+    service (its canonical name), cluster, source, severity, alarm (its name),
+    or else a label or a metric dimension; "" when it has none."""
+    if name == "service":
+        return service_name(alarm.service)
+    if name == "cluster":
+        return alarm.service.cluster or ""
+    if name == "source":
+        return alarm.source
+    if name == "severity":
+        return alarm.severity
+    if name == "alarm":
+        return alarm.alarm.name
+    return alarm.labels.get(name) or alarm.alarm.dimensions.get(name) or ""
+
+
 def matches(policy: ResponsePolicySpec, incident: IncidentSpec) -> bool:
     match = policy.match
     service = service_name(incident.service)

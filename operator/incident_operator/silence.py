@@ -78,6 +78,10 @@ class Matcher(Model):
         return f"{self.name}{self.op}{self.value}"
 
     def holds(self, alarm: IncidentSpec) -> bool:
+        # Imported here: policy.py builds its default policy at import, which
+        # needs the CRD schema, which needs this module.
+        from .policy import attribute
+
         value = attribute(alarm, self.name)
         if self.op == "=":
             return value == self.value
@@ -195,21 +199,6 @@ class Silence(Model):
 
 
 # --- matching ------------------------------------------------------------
-
-
-def attribute(alarm: IncidentSpec, name: str) -> str:
-    """An alarm's attribute or label by name; "" when it has none."""
-    if name == "service":
-        return alarm.service.name
-    if name == "cluster":
-        return alarm.service.cluster or ""
-    if name == "severity":
-        return alarm.severity
-    if name == "source":
-        return alarm.source
-    if name == "alarm":
-        return alarm.alarm.name
-    return alarm.labels.get(name, "")
 
 
 def matches(spec: SilenceSpec, alarm: IncidentSpec) -> bool:
