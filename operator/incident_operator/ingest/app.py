@@ -292,7 +292,12 @@ def create_app(
                 metrics.dedup_hits.labels(source=source.name, kind="redelivery").inc()
             elif outcome.result == "counted":
                 metrics.dedup_hits.labels(source=source.name, kind="occurrence").inc()
-            log.info(
+            # A new Incident or a recovery is news; a repeat is a count (in
+            # the metrics and the Incident): at debug, so a storm of a
+            # thousand alarms a second does not write a thousand log lines.
+            news = outcome.result in ("created", "recovered")
+            log.log(
+                logging.INFO if news else logging.DEBUG,
                 "alarm recorded",
                 extra={
                     "incident": outcome.incident,
