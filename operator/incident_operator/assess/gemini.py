@@ -21,6 +21,7 @@ from google.genai import errors, types
 from pydantic import ConfigDict, ValidationError
 
 from .. import metrics
+from ..evidence import Gathered
 from ..models import AlertEntry, Assessment, Decision, IncidentSpec
 from ..policy import Policy
 from .guardrails import escalation
@@ -147,7 +148,12 @@ class GeminiAssessor:
         return f"GeminiAssessor(model={self.model!r})"  # never the key
 
     async def assess(
-        self, *, incident: IncidentSpec, policy: Policy, alerts: Sequence[AlertEntry] = ()
+        self,
+        *,
+        incident: IncidentSpec,
+        policy: Policy,
+        alerts: Sequence[AlertEntry] = (),
+        evidence: Gathered | None = None,
     ) -> Assessment:
         model = policy.spec.assessor.model or self.model
         started = time.monotonic()
@@ -157,7 +163,8 @@ class GeminiAssessor:
 
         try:
             response = await self._generate(
-                model=model, prompt=build(incident=incident, policy=policy, alerts=alerts)
+                model=model,
+                prompt=build(incident=incident, policy=policy, alerts=alerts, evidence=evidence),
             )
             prompt_tokens, output_tokens = _tokens(response)
             answer = response.parsed
