@@ -122,3 +122,18 @@ class Gathered:
     def quoted(self) -> list[dict[str, Any]]:
         """For the prompt: what each collector found, skipped ones left out."""
         return [f.quoted() for f in self.findings if f.status != "skipped"]
+
+
+# What a notification shows of the evidence: a short field, not the findings.
+MAX_SHOWN = 300
+
+
+def shown(evidence: Evidence, *, limit: int = MAX_SHOWN) -> str:
+    """The evidence in one short line: what the collectors saw, and which could not look."""
+    seen = [item.summary for item in evidence.items if item.status == "ok" and item.summary]
+    missing = [
+        f"{item.collector} {'timed out' if item.status == 'timedOut' else 'failed'}"
+        for item in evidence.items
+        if item.status in ("failed", "timedOut")
+    ]
+    return line(" · ".join([*seen, *missing]) or "nothing found", limit)

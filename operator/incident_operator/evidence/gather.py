@@ -19,7 +19,7 @@ from ..aws import explain
 from ..models import EvidencePolicy, Incident
 from . import Finding, Found, Gathered, Skip, Status
 from .collector import Context, Request
-from .registry import AnyCollector, collectors, settings
+from .registry import AnyCollector, collectors
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ async def gather(
     tasks: dict[str, asyncio.Task[Finding]] = {}
     skipped: dict[str, Finding] = {}
     for name, cls in (only if only is not None else collectors()).items():
-        chosen = settings(name, policy.collectors)
+        chosen = cls.Settings.model_validate(policy.collectors.get(name, {}))
         if not chosen.enabled:
             skipped[name] = Finding(name, "skipped", "disabled by the policy", 0)
             continue

@@ -40,11 +40,6 @@ def rbac_rules() -> list[dict[str, Any]]:
     return [rule for c in collectors().values() for rule in c.rbac]
 
 
-def settings(name: str, given: dict[str, dict[str, JsonValue]]) -> Any:
-    """A collector's settings under a policy (its defaults where the policy says nothing)."""
-    return collectors()[name].Settings.model_validate(given.get(name, {}))
-
-
 def check_settings(given: dict[str, dict[str, JsonValue]]) -> dict[str, dict[str, JsonValue]]:
     checked: dict[str, dict[str, JsonValue]] = {}
     for name, values in given.items():

@@ -80,7 +80,7 @@ class History(Collector[HistorySettings]):
             if (
                 other.metadata.get("uid") == mine
                 or when is None
-                or not (created - window <= when < created)
+                or not (created - window <= when <= created)
                 or service_name(other.spec.service) != service
                 or other.spec.alarm.name != incident.spec.alarm.name
             ):
