@@ -1,0 +1,141 @@
+"""Evidence end to end: a real `incident-operator run` process, the real API
+server, moto for ECS, CloudWatch and DynamoDB. An alarm goes in through the
+webhook; its Incident's assessment carries the evidence, and so does the
+timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from aws_fixtures import Aws
+from incident_operator.timeline.dynamodb import DynamoTimeline
+from operator_support import OperatorProcess, create_policy, get_incident, operator_env, wait_for
+from webhook_support import eventbridge_alarm, new_token, webhook
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+# A deploy in the last half hour: restart (no approval); otherwise a human looks.
+AFTER_A_DEPLOY = {
+    "match": {"services": ["checkout"]},
+    "rules": [
+        {"when": {"recurrences": {"atLeast": 2, "within": "24h"}}, "action": "notify_team",
+         "decision": "ESCALATE"},
+        {"when": {"deployedWithin": "30m"}, "action": "restart_service"},
+        {"action": "notify_team"},
+    ],
+    "approval": {"requiredFor": []},
+    "evidence": {"budgetSeconds": 5},
+}  # fmt: skip
+
+
+@pytest.fixture
+def world(aws: Aws) -> Aws:
+    aws.timeline_table()
+    aws.ecs_service(cluster="demo", service="checkout", running=2)
+    cloudwatch = aws.client("cloudwatch", record=False)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    cloudwatch.put_metric_data(
+        Namespace="AWS/ECS",
+        MetricData=[
+            {
+                "MetricName": "CPUUtilization",
+                "Dimensions": [
+                    {"Name": "ClusterName", "Value": "demo"},
+                    {"Name": "ServiceName", "Value": "checkout"},
+                ],
+                "Timestamp": now - timedelta(minutes=30 - 5 * index),
+                "Value": value,
+            }
+            for index, value in enumerate([30, 35, 60, 85, 95, 98])
+        ],
+    )
+    return aws
+
+
+@pytest.fixture
+def operator(
+    kubeconfig: Path, namespace: str, world: Aws, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        namespace=namespace, env=operator_env(kubeconfig, world), log_dir=tmp_path
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def raise_alarm(api: client.ApiClient, namespace: str) -> str:
+    alarm = eventbridge_alarm("checkout-cpu-sev2", cluster="demo", region="us-east-1")
+    async with webhook(api, namespace, token=new_token()) as http:
+        answer = await http.post("/alerts/cloudwatch", json=alarm)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["incidents"][0]["name"])
+
+
+def assessed(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = get_incident(api, namespace, name).get("status", {})
+        return status if status.get("phase") in ("Resolved", "Escalated") else None
+
+    return wait_for(f"{name} to be decided", done, timeout=45)
+
+
+async def test_an_incidents_assessment_carries_its_evidence(
+    api: client.ApiClient, namespace: str, world: Aws, operator: OperatorProcess
+) -> None:
+    create_policy(api, namespace, "checkout-deploys", AFTER_A_DEPLOY)
+    name = await raise_alarm(api, namespace)
+
+    status = assessed(api, namespace, name)
+
+    assessment = status["assessment"]
+    # The service was deployed moments ago (moto created it): the deploy rule restarts.
+    assert (assessment["decision"], assessment["action"]) == ("SAFE", "restart_service")
+    assert "deployed 0m ago" in assessment["message"]
+    evidence = assessment["evidence"]
+    items = {item["collector"]: item for item in evidence["items"]}
+    assert set(items) == {"ecs", "history", "metrics"}
+    assert all(item["status"] == "ok" for item in items.values()), items
+    assert "rollout COMPLETED" in items["ecs"]["summary"]
+    assert items["metrics"]["summary"].startswith(
+        "metrics: AWS/ECS CPUUtilization (Average, 60s) over 60 min: min 30, max 98, last 98, "
+        "rising"
+    )
+    assert items["history"]["summary"] == "history: no earlier Incident of this alarm in 168h"
+    assert evidence["budgetMs"] == 5000 and evidence["elapsedMs"] < 5000
+    assert evidence["recurrences"] == 0 and "deployedAt" in evidence
+    # The timeline's assessment entry keeps it too.
+    timeline = DynamoTimeline("incident-timeline", client=world.client("dynamodb", record=False))
+    entries = await timeline.read(f"{namespace}/{name}")
+    [entry] = [e for e in entries if e.kind == "assessment"]
+    assert entry.detail["assessment"]["evidence"]["items"] == evidence["items"]
+
+
+async def test_the_same_alarm_again_and_again_escalates(
+    api: client.ApiClient, namespace: str, world: Aws, operator: OperatorProcess
+) -> None:
+    # No cooldown: the second restart is the deploy rule's to make, not the cap's to refuse.
+    no_cooldown = {**AFTER_A_DEPLOY, "remediation": {"cooldownSeconds": 0, "maxPerHour": 10}}
+    create_policy(api, namespace, "checkout-deploys", no_cooldown)
+    decided = []
+    for _ in range(3):
+        name = await raise_alarm(api, namespace)
+        status = assessed(api, namespace, name)
+        decided.append((name, status["phase"], status["assessment"]["evidence"]["recurrences"]))
+
+    assert len({name for name, _, _ in decided}) == 3, decided
+    assert [(phase, seen) for _, phase, seen in decided] == [
+        ("Resolved", 0),
+        ("Resolved", 1),
+        ("Escalated", 2),
+    ]
+    last = get_incident(api, namespace, decided[-1][0])["status"]["assessment"]
+    assert last["message"].startswith("rule 1 (severity any, alarm any, 2 earlier in 24h)")
