@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # One collector's data for the assessor, as JSON, at most: a few lines and
 # numbers fit easily; more is a collector's bug, and is not passed on.
-MAX_DATA_BYTES = 4096
+MAX_DATA_BYTES = 6144
 
 
 def _failure(error: BaseException) -> str:
