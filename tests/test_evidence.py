@@ -19,11 +19,13 @@ from incident_operator.assess.factory import assess
 from incident_operator.assess.rules import RulesAssessor
 from incident_operator.evidence import Found, Gathered, Skip, registry, shown
 from incident_operator.evidence.collector import Collector, CollectorSettings, Request
+from incident_operator.evidence.collectors.logs import top_messages
 from incident_operator.evidence.collectors.metrics import trend
 from incident_operator.evidence.gather import gather
 from incident_operator.evidence.registry import collectors
 from incident_operator.models import Assessment, EvidencePolicy, ResponsePolicySpec
 from incident_operator.policy import Policy
+from operator_support import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -465,3 +467,102 @@ def test_slack_shows_the_evidence_in_a_short_escaped_field() -> None:
         "restart payments-db' · history failed"
     )
     assert all("Evidence" not in f["text"] for f in incident_blocks(checkout())[1]["fields"])
+
+
+# --- CloudWatch Logs Insights -------------------------------------------------------------
+
+
+def write_logs(aws: Aws, group: str, messages: list[str]) -> None:
+    logs = aws.client("logs", record=False)
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="app/1")
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName="app/1",
+        logEvents=[
+            {"timestamp": now - 60_000 + index * 1000, "message": message}
+            for index, message in enumerate(messages)
+        ],
+    )
+
+
+LOGS = {"logs": collectors()["logs"]}
+WITH_LOGS = {"collectors": {"logs": {"logGroup": "/ecs/{service}"}}}
+
+
+async def test_the_top_log_messages_are_counted_alike(aws: Aws) -> None:
+    # moto ignores the query's `filter`: only error lines are written. The newest
+    # line of each kind is its example.
+    write_logs(aws, "/ecs/checkout", [
+        *(f"ERROR payment gateway timeout after {3000 + n} ms (request {n})" for n in range(5)),
+        "Exception in thread main: NullPointerException at Cart.total",
+        "Exception in thread main: NullPointerException at Cart.total",
+        "FATAL out of memory",
+    ])  # fmt: skip
+
+    found = await gather(
+        checkout(), policy=policy(**WITH_LOGS), context=evidence_context(aws), only=LOGS
+    )
+
+    [finding] = found.findings
+    assert finding.status == "ok", finding.summary
+    assert finding.found is not None
+    assert finding.found.data["lines"] == 8
+    assert finding.found.data["top"] == [
+        {"message": "ERROR payment gateway timeout after 3004 ms (request 4)", "count": 5},
+        {"message": "Exception in thread main: NullPointerException at Cart.total", "count": 2},
+        {"message": "FATAL out of memory", "count": 1},
+    ]
+    assert finding.summary == (
+        "logs: 8 matching lines in /ecs/checkout in 15 min; top "
+        "'ERROR payment gateway timeout after 3004 ms (request 4)' (5)"
+    )
+    assert aws.calls[:2] == ["cloudwatch-logs.StartQuery", "cloudwatch-logs.GetQueryResults"], (
+        aws.calls
+    )
+
+
+async def test_without_a_log_group_the_logs_are_not_read(aws: Aws) -> None:
+    found = await gather(checkout(), policy=policy(), context=evidence_context(aws), only=LOGS)
+
+    assert [(f.status, f.summary) for f in found.findings] == [
+        ("skipped", "no log group (evidence.collectors.logs.logGroup)")
+    ]
+    assert aws.calls == []
+
+
+async def test_a_missing_log_group_is_a_recorded_failure(aws: Aws) -> None:
+    found = await gather(
+        checkout(), policy=policy(**WITH_LOGS), context=evidence_context(aws), only=LOGS
+    )
+
+    [finding] = found.findings
+    assert finding.status == "failed"
+    assert "ResourceNotFoundException" in finding.summary
+
+
+def test_a_policys_stats_query_may_count_itself() -> None:
+    rows = [{"@message": "ERROR a 1", "count": "7"}, {"@message": "ERROR a 2", "count": "3"},
+            {"@message": "WARN b", "count": "x"}, {"count": "4"}]  # fmt: skip
+
+    assert top_messages(rows, top=1) == (11, [{"message": "ERROR a 1", "count": 10}])
+
+
+async def test_a_query_the_budget_cuts_short_is_stopped(aws: Aws) -> None:
+    write_logs(aws, "/ecs/checkout", ["ERROR slow"])
+    proxy = aws.faults(slow_seconds=8)
+    proxy.inject("logs.GetQueryResults", "slow", forever=True)
+    context = evidence_context(aws)
+    context.aws._made[("logs", "us-east-1")] = _client_at(aws, "logs", proxy.url)
+
+    found = await gather(
+        checkout(), policy=policy(budgetSeconds=1, **WITH_LOGS), context=context, only=LOGS
+    )
+
+    assert [(f.status, f.summary) for f in found.findings] == [
+        ("timedOut", "no answer within the budget of 1 s")
+    ]
+    # Not left scanning (and billing) after the assessment went on without it. (moto
+    # has no StopQuery: it answers 500, and botocore tries once more; nobody waits.)
+    wait_for("the query to be stopped", lambda: aws.server.served_count("StopQuery") >= 1)

@@ -58,6 +58,12 @@ async def blocking(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
     return await loop.run_in_executor(_THREADS, functools.partial(function, *args, **kwargs))
 
 
+def in_background(function: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
+    """`function(*args, **kwargs)` on an evidence thread, not waited for (its
+    failure is nobody's concern: a best effort, such as stopping a query)."""
+    _THREADS.submit(function, *args, **kwargs)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
