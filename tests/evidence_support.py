@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client
@@ -62,3 +62,26 @@ def store(api: client.ApiClient, namespace: str, incident: Incident, **status: A
             GROUP, VERSION, namespace, "incidents", incident.metadata["name"], {"status": status}
         )
     return Incident.model_validate(created)
+
+
+def put_cpu(aws: Aws, values: list[float], *, every: timedelta = timedelta(minutes=5)) -> None:
+    """`values` as the service's CPUUtilization, the last one a minute ago."""
+    cloudwatch = aws.client("cloudwatch", record=False)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=1) - every * (len(values) - 1)
+    cloudwatch.put_metric_data(
+        Namespace="AWS/ECS",
+        MetricData=[
+            {
+                "MetricName": "CPUUtilization",
+                "Dimensions": [
+                    {"Name": "ClusterName", "Value": "demo"},
+                    {"Name": "ServiceName", "Value": "checkout"},
+                ],
+                "Timestamp": start + every * index,
+                "Value": value,
+                "Unit": "Percent",
+            }
+            for index, value in enumerate(values)
+        ],
+    )

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from aws_fixtures import Aws
-from evidence_support import checkout, evidence_context, store
+from evidence_support import checkout, evidence_context, put_cpu, store
 from incident_operator.assess.factory import assess
 from incident_operator.assess.rules import RulesAssessor
 from incident_operator.evidence import Found, Gathered, Skip, registry, shown
@@ -88,29 +88,6 @@ async def test_a_refused_read_is_recorded_and_does_not_block(aws: Aws) -> None:
 
 
 # --- CloudWatch metrics ------------------------------------------------------------
-
-
-def put_cpu(aws: Aws, values: list[float], *, every: timedelta = timedelta(minutes=5)) -> None:
-    """`values` as the service's CPUUtilization, the last one a minute ago."""
-    cloudwatch = aws.client("cloudwatch", record=False)
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=1) - every * (len(values) - 1)
-    cloudwatch.put_metric_data(
-        Namespace="AWS/ECS",
-        MetricData=[
-            {
-                "MetricName": "CPUUtilization",
-                "Dimensions": [
-                    {"Name": "ClusterName", "Value": "demo"},
-                    {"Name": "ServiceName", "Value": "checkout"},
-                ],
-                "Timestamp": start + every * index,
-                "Value": value,
-                "Unit": "Percent",
-            }
-            for index, value in enumerate(values)
-        ],
-    )
 
 
 async def test_the_alarms_metric_is_summarised_as_numbers(aws: Aws) -> None:

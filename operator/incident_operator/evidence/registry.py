@@ -3,14 +3,12 @@ as the action registry finds actions (remediate/registry.py)."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from functools import cache
 from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
+from ..discovery import discover
 from . import collectors as _package
 from .collector import Collector
 
@@ -20,14 +18,7 @@ AnyCollector = Collector[Any]
 @cache
 def collectors() -> dict[str, type[AnyCollector]]:
     """Every collector, by name, in module order."""
-    found: dict[str, type[AnyCollector]] = {}
-    for module in sorted(m.name for m in pkgutil.iter_modules(_package.__path__)):
-        loaded = importlib.import_module(f"{_package.__name__}.{module}")
-        for _, cls in inspect.getmembers(loaded, inspect.isclass):
-            if issubclass(cls, Collector) and cls.__module__ == loaded.__name__:
-                if cls.name in found:
-                    raise ValueError(f"two collectors are named {cls.name}")
-                found[cls.name] = cls
+    found: dict[str, type[AnyCollector]] = discover(_package, Collector)
     return found
 
 
