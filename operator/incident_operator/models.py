@@ -656,6 +656,12 @@ class EvidencePolicy(Model):
         description="All collectors together, at most; one that is not done by then is "
         "recorded as timed out and the assessment goes on without it.",
     )
+    model_calls: Annotated[int, Field(ge=0, le=3)] = Field(
+        0,
+        description="Collector calls Gemini may make itself (function calling), within the "
+        "same budget; each may change only how a collector looks (a window, a query), "
+        "never where. 0: none.",
+    )
     collectors: Annotated[dict[str, dict[str, JsonValue]], _FromRegistry("collectors")] = Field(
         default_factory=dict,
         description="Per-collector settings, e.g. logs: {logGroup: /ecs/checkout}.",

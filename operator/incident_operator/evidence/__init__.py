@@ -19,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..models import MAX_EVIDENCE_ITEMS, MAX_EVIDENCE_LINE, Evidence, EvidenceItem
 from ..text import visible
+
+if TYPE_CHECKING:
+    from .asking import Asker
 
 Status = Literal["ok", "failed", "timedOut", "skipped"]
 
@@ -86,10 +89,17 @@ class Gathered:
     gathered_at: datetime
     elapsed_ms: int
     budget_ms: int
+    # What the assessor may still ask for itself (function calling); None: nothing.
+    more: Asker | None = None
+
+    @property
+    def everything(self) -> tuple[Finding, ...]:
+        """What was gathered, then what the assessor asked for."""
+        return self.findings + tuple(self.more.asked if self.more else ())
 
     @property
     def deployed_at(self) -> datetime | None:
-        times = [f.found.deployed_at for f in self.findings if f.found and f.found.deployed_at]
+        times = [f.found.deployed_at for f in self.everything if f.found and f.found.deployed_at]
         return max(times, default=None)
 
     def recurrences(self, within: timedelta | None = None) -> int | None:
@@ -114,14 +124,14 @@ class Gathered:
             gathered_at=self.gathered_at,
             elapsed_ms=self.elapsed_ms,
             budget_ms=self.budget_ms,
-            items=[f.item() for f in self.findings[:MAX_EVIDENCE_ITEMS]],
+            items=[f.item() for f in self.everything[:MAX_EVIDENCE_ITEMS]],
             deployed_at=self.deployed_at,
             recurrences=self.recurrences(),
         )
 
     def quoted(self) -> list[dict[str, Any]]:
         """For the prompt: what each collector found, skipped ones left out."""
-        return [f.quoted() for f in self.findings if f.status != "skipped"]
+        return [f.quoted() for f in self.everything if f.status != "skipped"]
 
 
 # What a notification shows of the evidence: a short field, not the findings.

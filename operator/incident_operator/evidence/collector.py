@@ -117,6 +117,9 @@ class Collector(ABC, Generic[S]):
     summary: ClassVar[str]
     iam: ClassVar[tuple[str, ...]] = ()
     rbac: ClassVar[tuple[dict[str, Any], ...]] = ()
+    # Settings an assessor may set when it asks for this evidence itself
+    # (asking.py): how to look, never where.
+    askable: ClassVar[tuple[str, ...]] = ()
     Settings: type[S]
 
     def __init__(self, context: Context) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from ..aws import explain
 from ..models import EvidencePolicy, Incident
 from . import Finding, Found, Gathered, Skip, Status
+from .asking import Asker
 from .collector import Context, Request
 from .registry import AnyCollector, collectors
 
@@ -37,7 +38,9 @@ def _failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
-async def _one(collector: AnyCollector, request: Request[Any], started: float) -> Finding:
+async def run(collector: AnyCollector, request: Request[Any], started: float) -> Finding:
+    """One collector's finding, whatever happens (but cancellation)."""
+
     def done(status: Status, summary: str, found: Found | None = None) -> Finding:
         elapsed = int((time.monotonic() - started) * 1000)
         return Finding(collector.name, status, summary, elapsed, found)
@@ -80,7 +83,7 @@ async def gather(
             skipped[name] = Finding(name, "skipped", "disabled by the policy", 0)
             continue
         request = Request(incident=incident, settings=chosen, now=now)
-        tasks[name] = asyncio.create_task(_one(cls(context), request, started))
+        tasks[name] = asyncio.create_task(run(cls(context), request, started))
     if tasks:
         await asyncio.wait(tasks.values(), timeout=budget)
     findings: dict[str, Finding] = dict(skipped)
@@ -99,7 +102,19 @@ async def gather(
                 name, "timedOut", f"no answer within the budget of {budget:g} s", elapsed
             )
     order = list(only if only is not None else collectors())
+    enabled = {name: cls for name, cls in (only or collectors()).items() if name not in skipped}
+    more = None
+    if policy.model_calls and enabled:
+        more = Asker(
+            incident=incident,
+            context=context,
+            collectors=enabled,
+            settings=policy.collectors,
+            deadline=started + budget,
+            calls_left=policy.model_calls,
+        )
     return Gathered(
+        more=more,
         findings=tuple(findings[name] for name in order if name in findings),
         gathered_at=now,
         elapsed_ms=int((time.monotonic() - started) * 1000),

@@ -51,6 +51,7 @@ class EcsService(Collector[EcsSettings]):
     name = "ecs"
     summary = "the ECS service's recent deployments and its last service events"
     iam = ("ecs:DescribeServices",)
+    askable = ("events",)
     Settings = EcsSettings
 
     async def collect(self, request: Request[EcsSettings]) -> Found:

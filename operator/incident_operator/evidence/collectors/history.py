@@ -47,6 +47,7 @@ class History(Collector[HistorySettings]):
     name = "history"
     summary = "earlier Incidents of the same service and alarm, what was done and the outcome"
     rbac = ({"apiGroups": [GROUP], "resources": ["incidents"], "verbs": ["list"]},)
+    askable = ("window",)
     Settings = HistorySettings
 
     async def collect(self, request: Request[HistorySettings]) -> Found:

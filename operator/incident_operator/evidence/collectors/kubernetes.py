@@ -99,6 +99,7 @@ class Kubernetes(Collector[KubernetesSettings]):
         {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"]},
     )
+    askable = ("events",)
     Settings = KubernetesSettings
 
     async def collect(self, request: Request[KubernetesSettings]) -> Found:

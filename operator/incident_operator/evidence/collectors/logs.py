@@ -80,6 +80,7 @@ class Logs(Collector[LogsSettings]):
     name = "logs"
     summary = "a Logs Insights query over the service's log group: the top messages by count"
     iam = ("logs:StartQuery", "logs:GetQueryResults", "logs:StopQuery")
+    askable = ("query", "windowMinutes", "top")
     Settings = LogsSettings
 
     async def collect(self, request: Request[LogsSettings]) -> Found:

@@ -55,6 +55,7 @@ class Metrics(Collector[MetricsSettings]):
     name = "metrics"
     summary = "the alarm's own CloudWatch metric over the last hour: min, max, last, trend"
     iam = ("cloudwatch:GetMetricData",)
+    askable = ("windowMinutes", "periodSeconds", "stat")
     Settings = MetricsSettings
 
     async def collect(self, request: Request[MetricsSettings]) -> Found:
