@@ -104,7 +104,9 @@ class Gathered:
 
     def recurrences(self, within: timedelta | None = None) -> int | None:
         """Earlier Incidents of the same service and alarm (within `within` of
-        now, if given); None when nobody looked (history off, or failed)."""
+        now, if given); None when nobody looked (history off, or failed).
+        From what was gathered only: a history the model asked for again
+        (another window) would count the same Incidents twice."""
         earlier = [
             when
             for f in self.findings
