@@ -10,12 +10,12 @@ SOURCES = operator tests bench
 
 help:
 	@echo "make test          set up everything, lint, type-check and run the tests"
-	@echo "make demo          run the whole product locally on four sample alarms"
+	@echo "make demo          run the whole product locally on five sample alarms"
 	@echo "make controlplane  build or reuse the local kube-apiserver + etcd"
 	@echo "make helm          build or reuse helm (the chart's tests use it)"
 	@echo "make kube-score    build or reuse kube-score (the chart is scored with it)"
 	@echo "make alertmanager  build or reuse Prometheus Alertmanager (the interop tests use it)"
-	@echo "make cluster-deps  install the Debian packages of the one-node cluster tests (root)"
+	@echo "make cluster-deps  install the Debian packages of the cluster and browser tests (root)"
 	@echo "make cluster       build or reuse the node's binaries and the local base image"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
 	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
@@ -45,7 +45,7 @@ kube-score: venv
 alertmanager: venv
 	$(BIN)/python -m incident_operator.devstack.alertmanager
 
-# containerd, runc, buildah, ...: only what is missing, silent when all is there.
+# containerd, runc, buildah, chromium...: only what is missing, silent when all is there.
 cluster-deps:
 	@tests/cluster/install-packages.sh
 
@@ -78,7 +78,7 @@ lock:
 	.lock-venv/bin/pip freeze --all --exclude-editable > requirements.lock
 	rm -rf .lock-venv
 
-# The dev stack on embedded defaults, four sample alarms, and what became of them.
+# The dev stack on embedded defaults, five sample alarms, and what became of them.
 demo: venv controlplane
 	$(BIN)/python -m incident_operator.devstack.demo
 

@@ -158,6 +158,19 @@ class Aws:
             if saved is not None:
                 os.environ["MOTO_ECS_SERVICE_RUNNING"] = saved
 
+    def deploy(
+        self, *, cluster: str = "demo", service: str = "checkout", image: str = "nginx:next"
+    ) -> str:
+        """A new revision of the service's task definition, deployed; its ARN."""
+        ecs = self.client("ecs", record=False)
+        registered = ecs.register_task_definition(
+            family=service,
+            containerDefinitions=[{"name": "app", "image": image, "memory": 128}],
+        )
+        arn: str = registered["taskDefinition"]["taskDefinitionArn"]
+        ecs.update_service(cluster=cluster, service=service, taskDefinition=arn)
+        return arn
+
     def deployments(self, *, cluster: str = "demo", service: str = "checkout") -> list[Any]:
         """The service's deployments as ECS reports them (not counted in `calls`)."""
         ecs = self.client("ecs", record=False)

@@ -22,6 +22,8 @@ pytest_plugins = [
     "fakes.gemini",
     "fakes.slack",
     "fakes.jira",
+    "fakes.pagerduty",
+    "fakes.receiver",
     "aws_fixtures",
     "alertmanager_support",
     "chart_support",

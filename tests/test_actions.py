@@ -70,6 +70,16 @@ class EcsService(Subject):
         return world.aws.server.served_count("UpdateService")
 
 
+class DeployedService(EcsService):
+    """demo/checkout deployed twice: task definition :1, then :2 (the deployment
+    the alarm follows). Acting is an UpdateService after that deploy."""
+
+    def setup(self, world: World) -> None:
+        super().setup(world)
+        world.aws.deploy(image="nginx:broken")
+        world.aws.server.served.operations.clear()  # the deploy is not the action
+
+
 class Deployment(Subject):
     """A Deployment `web` in the test's namespace of the real API server.
 
@@ -266,6 +276,13 @@ CASES = [
         done=lambda world: _service(world)["desiredCount"] == 4,
         out_of_bounds={"desiredCount": 50},
         refused_because="desiredCount 50 is outside the policy's bounds",
+    ),
+    Case(
+        action="rollback_service",
+        noun="Rollback",
+        subject=DeployedService(),
+        parameters={},
+        done=lambda world: _service(world)["taskDefinition"].endswith("task-definition/checkout:1"),
     ),
     Case(
         action="restart_deployment",

@@ -71,6 +71,7 @@ EVERYTHING = {
         "docsEnabled": True,
     },
     "secrets": {"existingSecret": "incident-integrations"},
+    "ui": {"enabled": True, "authProxyHeader": "X-Forwarded-User"},
     "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "prod",
                "SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:111122223333:incident-*",
                "INGEST_MAX_ALERTS_PER_REQUEST": 50},
@@ -90,9 +91,11 @@ def test_chart_crds_are_the_generated_ones() -> None:
 
 # Settings the chart sets itself, and the ones with no place in a cluster.
 SET_BY_THE_CHART = {"INCIDENT_NAMESPACE", "INGEST_TOKENS_FILE", "INGEST_AUTH_DISABLED",
-                    "WATCH_NAMESPACES", "INGEST_DOCS_ENABLED"}  # fmt: skip
+                    "WATCH_NAMESPACES", "INGEST_DOCS_ENABLED",
+                    "UI_TOKENS_FILE", "UI_AUTH_PROXY_HEADER", "UI_AUTH_DISABLED"}  # fmt: skip
 LEFT_OUT = {
     "INGEST_TOKENS",  # tokens come from the mounted Secret (INGEST_TOKENS_FILE)
+    "UI_TOKENS",  # likewise (UI_TOKENS_FILE)
     "SNS_TRUSTED_CERTS_DIR",  # local SNS certificates: tests and private partitions
 }
 
@@ -247,8 +250,20 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
         }
         for component in ("operator", "webhook")
     }
-    assert set(refs["operator"]) == {"GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_TOKEN"}
-    assert set(refs["webhook"]) == {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN"}
+    assert set(refs["operator"]) == {"GEMINI_API_KEY", "SLACK_BOT_TOKEN", "JIRA_TOKEN",
+                                     "PAGERDUTY_ROUTING_KEY", "PAGERDUTY_ROUTING_KEYS",
+                                     "OUTBOUND_WEBHOOKS"}  # fmt: skip
+
+    # The UI needs no credentials at all; behind a proxy, no tokens either.
+    ui = container(manifests, "ui")
+    assert not [e for e in ui["env"] if "valueFrom" in e]
+    ui_env = {e["name"]: e.get("value") for e in ui["env"]}
+    assert ui_env["UI_AUTH_PROXY_HEADER"] == "X-Forwarded-User"
+    assert "UI_TOKENS_FILE" not in ui_env and not pod_spec(manifests, "ui")["volumes"][1:]
+    assert ui["args"][:3] == ["ui", "--port", "8090"]
+    assert find(manifests, "NetworkPolicy", "io-incident-operator-ui")
+    assert set(refs["webhook"]) == {"SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN",
+                                    "PAGERDUTY_WEBHOOK_SECRETS"}  # fmt: skip
     for ref in [*refs["operator"].values(), *refs["webhook"].values()]:
         assert ref["name"] == "incident-integrations" and ref["optional"] is True
 
@@ -277,6 +292,8 @@ def test_every_switch_renders(helm: Path, tmp_path: Path) -> None:
         ({"config": {"SNS_TOPIC_ARNS": "*"}}, "SNS_TOPIC_ARNS"),  # ARNs, not "any topic"
         ({"config": {"INGEST_MAX_ALERTS_PER_REQUEST": 0}}, "INGEST_MAX_ALERTS_PER_REQUEST"),
         ({"webhook": {"docsEnabled": "yes"}}, "docsEnabled"),
+        ({"ui": {"enabled": True}}, "ui.tokens.existingSecret"),  # never open by accident
+        ({"ui": {"authProxyHeader": "X-User: admin"}}, "authProxyHeader"),
     ],
 )
 def test_misconfiguration_is_refused_saying_why(
@@ -366,6 +383,7 @@ class Release:
     manifests: Manifests
     operator_kubeconfig: Path
     webhook_kubeconfig: Path
+    ui_kubeconfig: Path
     ports: dict[str, int]
 
 
@@ -408,11 +426,16 @@ def release(
     """The chart installed for one watched namespace, as a cautious user would."""
     namespace = fresh_namespace(api, "chart")
     directory = tmp_path_factory.mktemp("release")
-    ports = {"webhook": free_port(), "liveness": free_port()}
+    ports = {"webhook": free_port(), "liveness": free_port(), "ui": free_port()}
     values = {
         "watchNamespaces": [namespace],
         "operator": {"livenessPort": ports["liveness"]},
         "webhook": {"port": ports["webhook"], "ingress": {"enabled": True}},
+        "ui": {
+            "enabled": True,
+            "port": ports["ui"],
+            "tokens": {"existingSecret": "incident-ui-tokens"},
+        },
         "config": {"TIMELINE_TABLE": "incident-timeline", "ECS_CLUSTER_NAME": "demo"},
     }
     # The Secret exists before the chart, as its values ask: two tokens, one per line.
@@ -421,6 +444,10 @@ def release(
         {"metadata": {"name": "incident-ingest-tokens"},
          "stringData": {"tokens": f"{new_token()}\n{new_token()}\n"}},
     )  # fmt: skip
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "incident-ui-tokens"}, "stringData": {"tokens": new_token()}},
+    )
     values_path = values_file(directory, values)
     install(helm, control_plane, namespace, values_path)
     fullname = f"{namespace}-incident-operator"
@@ -434,6 +461,7 @@ def release(
         webhook_kubeconfig=kubeconfig_for(
             control_plane, api, namespace, f"{fullname}-webhook", directory
         ),
+        ui_kubeconfig=kubeconfig_for(control_plane, api, namespace, f"{fullname}-ui", directory),
         ports=ports,
     )
 
@@ -558,7 +586,7 @@ class LocalPod:
             env[entry["name"]] = value
         # Only the listen address differs from the chart: loopback, not every interface.
         args = [a.replace("0.0.0.0", "127.0.0.1") for a in spec["args"]]
-        if component == "webhook":
+        if component in ("webhook", "ui"):
             args += ["--host", "127.0.0.1"]
         self.log = directory / f"{component}.log"
         with self.log.open("ab") as log:
@@ -735,26 +763,42 @@ def incident_rights(namespace: str) -> dict[str, dict[str, str]]:
         "watch responsepolicies": on("responsepolicies", "watch"),
         "create responsepolicies": on("responsepolicies", "create"),
         "create events": {"resource": "events", "verb": "create", "namespace": namespace},
+        "list events": {"resource": "events", "verb": "list", "namespace": namespace},
         "patch events": {"resource": "events", "verb": "patch", "namespace": namespace},
         "get secrets": {"resource": "secrets", "verb": "get", "namespace": namespace},
         "list secrets": {"resource": "secrets", "verb": "list", "namespace": namespace},
         "list pods": {"resource": "pods", "verb": "list", "namespace": namespace},
         "list incidents in default": {**on("incidents", "list"), "namespace": "default"},
+        "create silences": on("silences", "create"),
+        "get silences": on("silences", "get"),
+        "list silences": on("silences", "list"),
+        "watch silences": on("silences", "watch"),
+        "update silences": on("silences", "update"),
+        "patch silences": on("silences", "patch"),
+        "delete silences": on("silences", "delete"),
+        "patch silences/status": on("silences", "patch", subresource="status"),
+        "create silences in default": {**on("silences", "create"), "namespace": "default"},
     }
 
 
 # Not "patch incidents": the webhook never writes an Incident's spec or metadata.
 # It reads the policies: alarms are grouped (a policy's grouping) where they arrive.
+# "create silences": the Slack "Silence 1h" button; it reads or changes none.
 WEBHOOK_MAY = {"create incidents", "get incidents", "patch incidents/status",
-               "list responsepolicies", "watch responsepolicies"}  # fmt: skip
-# "delete incidents": a finished one, at the end of its retention.
+               "list responsepolicies", "watch responsepolicies", "create silences"}  # fmt: skip
+# "delete incidents": a finished one, at the end of its retention; "delete
+# silences": a day after one expired; it creates or edits none.
 OPERATOR_MAY = {"get incidents", "list incidents", "watch incidents", "patch incidents/status",
                 "delete incidents", "list responsepolicies", "watch responsepolicies",
-                "create events"}  # fmt: skip
+                "create events", "get silences", "list silences", "watch silences",
+                "delete silences", "patch silences/status"}  # fmt: skip
+# The web UI reads: Incidents (a watch keeps its list live) and their Events.
+UI_MAY = {"get incidents", "list incidents", "watch incidents", "list events"}
 
 
 @pytest.mark.parametrize(
-    ("component", "may"), [("webhook", WEBHOOK_MAY), ("operator", OPERATOR_MAY)]
+    ("component", "may"),
+    [("webhook", WEBHOOK_MAY), ("operator", OPERATOR_MAY), ("ui", UI_MAY)],
 )
 def test_each_account_may_do_what_it_needs_and_nothing_more(
     release: Release, component: str, may: set[str]
@@ -776,7 +820,9 @@ def test_neither_account_can_read_secrets_and_the_webhook_cannot_delete(
          "spec": {"source": "generic", "fingerprint": "victim", "title": "victim",
                   "service": {"name": "victim"}, "alarm": {"name": "victim"}}},
     )  # fmt: skip
-    for kubeconfig in (release.webhook_kubeconfig, release.operator_kubeconfig):
+    for kubeconfig in (
+        release.webhook_kubeconfig, release.operator_kubeconfig, release.ui_kubeconfig
+    ):  # fmt: skip
         with config.new_client_from_config(config_file=str(kubeconfig)) as identity:
             with pytest.raises(client.ApiException) as denied:
                 client.CoreV1Api(identity).read_namespaced_secret(
@@ -845,6 +891,49 @@ def test_the_operator_may_hold_its_one_lease_and_no_other(release: Release) -> N
     assert not allowed(release.operator_kubeconfig, **on("list"))  # all of them
     assert not allowed(release.operator_kubeconfig, **on("get", ours, "kube-system"))
     assert not allowed(release.webhook_kubeconfig, **on("get", ours))
+    assert not allowed(release.ui_kubeconfig, **on("get", ours))
+
+
+def test_the_ui_shows_an_incident_and_its_events_with_the_charts_rights(
+    release: Release, api: client.ApiClient, aws: Aws, tmp_path: Path
+) -> None:
+    aws.timeline_table()
+    namespace = release.namespace
+    custom = client.CustomObjectsApi(api)
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "incidents",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident", "metadata": {"name": "shown"},
+         "spec": {"source": "generic", "fingerprint": "shown", "title": "shown on the UI",
+                  "service": {"name": "search"}, "alarm": {"name": "shown"}}},
+    )  # fmt: skip
+    client.CoreV1Api(api).create_namespaced_event(
+        namespace,
+        {"metadata": {"name": "shown.event"}, "reason": "Triggered", "type": "Normal",
+         "message": "an Event the UI reads", "firstTimestamp": created["metadata"][
+             "creationTimestamp"],
+         "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident",
+                            "name": "shown", "namespace": namespace,
+                            "uid": created["metadata"]["uid"]}},
+    )  # fmt: skip
+    aws_env = {"AWS_ENDPOINT_URL": aws.endpoint_url, "AWS_ACCESS_KEY_ID": aws.access_key,
+               "AWS_SECRET_ACCESS_KEY": aws.secret_key}  # fmt: skip
+    pod = LocalPod(
+        release=release, component="ui", kubeconfig=release.ui_kubeconfig, api=api,
+        directory=tmp_path, extra_env=aws_env,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{release.ports['ui']}"
+        pod.wait_ok(f"{url}/readyz")
+        token = _secret_value(api, namespace, {"name": "incident-ui-tokens", "key": "tokens"})
+        assert httpx.get(f"{url}/").status_code == 401
+        signed = {"Authorization": f"Bearer {token}"}
+        assert "shown on the UI" in httpx.get(f"{url}/", headers=signed).text
+        page = httpx.get(f"{url}/incidents/{namespace}/shown", headers=signed)
+        assert page.status_code == 200
+        assert "an Event the UI reads" in page.text
+    finally:
+        pod.stop()
+    assert "Forbidden" not in pod.log.read_text()
 
 
 # --- the IAM policy the docs ship -----------------------------------------------

@@ -33,6 +33,7 @@ def test_cli_prints_every_crd(capsys: Any) -> None:
     assert [d["metadata"]["name"] for d in documents] == [
         "incidents.incident-response.dev",
         "responsepolicies.incident-response.dev",
+        "silences.incident-response.dev",
     ]
 
 

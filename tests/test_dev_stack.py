@@ -96,13 +96,20 @@ def test_dev_stack_serves_writes_env_and_stops_cleanly(tmp_path: Path) -> None:
             'incident_operator_incidents{phase="Escalated",service="search",severity="medium"} 1.0'
             in scraped
         )
+        # The dashboard, where .dev/env says, behind its own token, showing it.
+        assert httpx.get(env["INCIDENT_UI_URL"]).status_code == 401
+        page = httpx.get(
+            env["INCIDENT_UI_URL"], headers={"Authorization": f"Bearer {env['INCIDENT_UI_TOKEN']}"}
+        )
+        assert page.status_code == 200 and name in page.text
         children = descendants(dev.pid)
-        assert len(children) >= 4  # etcd, kube-apiserver, operator, webhook
+        assert len(children) >= 5  # etcd, kube-apiserver, operator, webhook, ui
     finally:
         dev.send_signal(signal.SIGTERM)
         output, _ = dev.communicate(timeout=60)
     assert dev.returncode == 0, output
     assert "incident-operator dev stack is up" in output
+    assert f"  ui          {env['INCIDENT_UI_URL']}" in output
     time.sleep(0.5)
     assert [pid for pid in children if alive(pid)] == []
 
@@ -167,7 +174,7 @@ def test_dev_restarts_its_operator_when_it_is_killed(tmp_path: Path) -> None:
     assert not pid_file.exists()
 
 
-def test_make_demo_runs_the_four_alarms(tmp_path: Path) -> None:
+def test_make_demo_runs_the_five_alarms(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "incident_operator.devstack.demo"],
         cwd=tmp_path,
@@ -182,14 +189,17 @@ def test_make_demo_runs_the_four_alarms(tmp_path: Path) -> None:
         line.split()[0].split("-")[0]: line.split()[3] for line in table.strip().splitlines()[1:]
     }
     assert phases == {
-        "checkout": "Resolved", "payments": "Escalated", "search": "Resolved", "orders": "Escalated"
+        "checkout": "Resolved", "payments": "Escalated", "search": "Resolved",
+        "orders": "Resolved", "inventory": "Escalated",
     }  # fmt: skip
-    # The storm of twelve orders alerts is one Incident holding them.
+    # The storm of twelve inventory alerts is one Incident holding them.
     alerts = {
         line.split()[0].split("-")[0]: line.split()[-3] for line in table.strip().splitlines()[1:]
     }
     assert table.split()[8] == "ALERTS"
-    assert alerts == {"checkout": "1", "payments": "1", "search": "1", "orders": "12"}
+    assert alerts == {
+        "checkout": "1", "payments": "1", "search": "1", "orders": "1", "inventory": "12"
+    }  # fmt: skip
     # What came of each action is a column: search was resolved without its restart.
     outcomes = {
         line.split()[0].split("-")[0]: line.split()[6] for line in table.strip().splitlines()[1:]
@@ -197,4 +207,9 @@ def test_make_demo_runs_the_four_alarms(tmp_path: Path) -> None:
     assert table.split()[6] == "OUTCOME"
     assert outcomes["checkout"] == "RestartSucceeded"
     assert outcomes["search"] == "NotNeeded"
+    assert outcomes["orders"] == "RollbackSucceeded"
     assert "resolved by the restart of us-east-1/demo/checkout" in result.stdout
+    # orders was deployed twice; its alarm's answer took it back to the first.
+    assert "resolved by the rollback of us-east-1/demo/orders" in result.stdout
+    assert "orders runs orders:1 again" in result.stderr
+    assert "the dashboard, live while the demo runs: http://127.0.0.1:" in result.stderr

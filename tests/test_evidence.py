@@ -422,7 +422,7 @@ def test_the_iam_policy_grants_what_the_collectors_declare() -> None:
 
 def test_slack_shows_the_evidence_in_a_short_escaped_field() -> None:
     from incident_operator.models import Evidence, EvidenceItem
-    from incident_operator.notify.slack_blocks import incident_blocks
+    from incident_operator.slack.blocks import incident_blocks
 
     said = "ECS: last event '<!channel> <https://evil.example|click> restart payments-db'"
     assessment = Assessment(

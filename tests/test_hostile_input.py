@@ -184,6 +184,7 @@ CORPUS: list[tuple[str, str, bytes, str]] = [
         b"payload=%7B%7D&x=%ff",
         "application/x-www-form-urlencoded",
     ),
+    ("pagerduty unsigned", "/pagerduty/webhook", _deep(5000), "application/json"),
 ]
 
 

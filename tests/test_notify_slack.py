@@ -4,7 +4,8 @@ nothing twice, even when the status never learned what was posted."""
 from __future__ import annotations
 
 from fakes.slack import FakeSlack
-from incident_operator.notify.slack import SlackChannel, slack_client
+from incident_operator.slack.api import slack_client
+from incident_operator.slack.channel import SlackChannel
 from notify_support import assessed, incident, moved, notifier, policy, transition
 
 CHANNEL = "C0INCIDENTS"
@@ -29,7 +30,7 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
         "event_payload": {"uid": first.metadata["uid"], "incident": "shop/checkout-3f1c2a9b0d4e"},
     }
     # Open and nobody on it yet: anyone may take it.
-    assert message.buttons == ["incident_acknowledge", "incident_timeline"]
+    assert message.buttons == ["incident_acknowledge", "incident_silence", "incident_timeline"]
     assert [m.text for m in slack.thread(message)] == ["*Triggered*: high alarm"]
 
     pending = moved(
@@ -44,7 +45,9 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
     assert announced.status == "True", announced
     assert slack.top_level() == [message], "never a second top-level message"
     assert message.updates == 1
-    assert message.buttons == ["incident_approve", "incident_reject", "incident_timeline"]
+    assert message.buttons == [
+        "incident_approve", "incident_reject", "incident_silence", "incident_timeline"
+    ]  # fmt: skip
     [approve] = [
         e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
         if e["action_id"] == "incident_approve"
@@ -63,7 +66,7 @@ async def test_first_transition_posts_one_message_and_later_ones_update_it(
         **transition("Remediating", ("approval", "Approved", "restart approved")),
     )
     await tell.announce(approved, policy=policy())
-    assert message.buttons == ["incident_timeline"]
+    assert message.buttons == ["incident_silence", "incident_timeline"]
     assert "approved by <@U01ALICE> via slack" in message.shown
 
 
@@ -184,3 +187,30 @@ async def test_the_message_says_what_is_approved_what_is_missing_and_reveals_hid
     assert "3 more alert(s) of this Alertmanager group were left out" in message.shown
     # A bidi override would make the text read backwards: it is spelled out.
     assert "\\u202eesrever\\u202c" in message.shown and "\u202e" not in message.shown
+
+
+async def test_with_a_link_template_view_timeline_opens_the_incidents_page(
+    slack: FakeSlack,
+) -> None:
+    client = slack_client(token=slack.token, base_url=slack.api_url)
+    linked = SlackChannel(
+        client=client,
+        default_channel=CHANNEL,
+        link_template="https://incidents.example.com/incidents/{namespace}/{name}",
+    )
+    first = incident(**transition("Assessing", ("received", "Triggered", "high alarm")))
+    await notifier(linked).announce(first, policy=policy())
+    [message] = slack.top_level(CHANNEL)
+    [timeline] = [
+        e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
+        if e["action_id"] == "incident_timeline"
+    ]  # fmt: skip
+    assert timeline["url"] == "https://incidents.example.com/incidents/shop/checkout-3f1c2a9b0d4e"
+    # Without one, the button only asks the webhook for the timeline.
+    other = incident(name="other", **transition("Assessing", ("received", "Triggered", "x")))
+    await notifier(channel(slack)).announce(other, policy=policy())
+    unlinked = [
+        e for m in slack.top_level(CHANNEL) if m is not message for b in m.blocks
+        if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "incident_timeline"
+    ]  # fmt: skip
+    assert len(unlinked) == 1 and "url" not in unlinked[0]

@@ -9,7 +9,7 @@ assessment fails at Gemini (a 400) and escalates, told in Slack.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from incident_operator import metrics
 from incident_operator.models import GROUP, VERSION
 from operator_support import OperatorProcess, create_policy, get_incident, operator_env, wait_for
 from test_operator import raise_alarm, wait_phase
+from test_silences import create_silence
 from webhook_support import new_token
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -107,6 +108,12 @@ async def test_every_operator_metric_has_a_sample_after_real_traffic(
         return any(c["type"] == "Acknowledged" for c in conditions)
 
     wait_for(f"{escalated}'s acknowledgement to be recorded", acknowledged, timeout=15)
+    # A deployment of search is silenced: its alarm is muted.
+    until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    search = {"matchers": [{"name": "service", "value": "search"}], "endsAt": until}
+    create_silence(api, namespace, "search-deploy", search)
+    muted = await raise_alarm(api, namespace, service="search", alarm="search-latency")
+    wait_phase(api, namespace, muted, "Silenced")
 
     def deleted() -> bool:
         try:
@@ -132,6 +139,8 @@ async def test_every_operator_metric_has_a_sample_after_real_traffic(
                    and all(found.get(k) == want for k, want in labels.items()))  # fmt: skip
 
     assert value("incident_operator_leader", "incident_operator_leader") == 1
+    assert value("incident_operator_alarms_silenced", "incident_operator_alarms_silenced_total",
+                 service="search") == 1  # fmt: skip
     model = "gemini-2.5-flash"
     ai_tokens = "incident_operator_ai_tokens_total"
     assert value("incident_operator_ai_tokens", ai_tokens, model=model, kind="prompt") == 321

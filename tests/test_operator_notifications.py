@@ -107,7 +107,9 @@ async def test_approve_in_slack_and_the_operator_restarts(
     incident = wait_phase(api, namespace, name, "AwaitingApproval")
     message = the_message(slack)
     assert incident["status"]["notifications"]["slack"] == {"channel": CHANNEL, "ts": message.ts}
-    assert message.buttons == ["incident_approve", "incident_reject", "incident_timeline"]
+    assert message.buttons == [
+        "incident_approve", "incident_reject", "incident_silence", "incident_timeline"
+    ]  # fmt: skip
     assert conditions(incident)["Notified"][:2] == ("True", "Notified")
 
     said = await click_button(api, namespace, slack, secret, "incident_approve", name, message.ts)
@@ -148,7 +150,7 @@ async def test_reject_in_slack_and_the_operator_does_not_act(
     assert status["notifications"]["email"]["messageId"]
     assert emails_sent(world) == 1
     assert slack.top_level() == [message]
-    assert message.buttons == ["incident_timeline"]
+    assert message.buttons == ["incident_silence", "incident_timeline"]
     assert conditions(incident)["Notified"][:2] == ("True", "Notified")
     # A late click is answered politely.
     late = await click_button(api, namespace, slack, secret, "incident_approve", name, message.ts)

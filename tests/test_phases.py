@@ -616,3 +616,75 @@ def test_a_more_severe_alert_joining_before_the_action_is_assessed_again() -> No
     assert "'db errors' (critical)" in result.records[0].message
     # No alert more severe than assessed: the approval waits on.
     assert step(with_alerts(alert("api", "high"), alert("web", "medium"))) == Wait(600.0)
+
+
+CHAIN = policy(
+    escalation={
+        "steps": [
+            {"after": "5m", "slackUserGroup": "S0ONCALL"},
+            {"after": "10m", "email": ["lead@example.com"], "pagerduty": "secondary"},
+        ]
+    }
+)
+
+
+def escalated(taken: int = 0, **status: Any) -> Incident:
+    steps = [
+        {"number": n + 1, "step": n % 2 + 1, "at": NOW.isoformat(), "slackUserGroup": "S0ONCALL"}
+        for n in range(taken)
+    ]
+    return make({"phase": "Escalated", "escalation": {"since": NOW.isoformat(), "steps": steps},
+                 **status})  # fmt: skip
+
+
+def test_escalating_starts_the_chain_clock() -> None:
+    result = step(make({"phase": "Assessing"}), assessed("notify_team", "ESCALATE"), policy=CHAIN)
+    assert isinstance(result, Transition) and result.phase == "Escalated"
+    assert result.status["escalation"] == {"since": NOW.isoformat().replace("+00:00", "Z"),
+                                           "steps": []}  # fmt: skip
+
+
+def test_an_unacknowledged_escalation_takes_each_step_when_due() -> None:
+    assert step(escalated(), policy=CHAIN, now=NOW + timedelta(minutes=1)) == Wait(240.0)
+    first = step(escalated(), policy=CHAIN, now=NOW + timedelta(minutes=5))
+    assert isinstance(first, Transition) and first.phase == "Escalated"
+    [taken] = first.status["escalation"]["steps"]
+    assert (taken["number"], taken["step"], taken["slackUserGroup"]) == (1, 1, "S0ONCALL")
+    [record] = first.records
+    assert (record.kind, record.reason) == ("escalation", "EscalationStep1")
+    assert "step 1 of 2: Slack user group S0ONCALL" in record.message
+    assert first.wake_after == 600.0  # the second step, ten minutes after the first
+    # The second step counts from the first: due at 15 minutes.
+    assert step(escalated(1), policy=CHAIN, now=NOW + timedelta(minutes=14)) == Wait(60.0)
+    second = step(escalated(1), policy=CHAIN, now=NOW + timedelta(minutes=15))
+    assert isinstance(second, Transition)
+    taken = second.status["escalation"]["steps"][-1]
+    assert (taken["number"], taken["step"], taken["email"], taken["pagerduty"]) == (
+        2, 2, ["lead@example.com"], "secondary"
+    )  # fmt: skip
+    assert second.wake_after is None  # the chain is done
+    assert step(escalated(2), policy=CHAIN, now=NOW + timedelta(days=1)) is None
+
+
+def test_a_repeated_chain_starts_over_after_its_last_step() -> None:
+    again = policy(escalation={**CHAIN.spec.escalation.to_api(), "repeat": 1})  # type: ignore[union-attr]
+    assert step(escalated(2), policy=again, now=NOW + timedelta(minutes=19)) == Wait(60.0)
+    third = step(escalated(2), policy=again, now=NOW + timedelta(minutes=20))
+    assert isinstance(third, Transition)
+    taken = third.status["escalation"]["steps"][-1]
+    assert (taken["number"], taken["step"]) == (3, 1)
+    assert third.records[0].reason == "EscalationStep3"
+    assert step(escalated(4), policy=again, now=NOW + timedelta(days=1)) is None
+
+
+def test_an_acknowledgement_or_the_recovery_stops_the_chain() -> None:
+    ack = {"by": "U0ALICE", "at": NOW.isoformat(), "via": "slack"}
+    acked = step(escalated(acknowledgement=ack), policy=CHAIN, now=NOW + timedelta(hours=1))
+    # Only the acknowledgement itself is recorded; no step.
+    assert isinstance(acked, Transition)
+    assert [r.reason for r in acked.records] == ["Acknowledged"]
+    recovered = step(escalated(alarmState="OK"), policy=CHAIN, now=NOW + timedelta(hours=1))
+    assert isinstance(recovered, Transition) and recovered.phase == "Resolved"
+    assert "escalation" not in recovered.status
+    # Without a chain an escalated Incident waits for people, as before.
+    assert step(escalated(), now=NOW + timedelta(hours=1)) is None

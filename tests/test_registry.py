@@ -55,6 +55,7 @@ def test_the_registry_finds_every_plugin_module() -> None:
     assert set(registry.plugins()) == {
         "restart_service",
         "scale_service",
+        "rollback_service",
         "restart_deployment",
         "run_job",
     }

@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,12 @@ from builders import incident as incident_body
 from fakes.slack import FakeSlack
 from incident_operator.config import Settings
 from incident_operator.devstack.controlplane import ControlPlane
-from incident_operator.ingest.slack_actions import (
+from incident_operator.models import GROUP, VERSION
+from incident_operator.slack.actions import (
     response_url_allowed,
     response_url_origins,
     slack_actions_router,
 )
-from incident_operator.models import GROUP, VERSION
 from incident_operator.timeline import Entry
 from incident_operator.timeline.dynamodb import DynamoTimeline
 from slack_signing import click, form_body, sign
@@ -522,3 +523,98 @@ def test_kubectl_incident_acknowledges(
     assert again.returncode == 1
     assert "already acknowledged by carol" in again.stderr
     assert read(api, namespace, name)["status"]["acknowledgement"]["by"] == "carol"
+
+
+# --- silences: the "Silence 1h" button, `kubectl incident silence` --------------
+
+
+def silences(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "silences"
+    )
+    return list(listed["items"])
+
+
+def hours_between(spec: dict[str, Any]) -> float:
+    starts, ends = (
+        datetime.fromisoformat(spec[key].replace("Z", "+00:00")) for key in ("startsAt", "endsAt")
+    )
+    return (ends - starts).total_seconds() / 3600
+
+
+async def test_silence_1h_creates_a_silence_of_the_service_and_alarm(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, slack: FakeSlack
+) -> None:
+    name = put_incident(api, namespace, phase="Escalated", approvers=["U0ALICE"])
+    answer, url = await press(http, secret, slack, "incident_silence", f"{namespace}/{name}")
+    assert answer.status_code == 200
+    [silence] = silences(api, namespace)
+    spec = silence["spec"]
+    assert spec["matchers"] == [
+        {"name": "service", "op": "=", "value": "checkout"},
+        {"name": "alarm", "op": "=", "value": "checkout-cpu-high"},
+    ]
+    assert hours_between(spec) == 1
+    assert spec["createdBy"] == "slack:U0ALICE"
+    assert f"{namespace}/{name}" in spec["comment"]
+    assert silence["metadata"]["name"].startswith(name[:40])
+    [said] = slack.said(url)
+    assert said.startswith("You silenced checkout-cpu-high of checkout until ")
+    # The Incident itself goes on as it was.
+    assert read(api, namespace, name)["status"]["phase"] == "Escalated"
+
+
+async def test_only_approvers_may_silence_and_forgeries_change_nothing(
+    api: client.ApiClient, namespace: str, http: httpx.AsyncClient, secret: str, slack: FakeSlack
+) -> None:
+    name = put_incident(api, namespace, phase="Escalated", approvers=["U0ALICE"])
+    _, url = await press(
+        http, secret, slack, "incident_silence", f"{namespace}/{name}", user="U0MALLORY"
+    )
+    assert slack.said(url) == [
+        "Sorry, you are not one of the approvers who may silence it; nothing changed."
+    ]
+    body = click("incident_silence", f"{namespace}/{name}", user="U0ALICE",
+                 response_url=slack.response_url(), message_ts=MESSAGE_TS)  # fmt: skip
+    forged = await http.post(
+        "/slack/actions", content=body, headers=sign(secrets.token_hex(16), body)
+    )
+    assert forged.status_code == 401
+    assert silences(api, namespace) == []
+
+
+def test_kubectl_incident_silence_creates_a_silence(
+    api: client.ApiClient, namespace: str, control_plane: ControlPlane
+) -> None:
+    done = kubectl_incident(
+        control_plane, "silence", "-n", namespace, "--service", "payments",
+        "--alarm", "payments-*.high", "--severity=critical", "--for", "2h",
+        "--comment", 'deploying "v2"', "--by", "carol",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "created" in done.stdout
+    [silence] = silences(api, namespace)
+    spec = silence["spec"]
+    assert spec["matchers"] == [
+        {"name": "service", "op": "=", "value": "payments"},
+        {"name": "alarm", "op": "=~", "value": r"payments-.*\.high"},
+        {"name": "severity", "op": "=", "value": "critical"},
+    ]
+    assert hours_between(spec) == 2
+    assert (spec["createdBy"], spec["comment"]) == ("carol", 'deploying "v2"')
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--for", "2h"], "say what to silence"),
+        (["--service", "payments", "--for", "soon"], "--for takes a duration"),
+    ],
+)
+def test_kubectl_incident_silence_refuses_what_it_cannot_make(
+    api: client.ApiClient, namespace: str, control_plane: ControlPlane, args: list[str], said: str
+) -> None:
+    done = kubectl_incident(control_plane, "silence", "-n", namespace, *args)
+    assert done.returncode == 2
+    assert said in done.stderr
+    assert silences(api, namespace) == []

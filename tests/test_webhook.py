@@ -493,3 +493,52 @@ async def test_an_incident_is_named_after_its_plain_service_even_given_an_arn(
     assert incident["metadata"]["name"].startswith("payments-")
     assert incident["metadata"]["labels"]["incident-response.dev/service"] == "payments"
     assert incident["spec"]["service"]["name"] == arn  # what was observed, as it was
+
+
+def incident_writes(api: client.ApiClient, namespace: str, seconds: float) -> list[str]:
+    """The kinds of the Incident watch events seen for `seconds` (run in a thread)."""
+    from kubernetes import watch
+
+    events = watch.Watch().stream(
+        client.CustomObjectsApi(api).list_namespaced_custom_object,
+        GROUP, VERSION, namespace, "incidents",
+        timeout_seconds=int(seconds), _request_timeout=seconds + 5,
+    )  # fmt: skip
+    return [event["type"] for event in events]
+
+
+async def test_a_hot_incident_collects_its_deliveries_into_one_write_per_interval(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """A storm is paced: an Incident written a moment ago takes the deliveries
+    that arrive within the interval in one write; an idle one is written at once."""
+    watching = asyncio.create_task(asyncio.to_thread(incident_writes, api, namespace, 6))
+    await asyncio.sleep(0.5)  # the watch is open
+    async with webhook(api, namespace, token=new_token(), ingest_write_interval_seconds=1) as http:
+        alarm = generic_alert("storm", incident_id="INC-HOT")
+        first = await http.post("/alert", json=alarm)  # new: created at once
+        started = asyncio.get_running_loop().time()
+
+        async def later(delay: float) -> float:
+            await asyncio.sleep(delay)
+            answer = await http.post("/alert", json=alarm)
+            assert answer.json()["incidents"][0]["result"] == "counted", answer.text
+            return asyncio.get_running_loop().time() - started
+
+        # 90 deliveries over 1.8 s, open loop, as independent senders send.
+        answered = await asyncio.gather(*(later(i * 0.02) for i in range(90)))
+        await asyncio.sleep(2.5)  # idle for more than the interval
+        quiet = asyncio.get_running_loop().time()
+        idle = await http.post("/alert", json=alarm)
+        idle_took = asyncio.get_running_loop().time() - quiet
+    events = await watching
+    assert first.json()["incidents"][0]["result"] == "created"
+    assert idle.json()["incidents"][0]["occurrences"] == 92
+    [incident] = incidents(api, namespace)
+    assert incident["status"]["occurrences"] == 92
+    # One create, then at most one write per second of the storm (1.8 s:
+    # two or three), and the idle delivery's own: never one per delivery.
+    assert events.count("ADDED") == 1
+    assert 3 <= events.count("MODIFIED") <= 4, events
+    assert max(answered) < 1.8 + 1 + 1  # none waited much more than an interval
+    assert idle_took < 1  # an idle Incident is written at once, not after the interval

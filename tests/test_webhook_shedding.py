@@ -204,3 +204,36 @@ async def test_senders_within_the_limit_are_never_shed_and_count_exactly(
     items = incidents(api, namespace)
     assert len(items) == fingerprints
     assert sum(occurrences(item) for item in items) == alarms
+
+
+async def test_a_storm_on_a_few_incidents_waits_out_their_paced_writes_and_is_never_shed(
+    kubeconfig: Path,
+    api: client.ApiClient,
+    namespace: str,
+    stopped_after: list[subprocess.Popen[str]],
+) -> None:
+    # Far more senders waiting at once than the limit, all on two Incidents
+    # written a moment ago: each gives its slot back while it waits for the
+    # paced write, so none is refused, and a write a second each takes them.
+    limit, fingerprints = 4, 2
+    token = new_token()
+    url, process = serve_webhook(
+        kubeconfig, namespace, INGEST_TOKENS=token, INGEST_MAX_IN_FLIGHT=str(limit),
+        INGEST_WRITE_INTERVAL_SECONDS="1",
+    )  # fmt: skip
+    stopped_after.append(process)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        for i in range(fingerprints):  # the Incidents exist and were just written
+            assert (await http.post("/alert", json=generic_alert(f"hot-{i}"))).is_success
+
+        async def send(i: int) -> httpx.Response:
+            await asyncio.sleep(i * 0.01)  # open loop: one every 10 ms, 60 within the interval
+            return await http.post("/alert", json=generic_alert(f"hot-{i % fingerprints}"))
+
+        answers = await asyncio.gather(*(send(i) for i in range(60)))
+        after = (await http.get("/metrics")).text
+    assert Counter(answer.status_code for answer in answers) == {200: 60}
+    assert metric(after, "incident_ingest_shed_total") == 0
+    assert sum(occurrences(item) for item in incidents(api, namespace)) == 62

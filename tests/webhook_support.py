@@ -28,20 +28,45 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+class _Replica(httpx.AsyncClient):
+    """A client of an in-process webhook; closing it stops the webhook's policy watch."""
+
+    def __init__(self, *, policies: PolicyWatch | None, **options: Any) -> None:
+        super().__init__(**options)
+        self._policies = policies
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self._stop()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await super().__aexit__(*exc_info)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._policies is not None:
+            self._policies.stop()
+
+
 def webhook(
     api: client.ApiClient, namespace: str, *, token: str, grouping: bool = False, **settings: Any
 ) -> httpx.AsyncClient:
     """An HTTP client wired to a fresh webhook app (one "replica"); with
     `grouping`, it follows the namespace's ResponsePolicies, as served."""
     config = Settings(incident_namespace=namespace, ingest_tokens=token, **settings)
-    groups = None
+    policies = None
     if grouping:
         policies = PolicyWatch(api=api, namespace=namespace).start()
         assert policies.wait_synced(10), "the policies were not listed"
-        groups = policies.group
-    recorder = AlarmRecorder(api=api, namespace=namespace, groups=groups)
+    recorder = AlarmRecorder(
+        api=api,
+        namespace=namespace,
+        groups=policies.group if policies is not None else None,
+        write_interval=config.ingest_write_interval_seconds,
+    )
     app = create_app(settings=config, recorder=recorder, api=api, registry=CollectorRegistry())
-    return httpx.AsyncClient(
+    return _Replica(
+        policies=policies,
         transport=httpx.ASGITransport(app=app),
         base_url="http://webhook",
         headers={"Authorization": f"Bearer {token}"},

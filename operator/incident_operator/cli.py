@@ -47,7 +47,12 @@ def _webhook(args: argparse.Namespace) -> int:
     # Grouping is decided here, from the policies (read-only, followed by a watch).
     policies = PolicyWatch(api=api, namespace=settings.incident_namespace).start()
     policies.wait_synced(timeout=10)
-    recorder = AlarmRecorder(api=api, namespace=settings.incident_namespace, groups=policies.group)
+    recorder = AlarmRecorder(
+        api=api,
+        namespace=settings.incident_namespace,
+        groups=policies.group,
+        write_interval=settings.ingest_write_interval_seconds,
+    )
     app = create_app(settings=settings, recorder=recorder, api=api)
     # Keep idle connections longer than the load balancers in front usually
     # do (60 s), so the balancer, not us, closes them: a request it sends
@@ -65,6 +70,12 @@ def _webhook(args: argparse.Namespace) -> int:
         timeout_keep_alive=75,
     )
     return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from .ui.serve import serve
+
+    return serve(host=args.host, port=args.port, namespace=args.namespace, log_level=args.log_level)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -175,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     webhook.add_argument("--log-level", default="info")
     webhook.set_defaults(handler=_webhook)
+
+    ui = commands.add_parser("ui", help="serve the read-only web UI")
+    ui.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    ui.add_argument("--port", type=int, default=8090, help="port to listen on")
+    ui.add_argument("--namespace", help="the Incidents' namespace (default: INCIDENT_NAMESPACE)")
+    ui.add_argument("--log-level", default="info")
+    ui.set_defaults(handler=_ui)
 
     run = commands.add_parser("run", help="run the operator")
     run.add_argument(

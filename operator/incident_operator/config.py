@@ -10,8 +10,57 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OutboundWebhook(BaseModel):
+    """One receiver of the transitions' CloudEvents (OUTBOUND_WEBHOOKS)."""
+
+    url: str = Field(pattern=r"^https?://", description="Where events are POSTed.")
+    secret: SecretStr = Field(min_length=1, description="Signs the events (HMAC-SHA256).")
+
+
+def parse_routing_keys(raw: str) -> dict[str, str]:
+    """`name=key,name=key` as a dict; ValueError numbering the entry that is not."""
+    keys: dict[str, str] = {}
+    for index, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, equals, key = entry.partition("=")
+        if not equals or not name.strip() or not key.strip():
+            # Which entry, never what it holds: it may be a bare key.
+            raise ValueError(f"PAGERDUTY_ROUTING_KEYS: entry {index + 1}: expected name=key")
+        keys[name.strip()] = key.strip()
+    return keys
+
+
+_OUTBOUND_WEBHOOKS = TypeAdapter(list[OutboundWebhook])
+
+
+def outbound_webhooks(raw: SecretStr) -> list[OutboundWebhook]:
+    """OUTBOUND_WEBHOOKS parsed; ValueError saying where it is wrong, never echoing it."""
+    text = raw.get_secret_value().strip()
+    if not text:
+        return []
+    try:
+        return _OUTBOUND_WEBHOOKS.validate_json(text)
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'the value'}: {e['msg']}"
+            for e in error.errors(include_input=False)
+        )
+        raise ValueError(
+            'OUTBOUND_WEBHOOKS must be a JSON list of {"url": ..., "secret": ...}: ' + where
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -46,6 +95,15 @@ class Settings(BaseSettings):
         description="The most alarm requests the webhook works on at once (a request counts "
         "once its body is in); past it a request is answered 503 with Retry-After at once and "
         "changes nothing. Health, readiness, metrics and Slack actions are never refused.",
+    )
+    ingest_write_interval_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="An Incident written less than this ago collects further deliveries "
+        "until the interval is up, then counts them in one write: a storm costs the API "
+        "server about one write per Incident per interval, and a sender waits at most about "
+        "this much more. An idle Incident is written at once. 0: no pacing.",
     )
     ingest_docs_enabled: bool = Field(
         False,
@@ -136,7 +194,94 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long an open breaker skips its channel."
     )
 
+    # --- PagerDuty and outbound webhooks -------------------------------------
+    pagerduty_routing_key: SecretStr | None = Field(
+        None,
+        description="Events API v2 routing key (integration key) of the PagerDuty service "
+        "paged by default; with it (or PAGERDUTY_ROUTING_KEYS) PagerDuty is a channel.",
+    )
+    pagerduty_routing_keys: SecretStr = Field(
+        SecretStr(""),
+        description="More routing keys, by name: name=key,name=key; a policy pages one with "
+        "notify.pagerduty.routingKey: <name>.",
+    )
+    pagerduty_events_url: str = Field(
+        "https://events.pagerduty.com/v2/enqueue",
+        description="Events API v2 endpoint (the EU one, proxies, tests).",
+    )
+    pagerduty_events_per_minute: float = Field(
+        100.0,
+        gt=0,
+        le=6000,
+        description="Events sent per minute per routing key at most (PagerDuty takes about "
+        "120 and answers 429 past it); the rest wait their turn, never dropped.",
+    )
+    pagerduty_webhook_secrets: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated secrets of PagerDuty webhook (v3) subscriptions; with "
+        "one, POST /pagerduty/webhook takes incident.acknowledged as an acknowledgement.",
+    )
+    outbound_webhooks: SecretStr = Field(
+        SecretStr(""),
+        description='JSON list of {"url": ..., "secret": ...}: each gets every transition as '
+        "a signed CloudEvent.",
+    )
+    notify_retry_backoff_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="First retry delay of a PagerDuty or webhook event after a 429, 5xx or "
+        "no answer; doubled per attempt up to a minute, retried until taken.",
+    )
+
+    @field_validator("outbound_webhooks")
+    @classmethod
+    def _outbound_webhooks_parse(cls, value: SecretStr) -> SecretStr:
+        outbound_webhooks(value)
+        return value
+
+    @field_validator("pagerduty_routing_keys")
+    @classmethod
+    def _routing_keys_parse(cls, value: SecretStr) -> SecretStr:
+        parse_routing_keys(value.get_secret_value())
+        return value
+
+    # --- the read-only web UI (`incident-operator ui`, ui/) ------------------
+    ui_tokens: SecretStr = Field(
+        SecretStr(""), description="Comma-separated bearer tokens accepted by the web UI."
+    )
+    ui_tokens_file: Path | None = Field(
+        None,
+        description="File with one UI token per line (a mounted Secret); re-read when it changes.",
+    )
+    ui_auth_proxy_header: str | None = Field(
+        None,
+        description="Trust this request header as the signed-in user (e.g. X-Forwarded-User "
+        "from oauth2-proxy); only when nothing but the proxy can reach the UI.",
+    )
+    ui_auth_disabled: bool = Field(
+        False, description="Serve the UI to anyone who reaches it. Only for closed networks."
+    )
+    ui_public_url: str | None = Field(
+        None,
+        description="The UI's address as people reach it, e.g. https://incidents.example.com; "
+        "set, INCIDENT_LINK_TEMPLATE defaults to an Incident's page there.",
+    )
+
+    @model_validator(mode="after")
+    def link_to_the_ui(self) -> Settings:
+        """Jira, email and Slack link to the UI's page of an Incident, unless told otherwise."""
+        if self.incident_link_template is None and self.ui_public_url:
+            base = self.ui_public_url.rstrip("/")
+            self.incident_link_template = base + "/incidents/{namespace}/{name}"
+        return self
+
     def ingest_token_set_static(self) -> frozenset[str]:
         """The tokens from INGEST_TOKENS (the file is read by the auth check)."""
         raw = self.ingest_tokens.get_secret_value()
+        return frozenset(token.strip() for token in raw.split(",") if token.strip())
+
+    def ui_token_set_static(self) -> frozenset[str]:
+        """The tokens from UI_TOKENS (the file is read by the UI's auth check)."""
+        raw = self.ui_tokens.get_secret_value()
         return frozenset(token.strip() for token in raw.split(",") if token.strip())

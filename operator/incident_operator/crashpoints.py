@@ -10,7 +10,9 @@ by luck. Off unless INCIDENT_OPERATOR_CRASH_AT is set:
 
 `name:N` crashes on the first N hits (default 1); the log file remembers hits
 across the restarts the crashes cause. The points: `before-write` and
-`after-write` (a pass's status write, reconcile/reconciler.py), `after-claim`
+`after-write` (a pass's status write, reconcile/reconciler.py),
+`after-page` and `after-webhook` (PagerDuty or a webhook receiver took an
+event, not yet recorded: notify/pagerduty.py, notify/webhooks.py), `after-claim`
 and `after-act` (an action claimed, and done but not yet recorded,
 remediate/executor.py).
 """

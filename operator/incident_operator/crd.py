@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .models import GROUP, VERSION, IncidentSpec, IncidentStatus, ResponsePolicySpec
+from .silence import SilenceSpec, SilenceStatus
 
 _DROP = {"title", "default", "$defs"}
 
@@ -134,6 +135,28 @@ def response_policy_crd() -> dict[str, Any]:
     )
 
 
+def silence_crd() -> dict[str, Any]:
+    columns = [
+        ("Matchers", "string", ".status.matchers", 0),
+        ("State", "string", ".status.state", 0),
+        # A string, not a date: kubectl shows a future date as "<invalid>".
+        ("Ends", "string", ".status.endsAt", 0),
+        ("Muted", "integer", ".status.muted", 0),
+        ("Age", "date", ".metadata.creationTimestamp", 0),
+        ("Starts", "string", ".status.startsAt", 1),
+        ("Created-By", "string", ".spec.createdBy", 1),
+        ("Comment", "string", ".spec.comment", 1),
+    ]
+    return _crd(
+        kind="Silence",
+        plural="silences",
+        short_names=["sil"],
+        spec=_schema(SilenceSpec),
+        status=_schema(SilenceStatus),
+        columns=columns,
+    )
+
+
 def _crd(
     *,
     kind: str,
@@ -184,7 +207,7 @@ def _crd(
 
 
 def all_crds() -> list[dict[str, Any]]:
-    return [incident_crd(), response_policy_crd()]
+    return [incident_crd(), response_policy_crd(), silence_crd()]
 
 
 def render(crd: dict[str, Any]) -> str:

@@ -106,8 +106,8 @@ REMEDIATION_OUTCOMES = Counter(
 )
 NOTIFICATIONS = Counter(
     "incident_operator_notifications_total",
-    "Channels asked to tell of a transition, by channel and outcome (told, failed, and "
-    "open: skipped while its breaker is open).",
+    "Channels asked to tell of a transition, by channel and outcome (told, failed, "
+    "open: skipped while its breaker is open, and queued: waiting in a paced lane).",
     ["channel", "outcome"],
     registry=REGISTRY,
 )
@@ -125,6 +125,12 @@ QUEUE_DEPTH = Gauge(
 LEADER = Gauge(
     "incident_operator_leader",
     "1 while this replica holds the Lease and acts, else 0.",
+    registry=REGISTRY,
+)
+ALARMS_SILENCED = Counter(
+    "incident_operator_alarms_silenced_total",
+    "Alarms muted by a Silence (an Incident entering phase Silenced), by service and severity.",
+    ["service", "severity"],
     registry=REGISTRY,
 )
 RETENTION_DELETED = Counter(
@@ -158,6 +164,8 @@ def transition_written(before: Incident, after: Incident) -> None:
             seconds = max((moment - alarm).total_seconds(), 0.0)
             ALARM_TO[stage].labels(*labels).observe(seconds)
 
+    if new_phase == "Silenced" and old_phase != "Silenced":
+        ALARMS_SILENCED.labels(*labels).inc()
     if "acknowledged" in kinds and new.acknowledgement is not None:
         since_alarm("acknowledgement", new.acknowledgement.at)  # when the person said so
     if "assessment" in kinds and new.assessment is not None:

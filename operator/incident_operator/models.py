@@ -43,6 +43,7 @@ Phase = Literal[
     "Escalated",
     "Ignored",
     "Failed",
+    "Silenced",
 ]
 # Closed: nothing more will happen; the next alarm opens a new Incident.
 CLOSED_PHASES: frozenset[str] = frozenset({"Resolved", "Failed"})
@@ -54,7 +55,7 @@ Verdict = Literal["SAFE", "ESCALATE"]
 ApprovalState = Literal["Pending", "Approved", "Rejected", "Expired", "Cancelled"]
 # In the order they are kept in status (and shown by kubectl describe).
 ConditionType = Literal[
-    "Assessed", "Acknowledged", "Approved", "Remediated", "Notified", "Resolved"
+    "Assessed", "Acknowledged", "Approved", "Remediated", "Notified", "Resolved", "Silenced"
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -74,6 +75,8 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 MAX_RETENTION_SECONDS = 3650 * 24 * 3600
 # Alerts listed in one Incident's status (a storm grouped into it); more are counted.
 MAX_ALERTS = 100
+# Escalation steps taken at most: ten steps, each repeated up to ten times.
+MAX_ESCALATION_STEPS = 110
 
 # No control, format (bidi overrides, zero-width) or private-use characters,
 # nor line/paragraph separators (lone surrogates are refused at ingest): a
@@ -402,13 +405,35 @@ class EmailRef(Model):
     message_id: ShortText
 
 
+class PagerDutyRef(Model):
+    """The PagerDuty alert of this Incident (Events API v2): there once a trigger is decided."""
+
+    dedup_key: Annotated[str, Field(max_length=255)]
+    routing_key: ShortText | None = Field(
+        None, description="The name (never the value) of the routing key paged."
+    )
+    triggered: bool | None = Field(
+        None, description="PagerDuty took the trigger; false while it waits in the lane."
+    )
+    acknowledged: bool | None = Field(None, description="The acknowledge event was sent.")
+    resolved: bool | None = Field(None, description="The resolve event was sent.")
+
+
 class Notifications(Model):
     """Where the incident was announced, so it is never announced twice."""
 
     slack: SlackRef | None = None
     jira: JiraRef | None = None
     email: EmailRef | None = None
+    pagerduty: PagerDutyRef | None = None
     jira_commented: bool | None = Field(None, description="The resolution comment was added.")
+
+
+class SilenceRef(Model):
+    """The Silence that muted an Incident (see silence.py), and until when."""
+
+    name: ShortText = Field(description="The Silence's name, in the Incident's namespace.")
+    until: datetime = Field(description="When its window ends: the Incident is looked at again.")
 
 
 class Condition(Model):
@@ -459,6 +484,48 @@ class AlertEntry(Model):
     last_seen: datetime
 
 
+Email = Annotated[str, Field(max_length=320)]
+
+
+class EscalationTargets(Model):
+    """Whom one escalation step tells; at least one."""
+
+    slack_user_group: ShortText | None = Field(
+        None, description="A Slack user group id (S0...) mentioned in the Incident's thread."
+    )
+    email: list[Email] = Field(
+        default_factory=list, max_length=32, description="Addresses sent an email (SES)."
+    )
+    pagerduty: ShortText | None = Field(
+        None,
+        description="A routing key's name (PAGERDUTY_ROUTING_KEYS; 'default' is "
+        "PAGERDUTY_ROUTING_KEY) that is paged, a new PagerDuty alert resolved with the Incident.",
+    )
+
+    @model_validator(mode="after")
+    def someone(self) -> EscalationTargets:
+        if not (self.slack_user_group or self.email or self.pagerduty):
+            raise ValueError("a step tells someone: slackUserGroup, email or pagerduty")
+        return self
+
+
+class EscalationStepTaken(EscalationTargets):
+    """One step of the policy's escalation, taken: when, and whom it told."""
+
+    number: Annotated[int, Field(ge=1, le=MAX_ESCALATION_STEPS)] = Field(
+        description="1 for the first step taken, counting on through repeats."
+    )
+    step: Annotated[int, Field(ge=1, le=10)] = Field(description="Which of the policy's steps.")
+    at: datetime
+
+
+class EscalationState(Model):
+    """An escalated Incident's escalation chain: since when, and the steps taken."""
+
+    since: datetime = Field(description="When the Incident was escalated.")
+    steps: list[EscalationStepTaken] = Field(default_factory=list, max_length=MAX_ESCALATION_STEPS)
+
+
 class IncidentStatus(Model):
     """What happened. Written by the operator, the webhook (counts) and approvals."""
 
@@ -491,6 +558,12 @@ class IncidentStatus(Model):
     assessment: Assessment | None = None
     approval: Approval | None = None
     acknowledgement: Acknowledgement | None = None
+    silence: SilenceRef | None = Field(
+        None, description="The Silence that muted it (phase Silenced), the latest one."
+    )
+    escalation: EscalationState | None = Field(
+        None, description="Since when it is escalated, and the policy's escalation steps taken."
+    )
     remediation: Remediation | None = None
     notifications: Notifications | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
@@ -675,10 +748,45 @@ class EvidencePolicy(Model):
         return self
 
 
+def _escalated() -> list[Phase]:
+    return ["Escalated"]
+
+
+class PagerDutyTarget(Model):
+    routing_key: ShortText | None = Field(
+        None,
+        description="The name of a routing key in PAGERDUTY_ROUTING_KEYS (the key itself "
+        "stays in a Secret); PAGERDUTY_ROUTING_KEY if unset.",
+    )
+    trigger_on: list[Phase] = Field(
+        default_factory=_escalated,
+        max_length=8,
+        description="Phases that page (trigger); Escalated if unset.",
+    )
+    on_notify_team: bool = Field(False, description="Also page for a plain notify_team.")
+
+
+class EscalationStep(EscalationTargets):
+    after: Duration = Field(
+        description="How long after the escalation (for the first step) or the step before "
+        "it this one is taken, if nobody acknowledged the Incident meanwhile."
+    )
+
+
+class EscalationPolicy(Model):
+    """Who is told, and when, while an escalated Incident stays unacknowledged."""
+
+    steps: list[EscalationStep] = Field(min_length=1, max_length=10)
+    repeat: Annotated[int, Field(ge=0, le=10)] = Field(
+        0, description="How many times the chain starts over after its last step."
+    )
+
+
 class NotifyPolicy(Model):
     slack: SlackTarget | None = None
     jira: JiraTarget | None = None
     email: EmailTarget | None = None
+    pagerduty: PagerDutyTarget | None = None
 
 
 # The same two checks as `ResponsePolicySpec.rules_can_apply`, in CEL, so the
@@ -737,6 +845,11 @@ class ResponsePolicySpec(Model):
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     grouping: Grouping | None = Field(
         None, description="Group alarms into one Incident; unset: one Incident per alarm."
+    )
+    escalation: EscalationPolicy | None = Field(
+        None,
+        description="Steps taken while an escalated Incident stays unacknowledged; an "
+        "acknowledgement or the resolution stops them.",
     )
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
     evidence: EvidencePolicy = Field(default_factory=EvidencePolicy)

@@ -111,6 +111,12 @@ capabilities:
 - apiGroups: [incident-response.dev]
   resources: [responsepolicies]
   verbs: [list, watch]
+- apiGroups: [incident-response.dev]
+  resources: [silences]
+  verbs: [get, list, watch, delete]
+- apiGroups: [incident-response.dev]
+  resources: [silences/status]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -166,4 +172,8 @@ capabilities:
   from:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{- define "incident-operator.uiAccount" -}}
+{{- default (printf "%s-ui" (include "incident-operator.fullname" .)) .Values.ui.serviceAccount.name }}
 {{- end }}

@@ -1,4 +1,4 @@
-"""`make demo`: the dev stack, four sample alarms, and what became of them.
+"""`make demo`: the dev stack, five sample alarms, and what became of them.
 
 1. checkout CPU alarm (CloudWatch via EventBridge): the demo ResponsePolicy
    allows an automatic restart -> Remediating -> Resolved.
@@ -6,7 +6,10 @@
    -> Escalated.
 3. search latency (Alertmanager): a restart would need approval; the alert
    resolves before anyone decides -> Resolved, nothing restarted.
-4. a storm of twelve orders alerts (Alertmanager): the policy groups them by
+4. orders 5xx errors (CloudWatch via EventBridge), after orders was deployed
+   twice (orders:1, then orders:2): the policy rolls the latest deployment
+   back -> Remediating -> Resolved, orders runs orders:1 again.
+5. a storm of twelve inventory alerts (Alertmanager): the policy groups them by
    service -> one Incident holding twelve alerts, escalated once.
 """
 
@@ -20,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import yaml
 from kubernetes import client
 
 from ..models import GROUP, VERSION
 from .controlplane import free_port
-from .stack import DevStack, running, say
+from .stack import CLUSTER, REGION, DevStack, running, say
 from .waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -36,6 +40,8 @@ def main() -> int:
     started = time.monotonic()
     with running(port=free_port(), state_dir=Path(".dev")) as stack:
         objects = client.CustomObjectsApi(stack.api())
+        say(f"the dashboard, live while the demo runs: {stack.ui_url} "
+            f"(sign in with: {stack.ui_token})")  # fmt: skip
         apply_policies(objects, stack)
         http = httpx.Client(
             base_url=stack.webhook_url,
@@ -46,25 +52,32 @@ def main() -> int:
         checkout = send(http, "/alerts/cloudwatch", "cloudwatch-checkout-cpu.json")
         payments = send(http, "/alerts/alertmanager", "alertmanager-payments-errors.json")
         search = send(http, "/alerts/alertmanager", "alertmanager-search-latency-firing.json")
-        orders = send(http, "/alerts/alertmanager", "alertmanager-orders-storm.json")
+        inventory = send(http, "/alerts/alertmanager", "alertmanager-inventory-storm.json")
+        orders = send(http, "/alerts/cloudwatch", "cloudwatch-orders-5xx.json")
 
         await_phase(objects, stack, checkout, "Resolved", "checkout to be restarted and resolved")
         await_phase(objects, stack, payments, "Escalated", "payments to be escalated to a human")
-        await_phase(objects, stack, orders, "Escalated", "the orders storm to be escalated once")
+        await_phase(
+            objects, stack, inventory, "Escalated", "the inventory storm to be escalated once"
+        )
         await_phase(objects, stack, search, "AwaitingApproval", "search to ask for approval")
+        await_phase(objects, stack, orders, "Resolved", "orders to be rolled back and resolved")
+        say(f"orders runs {task_definition(stack, 'orders')} again")
         say("search recovers on its own before anyone approves:")
         send(http, "/alerts/alertmanager", "alertmanager-search-latency-resolved.json")
         await_phase(objects, stack, search, "Resolved", "search to be resolved without a restart")
 
         print("\n$ kubectl get incidents", flush=True)
         show(stack, ["kubectl", "get", "incidents", "-n", stack.namespace])
-        print(f"\n$ incident-operator timeline {checkout}", flush=True)
-        show(
-            stack,
-            [sys.executable, "-m", "incident_operator.cli", "timeline", checkout,
-             "-n", stack.namespace],
-        )  # fmt: skip
+        for name in (checkout, orders):
+            print(f"\n$ incident-operator timeline {name}", flush=True)
+            show(
+                stack,
+                [sys.executable, "-m", "incident_operator.cli", "timeline", name,
+                 "-n", stack.namespace],
+            )  # fmt: skip
         print(flush=True)
+        say(f"the dashboard was at {stack.ui_url}; `incident-operator dev` keeps it up")
         say(f"demo finished in {time.monotonic() - started:.0f}s; stopping everything")
     return 0
 
@@ -110,6 +123,19 @@ def await_phase(
         return body.get("status", {}).get("phase") == phase
 
     wait_for(what, current, timeout=90)
+
+
+def task_definition(stack: DevStack, service: str) -> str:
+    """`family:revision` the service runs now, as ECS (moto) says."""
+    ecs = boto3.client(
+        "ecs",
+        endpoint_url=stack.aws_endpoint,
+        region_name=REGION,
+        aws_access_key_id="dev",
+        aws_secret_access_key="dev",
+    )
+    found = ecs.describe_services(cluster=CLUSTER, services=[service])["services"][0]
+    return str(found["taskDefinition"]).rsplit("/", 1)[-1]
 
 
 def show(stack: DevStack, command: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""moto in server mode, made faithful enough for concurrent clients."""
+"""moto in server mode, made faithful enough for concurrent clients and for
+ECS service deployments (ecs_deployments.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from moto.server import ThreadedMotoServer
+
+from .ecs_deployments import EcsDeployments
 
 
 class OneRequestAtATime:
@@ -46,6 +49,6 @@ def start_moto(port: int = 0) -> tuple[ThreadedMotoServer, str, OneRequestAtATim
     if wsgi_server is None:
         server.stop()
         raise RuntimeError("moto's server layout changed: update OneRequestAtATime")
-    gate = wsgi_server.app = OneRequestAtATime(wsgi_server.app)
+    gate = wsgi_server.app = OneRequestAtATime(EcsDeployments(wsgi_server.app))
     host, bound = server.get_host_and_port()
     return server, f"http://{host}:{bound}", gate

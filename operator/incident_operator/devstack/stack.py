@@ -4,6 +4,7 @@
     moto server   (DynamoDB timeline table, an ECS cluster "demo" with services)
     operator      (incident-operator run)
     webhook       (incident-operator webhook, with a generated token)
+    ui            (incident-operator ui, the read-only dashboard, its own token)
 
 Everything stops together on Ctrl-C or SIGTERM; the child processes also die
 with this one if it is killed outright. The operator alone is restarted when
@@ -46,7 +47,11 @@ DEV_ACCOUNT = "123456789012"  # moto's account id
 # Sample ECS services: checkout's restarts complete at once in moto;
 # payments' never do (moto does not roll deployments forward), so a restart
 # there shows what a stuck rollout looks like.
-SERVICES = {"checkout": 2, "payments": 0, "search": 2}
+SERVICES = {"checkout": 2, "payments": 0, "search": 2, "orders": 2}
+# The images each service was released with, oldest first (else one release
+# of nginx:stable): orders was deployed twice, and its alarm follows the
+# second deployment, which the demo rolls back.
+RELEASES = {"orders": ("nginx:1.27", "nginx:1.28")}
 # A dead operator is started again after 1 s, then 2, 4... up to 30 s while it
 # keeps dying within a minute of its start.
 RESTART_FIRST_SECONDS = 1.0
@@ -72,6 +77,9 @@ class DevStack:
     namespace: str = "default"
     # The operator's /healthz and /metrics: one port, kept across its restarts.
     operator_port: int = field(default_factory=free_port)
+    # The web UI: chosen first, so every process links to it (UI_PUBLIC_URL).
+    ui_port: int = field(default_factory=free_port)
+    ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -86,6 +94,7 @@ class DevStack:
             self._start_aws()
             self._start_operator()
             self._start_webhook()
+            self._start_ui()
             self._write_env()
         except BaseException:
             self.stop()
@@ -158,16 +167,21 @@ class DevStack:
         ecs = session.client("ecs", endpoint_url=self.aws_endpoint)
         ecs.create_cluster(clusterName=CLUSTER)
         for service, running in SERVICES.items():
-            ecs.register_task_definition(
-                family=service,
-                containerDefinitions=[{"name": "app", "image": "nginx:stable", "memory": 128}],
-            )
+            first, *later = [
+                ecs.register_task_definition(
+                    family=service,
+                    containerDefinitions=[{"name": "app", "image": image, "memory": 128}],
+                )["taskDefinition"]["taskDefinitionArn"]
+                for image in RELEASES.get(service, ("nginx:stable",))
+            ]
             # moto reads this while creating a service, in its own process
             # (this one): it decides whether the service's rollouts complete.
             with _env(MOTO_ECS_SERVICE_RUNNING=str(running)):
                 ecs.create_service(
-                    cluster=CLUSTER, serviceName=service, taskDefinition=service, desiredCount=2
+                    cluster=CLUSTER, serviceName=service, taskDefinition=first, desiredCount=2
                 )
+            for release in later:
+                ecs.update_service(cluster=CLUSTER, service=service, taskDefinition=release)
         say(
             f"moto (AWS) on {self.aws_endpoint}: table {TIMELINE_TABLE}, "
             f"ECS cluster {CLUSTER} with services {', '.join(SERVICES)}"
@@ -187,14 +201,18 @@ class DevStack:
         env.setdefault("SNS_TOPIC_ARNS", f"arn:aws:sns:{REGION}:{DEV_ACCOUNT}:*")
         # Swagger UI at /docs, served from the package; off by default elsewhere.
         env.setdefault("INGEST_DOCS_ENABLED", "true")
+        # Jira, email and Slack link to the Incident's page on the dev UI.
+        env.setdefault("UI_PUBLIC_URL", self.ui_url)
         return env
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log_path = self.state_dir / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "incident_operator.cli", *args],
-                env=self.child_env(),
+                env={**self.child_env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -254,6 +272,22 @@ class DevStack:
         )
         say(f"webhook ready on {self.webhook_url} (log: {self.state_dir / 'webhook.log'})")
 
+    def _start_ui(self) -> None:
+        process = self._spawn(
+            "ui", "ui", "--host", "127.0.0.1", "--port", str(self.ui_port),
+            env={"UI_TOKENS": self.ui_token},
+        )  # fmt: skip
+        wait_for(
+            "the UI to be ready",
+            lambda: _http_ok(f"{self.ui_url}/readyz", process, "ui", self),
+            timeout=60,
+        )
+        say(f"UI ready on {self.ui_url} (log: {self.state_dir / 'ui.log'})")
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
+
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -264,6 +298,8 @@ class DevStack:
             "INCIDENT_WEBHOOK_URL": self.webhook_url,
             "INCIDENT_WEBHOOK_TOKEN": self.token,
             "INCIDENT_OPERATOR_METRICS_URL": f"http://127.0.0.1:{self.operator_port}/metrics",
+            "INCIDENT_UI_URL": self.ui_url,
+            "INCIDENT_UI_TOKEN": self.ui_token,
             "AWS_ENDPOINT_URL": self.aws_endpoint,
             "AWS_ACCESS_KEY_ID": "dev",
             "AWS_SECRET_ACCESS_KEY": "dev",
@@ -294,6 +330,7 @@ class DevStack:
                 "",
                 "incident-operator dev stack is up.",
                 f"  webhook     {self.webhook_url}   (token: {self.token})",
+                f"  ui          {self.ui_url}   (sign in with: {self.ui_token})",
                 f"  KUBECONFIG  {self.kubeconfig}",
                 f"  AWS (moto)  {self.aws_endpoint}",
                 f"  operator    pid {self.processes['operator'].pid} "

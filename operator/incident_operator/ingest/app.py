@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
+from ..slack.actions import slack_actions_router
 from .alarm import (
     AlarmSource,
     Delivery,
@@ -49,15 +50,16 @@ from .auth import TokenCheck
 from .docs import add_docs
 from .jsonbody import BoundedJsonRoute, JsonAsPostedRoute, JsonBodyRefused, JsonRefused
 from .metrics import IngestMetrics
+from .pagerduty_webhook import pagerduty_webhook_router
 from .recorder import AlarmRecorder, ApiUnavailable
 from .shedding import InFlightLimit, Overloaded
-from .slack_actions import slack_actions_router
 from .sources import SOURCES
 from .sources.sns import https_get
 
 log = logging.getLogger(__name__)
 
 SLACK_ACTIONS_TYPES = {"/slack/actions": ("application/x-www-form-urlencoded",)}
+PAGERDUTY_WEBHOOK_TYPES = {"/pagerduty/webhook": ("application/json",)}
 
 
 class IncidentRef(BaseModel):
@@ -182,6 +184,7 @@ def create_app(
         content_types={
             **{source.path: source.content_types for source in sources},
             **SLACK_ACTIONS_TYPES,
+            **PAGERDUTY_WEBHOOK_TYPES,
         },
     )
     # Added last, so it runs first: a shed request costs no body read, no check.
@@ -348,6 +351,7 @@ def create_app(
         )
 
     app.include_router(slack_actions_router(settings=settings, api=api))
+    app.include_router(pagerduty_webhook_router(settings=settings, api=api))
 
     @app.get("/", tags=["service"], summary="What this is")
     async def root() -> dict[str, str | None]:

@@ -19,20 +19,29 @@ from ..config import Settings
 _bearer = HTTPBearer(auto_error=False, description="An ingest token (INGEST_TOKENS).")
 
 
-class TokenCheck:
-    """A FastAPI dependency: 401 unless the request carries a valid token."""
+class TokenSet:
+    """Valid bearer tokens: static ones plus a file's lines, the file re-read when it changes.
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._static = settings.ingest_token_set_static()
+    Shared by the webhook (INGEST_TOKENS) and the web UI (UI_TOKENS).
+    """
+
+    def __init__(self, *, static: frozenset[str], path: Path | None) -> None:
+        self._static = static
+        self.path = path
         self._file_tokens: frozenset[str] = frozenset()
         self._file_stamp: tuple[float, int] | None = None
 
     def tokens(self) -> frozenset[str]:
-        path = self._settings.ingest_tokens_file
-        if path is None:
+        if self.path is None:
             return self._static
-        return self._static | self._read_file(path)
+        return self._static | self._read_file(self.path)
+
+    def accepts(self, offered: str) -> bool:
+        """Compared against every token in constant time, never stopping early."""
+        valid = False
+        for token in self.tokens():
+            valid |= hmac.compare_digest(offered.encode(), token.encode())
+        return valid
 
     def _read_file(self, path: Path) -> frozenset[str]:
         try:
@@ -46,6 +55,19 @@ class TokenCheck:
             self._file_stamp = stamp
         return self._file_tokens
 
+
+class TokenCheck:
+    """A FastAPI dependency: 401 unless the request carries a valid token."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tokens = TokenSet(
+            static=settings.ingest_token_set_static(), path=settings.ingest_tokens_file
+        )
+
+    def tokens(self) -> frozenset[str]:
+        return self._tokens.tokens()
+
     async def __call__(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> None:
@@ -57,11 +79,7 @@ class TokenCheck:
                 "missing bearer token: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        offered = credentials.credentials.encode()
-        # Compare against every token in constant time, never stopping early.
-        valid = False
-        for token in self.tokens():
-            valid |= hmac.compare_digest(offered, token.encode())
+        valid = self._tokens.accepts(credentials.credentials)
         if not valid:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -14,6 +14,13 @@ a write for it is in flight join a batch, and the batch lands as one patch
 (`occurrences += n`). Each sender is answered only after the patch holding
 its alarm succeeded, so an acknowledged alarm is a counted alarm.
 
+A storm is paced, to spare the API server and etcd the rest of the cluster
+needs: an Incident written less than `write_interval` ago collects its
+deliveries until the interval is up, then takes them in one patch. An idle
+Incident (a new alarm, a repeat after a quiet spell) is written at once. So
+an Incident costs at most about one write per interval however fast its
+alarm fires, and a sender waits at most about one interval more.
+
 A grouping policy (`grouping.py`) makes the group, not the fingerprint, the
 key: the Incident is named after the group, its alarms are batched together,
 and each is one of its `status.alerts`. An alarm joins the group's open
@@ -44,6 +51,7 @@ from ..models import API_VERSION, CLOSED_PHASES, GROUP, MAX_ALERTS, VERSION, Inc
 from ..remediate.target import service_name
 from .alarm import InvalidAlarm, ReceivedAlarm
 from .names import fingerprint_hash, group_incident_name, incident_name, label_value
+from .shedding import give_back_slot
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +98,15 @@ class AlarmRecorder:
         request_timeout: tuple[float, float] = (3.0, 10.0),
         threads: int = 32,
         groups: Grouper | None = None,
+        write_interval: float = 0.5,
     ) -> None:
-        """`groups` tells an alarm's group (the policies' grouping); None: no grouping."""
+        """`groups` tells an alarm's group (the policies' grouping); None: no
+        grouping. `write_interval`: the seconds an Incident written recently
+        collects deliveries before its next write (0: no pacing)."""
         self._groups = groups
+        self._interval = write_interval
+        # When each key was last written (event-loop time), while it may matter.
+        self._written: dict[str, float] = {}
         self._objects = client.CustomObjectsApi(api)
         # The Kubernetes client blocks: writes run in threads of their own,
         # as many as the client's connection pool (asyncio's default pool has
@@ -113,6 +127,11 @@ class AlarmRecorder:
         """Count one alarm delivery; return once it is durably recorded."""
         group = self._groups(alarm) if self._groups is not None else None
         key = _key(alarm, group)
+        loop = asyncio.get_running_loop()
+        if self._written.get(key, -self._interval) + self._interval > loop.time():
+            # Its Incident was written a moment ago: this alarm waits for the
+            # paced write (`_flush`) and costs nothing more meanwhile.
+            give_back_slot()
         batch = self._pending.get(key)
         if batch is None:
             batch = self._pending[key] = _Batch(group)
@@ -120,13 +139,20 @@ class AlarmRecorder:
             task = asyncio.create_task(self._flush(key, batch))
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = loop.create_future()
         batch.items.append((alarm, future))
         return await future
 
     async def _flush(self, key: str, batch: _Batch) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
+        loop = asyncio.get_running_loop()
         async with lock:
+            pause = self._written.get(key, -self._interval) + self._interval - loop.time()
+            if pause > 0:
+                # Written a moment ago: a hot Incident. Deliveries arriving
+                # meanwhile join this batch and share its write.
+                await asyncio.sleep(pause)
+            self._mark_written(key, loop.time())
             # Close this batch: deliveries from now on form the next one,
             # which waits on the lock while this one is written.
             if self._pending.get(key) is batch:
@@ -148,6 +174,12 @@ class AlarmRecorder:
                         future.set_result(outcome)
         if key not in self._pending and not lock.locked():
             self._locks.pop(key, None)
+
+    def _mark_written(self, key: str, now: float) -> None:
+        self._written[key] = now
+        if len(self._written) > OBJECTS_KEPT:
+            # Forget the keys idle for longer than the interval: they pace nothing.
+            self._written = {k: t for k, t in self._written.items() if now - t < self._interval}
 
     # --- the synchronous part, run in a worker thread ------------------------
 

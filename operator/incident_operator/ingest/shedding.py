@@ -20,12 +20,19 @@ sender that sends its body slowly (or never finishes it) holds no slot, so
 a few such connections cannot make the webhook refuse everyone else. A
 request that finds no slot then is refused the same way, its body read but
 nothing done with it.
+
+A request whose alarm joins an Incident's paced write (see `recorder.py`)
+gives its slot back (`give_back_slot()`): from then on it only waits, and
+the write it waits for costs the same with or without it. So a storm on a
+few Incidents is never shed: its senders wait out the interval, they do not
+fill the webhook.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
+from contextvars import ContextVar
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +49,32 @@ class Overloaded(HTTPException):
 
     def __init__(self, message: str) -> None:
         super().__init__(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class _Slot:
+    """One request's place among those in flight."""
+
+    def __init__(self, limit: InFlightLimit) -> None:
+        self.limit, self.holding = limit, False
+
+    def take(self) -> None:
+        self.holding = True
+        self.limit._change(+1)
+
+    def give_back(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.limit._change(-1)
+
+
+_SLOT: ContextVar[_Slot | None] = ContextVar("ingest_slot", default=None)
+
+
+def give_back_slot() -> None:
+    """The current request only waits from now on: its slot is free for another."""
+    slot = _SLOT.get()
+    if slot is not None:
+        slot.give_back()
 
 
 class InFlightLimit:
@@ -85,10 +118,11 @@ class InFlightLimit:
             self.on_shed(scope["path"])
             await self._refuse(send)
             return
-        taken = holding = False
+        slot = _Slot(self)
+        taken = False
 
         async def receive_and_hold() -> Message:
-            nonlocal taken, holding
+            nonlocal taken
             message = await receive()
             if (
                 not taken
@@ -98,28 +132,23 @@ class InFlightLimit:
                 if self.in_flight >= self.limit:
                     self.on_shed(scope["path"])
                     raise Overloaded(self.message)
-                taken = holding = True
-                self._change(+1)
+                taken = True
+                slot.take()
             return message
 
         async def send_and_release(message: Message) -> None:
-            nonlocal holding
             # Released before the last part of the answer goes out: by the
             # time the sender has its answer, its slot is free again.
-            if (
-                holding
-                and message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-            ):
-                holding = False
-                self._change(-1)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                slot.give_back()
             await send(message)
 
+        token = _SLOT.set(slot)
         try:
             await self.app(scope, receive_and_hold, send_and_release)
         finally:
-            if holding:
-                self._change(-1)
+            slot.give_back()
+            _SLOT.reset(token)
 
     def _change(self, step: int) -> None:
         self.in_flight += step

@@ -1,4 +1,4 @@
-"""One notification channel (Slack, Jira, email): the interface each implements.
+"""One notification channel (Slack, Jira, email, PagerDuty, webhooks): its interface.
 
 A channel says whether a transition concerns it (`wants`) and then tells
 (`tell`). It finds its own earlier work before doing anything (a Slack
@@ -24,6 +24,10 @@ class Told:
 
     notifications: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # Handed to a paced lane that has not delivered it yet (outbox.py): not
+    # a failure, not done either; the Notified condition says Unknown, and
+    # the transition is told again later, when the lane has delivered it.
+    queued: bool = False
 
 
 class ChannelFailed(Exception):

@@ -32,7 +32,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
 from ..aws import attribute, error_code, explain, plain, transient
-from ..models import Incident
+from ..escalation import latest_step
+from ..models import EscalationStepTaken, Incident
 from ..policy import Policy
 from ..timeline.dynamodb import table_key
 from .channel import ChannelFailed, Told
@@ -57,6 +58,7 @@ class EmailKey:
     incident_id: str  # namespace/name
     uid: str
     owner: str  # this attempt, for compare-and-swap
+    what: str = "escalated"  # which email: the escalation's, or an escalation step's
 
 
 @dataclass(frozen=True)
@@ -147,23 +149,25 @@ class MemoryEmailClaims:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._claims: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._claims: dict[tuple[str, str, str], tuple[str, str | None]] = {}
 
     async def claim(self, key: EmailKey) -> Claimed:
         with self._lock:
-            existing = self._claims.setdefault((key.incident_id, key.uid), (key.owner, None))
+            existing = self._claims.setdefault(
+                (key.incident_id, key.uid, key.what), (key.owner, None)
+            )
         if existing[0] == key.owner:
             return Claimed(ours=True)
         return Claimed(ours=False, message_id=existing[1])
 
     async def sent(self, key: EmailKey, message_id: str) -> None:
         with self._lock:
-            self._claims[(key.incident_id, key.uid)] = (key.owner, message_id)
+            self._claims[(key.incident_id, key.uid, key.what)] = (key.owner, message_id)
 
     async def release(self, key: EmailKey) -> None:
         with self._lock:
-            if self._claims.get((key.incident_id, key.uid)) == (key.owner, None):
-                del self._claims[(key.incident_id, key.uid)]
+            if self._claims.get((key.incident_id, key.uid, key.what)) == (key.owner, None):
+                del self._claims[(key.incident_id, key.uid, key.what)]
 
 
 class EmailChannel:
@@ -185,33 +189,57 @@ class EmailChannel:
         self._link_template = link_template
 
     def wants(self, incident: Incident, *, policy: Policy) -> bool:
+        return self._escalation_due(incident) or _step(incident) is not None
+
+    def _escalation_due(self, incident: Incident) -> bool:
         notifications = incident.status.notifications
         sent = notifications is not None and notifications.email is not None
         return incident.status.phase == "Escalated" and not sent
 
     async def tell(self, incident: Incident, *, policy: Policy) -> Told:
-        target = policy.spec.notify.email
-        recipients = (target.recipients if target else None) or self._recipients
-        if not recipients:
-            raise ChannelFailed(
-                "no recipients: set EMAIL_RECIPIENT or the policy's notify.email.recipients",
-                retryable=False,
-            )
+        told = Told()
+        if self._escalation_due(incident):
+            target = policy.spec.notify.email
+            recipients = (target.recipients if target else None) or self._recipients
+            if not recipients:
+                raise ChannelFailed(
+                    "no recipients: set EMAIL_RECIPIENT or the policy's notify.email.recipients",
+                    retryable=False,
+                )
+            told = await self._once(incident, recipients, what="escalated")
+        step = _step(incident)
+        if step is not None:
+            # A step of the escalation chain: its own email, once (its own claim).
+            step_told = await self._once(
+                incident, step.email, what=f"escalation-step{step.number}", subject="Still "
+                f"unacknowledged (escalation step {step.step})"
+            )  # fmt: skip
+            note = f"escalation step {step.number}: {step_told.note}"
+            told = Told(told.notifications, f"{told.note}; {note}" if told.note else note)
+        return told
+
+    async def _once(
+        self, incident: Incident, recipients: list[str], *, what: str, subject: str = "Escalated"
+    ) -> Told:
+        """Send one email about the Incident, once across attempts (claimed first)."""
         key = EmailKey(
             incident_id=incident.reference,
             uid=str(incident.metadata.get("uid", "")),
             owner=uuid.uuid4().hex,
+            what=what,
         )
+        first = what == "escalated"  # the one status.notifications.email records
         claimed = await self._claims.claim(key)
         if not claimed.ours:
             if claimed.message_id:
-                return Told({"email": {"messageId": claimed.message_id}}, "sent before")
+                found = {"email": {"messageId": claimed.message_id}} if first else {}
+                return Told(found, "sent before")
             return Told(
                 note="an earlier attempt claimed this email and recorded no message id "
                 "(stopped while sending?); not sent again"
             )
         try:
-            message_id = await asyncio.to_thread(self._send, incident, recipients)
+            message_id = await asyncio.to_thread(self._send, incident, recipients, subject)
         except HTTPClientError as error:
             # Sent, and no answer came back? It may have gone out: keep the claim.
             raise ChannelFailed(
@@ -237,15 +265,15 @@ class EmailChannel:
         except ChannelFailed as failure:
             # Sent all the same; the status write records the id.
             note += f" (the claim was not updated: {failure})"
-        return Told({"email": {"messageId": message_id}}, note)
+        return Told({"email": {"messageId": message_id}} if first else {}, note)
 
-    def _send(self, incident: Incident, recipients: list[str]) -> str:
+    def _send(self, incident: Incident, recipients: list[str], subject: str) -> str:
         spec = incident.spec
         answer = self._client.send_email(
             Source=self._sender,
             Destination={"ToAddresses": recipients},
             Message={
-                "Subject": {"Data": f"[{spec.severity}] Escalated: {spec.title}"[:200]},
+                "Subject": {"Data": f"[{spec.severity}] {subject}: {spec.title}"[:200]},
                 "Body": {"Text": {"Data": describe(incident, link_template=self._link_template)}},
             },
         )
@@ -253,7 +281,13 @@ class EmailChannel:
 
 
 def _key(key: EmailKey) -> dict[str, AttributeValueTypeDef]:
-    return table_key(f"guard#email#{key.incident_id}", f"escalated#{key.uid}")
+    return table_key(f"guard#email#{key.incident_id}", f"{key.what}#{key.uid}")
+
+
+def _step(incident: Incident) -> EscalationStepTaken | None:
+    """The escalation step the latest transition took, if it emails someone."""
+    step = latest_step(incident)
+    return step if step is not None and step.email else None
 
 
 def _failed(error: ClientError | BotoCoreError, *, doing: str) -> ChannelFailed:

@@ -7,7 +7,9 @@ and behind its own circuit breaker. The outcome of all of them becomes one
 `Notified` condition. A failed or skipped channel makes it False with a
 reason naming the channel (`JiraFailed`, `SlackCircuitOpen`,
 `SlackAndEmailFailed`) and a message saying what went wrong, while the
-Incident goes on: the reconciler writes the transition either way.
+Incident goes on: the reconciler writes the transition either way. A
+channel whose event waits in a paced lane (PagerDuty during a burst) makes
+it Unknown (`PagerdutyQueued`), unless another failed: told again later.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     channel: str
-    result: Literal["told", "idle", "failed", "open"]
+    result: Literal["told", "idle", "failed", "open", "queued"]
     told: Told | None = None
     problem: str = ""
 
@@ -102,7 +104,7 @@ class FanOutNotifier:
             problem = f"unexpected {type(error).__name__}: {error}"
         else:
             breaker.succeeded()
-            return Outcome(channel.name, "told", told=told)
+            return Outcome(channel.name, "queued" if told.queued else "told", told=told)
         breaker.failed(problem)
         log.warning(
             "notification failed",
@@ -143,4 +145,7 @@ def summarize(outcomes: Sequence[Outcome]) -> Announced:
     if failed or skipped:
         reason = "And".join([*failed, *skipped]) + ("Failed" if failed else "CircuitOpen")
         return Announced(notifications, "False", reason, "; ".join(notes))
+    queued = [o.channel.capitalize() for o in outcomes if o.result == "queued"]
+    if queued:
+        return Announced(notifications, "Unknown", "And".join(queued) + "Queued", "; ".join(notes))
     return Announced(notifications, "True", "Notified", "; ".join(notes) or "nothing new to tell")

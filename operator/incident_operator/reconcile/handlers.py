@@ -49,6 +49,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     for item in listed["items"]:
         _put_policy(memo, item)
+    # And every Silence: an alarm that one mutes must not be announced first.
+    silences = await asyncio.to_thread(
+        client.CustomObjectsApi(api).list_cluster_custom_object, GROUP, VERSION, "silences"
+    )
+    for item in silences["items"]:
+        parts.silences.put(item)
+    memo.silences_task = asyncio.create_task(parts.silences.run(), name="silences")
     # Kept in memo: the event loop holds tasks only weakly.
     memo.retention_task = asyncio.create_task(parts.retention.run(), name="retention")
     log.info("operator configured", extra={"policies": len(listed["items"])})
@@ -77,6 +84,26 @@ async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     else:
         _put_policy(memo, dict(body))
     memo.retention.policies_changed()
+
+
+@kopf.on.event(GROUP, VERSION, "silences")
+async def silence_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    metadata = body["metadata"]
+    silences = memo.parts.silences
+    if event["type"] == "DELETED":
+        silences.remove(metadata["namespace"], metadata["name"])
+        changed = True
+    else:
+        changed = silences.put(dict(event["object"]))
+    if not changed:
+        return  # a status update (state, muted): nothing it mutes changed
+    try:
+        await memo.reconciler.silences_changed(metadata["namespace"])
+    except Exception as error:  # the API unreachable: they wake at their silence's end anyway
+        log.warning(
+            "could not look at the silenced Incidents again",
+            extra={"silence": metadata["name"], "error": str(error)[:300]},
+        )
 
 
 def _put_policy(memo: kopf.Memo, body: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """The phase machine: every transition of an Incident, in this one file.
 
     Triggered -> Assessing -> [AwaitingApproval] -> Remediating -> Resolved
-                          \\-> Escalated (a human is needed)   \\-> Ignored
-    any open phase --(alarm back to OK)--> Resolved
+         |                \\-> Escalated (a human is needed)   \\-> Ignored
+         \\-> Silenced (a Silence in force matches) --(it ends)--> Triggered
+    any open phase --(alarm back to OK)--> Resolved (quietly from Silenced)
 
 The machine decides; it does not act. A pass is three steps, as
 cert-manager's controllers take them:
@@ -24,13 +25,14 @@ caller's job. Every transition is in `decide()` and the functions it calls.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import JsonValue
 
+from .. import escalation
 from ..models import (
     CLOSED_PHASES,
     HANDED_OFF_PHASES,
@@ -42,6 +44,7 @@ from ..models import (
     Condition,
     ConditionStatus,
     ConditionType,
+    EscalationState,
     Incident,
     Phase,
     Record,
@@ -61,6 +64,7 @@ from ..remediate import (
     registry,
     resolve,
 )
+from ..silence import Silence, muting
 from .conditions import get_condition, set_condition
 
 # How often to look at an action in progress (a rollout, a scaling).
@@ -145,6 +149,8 @@ class Transition:
     records: list[Record] = field(default_factory=list)
     # Look again after this many seconds even if nothing changes.
     wake_after: float | None = None
+    # Told to no channel: a silenced alarm's transitions.
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,7 @@ class _Builder:
 
     def __init__(self, incident: Incident, now: datetime) -> None:
         self.now = now
+        self.phase = incident.status.phase or "Triggered"
         self.conditions = list(incident.status.conditions)
         self.records: list[Record] = []
         self.status: dict[str, Any] = {}
@@ -182,21 +189,36 @@ class _Builder:
         self.status.update(fields)
         return self
 
-    def to(self, phase: Phase, *, wake_after: float | None = None) -> Transition:
+    def to(
+        self, phase: Phase, *, wake_after: float | None = None, quiet: bool = False
+    ) -> Transition:
+        if phase == "Escalated" and self.phase != "Escalated":
+            # The escalation chain's clock starts here (escalation.py).
+            self.status.setdefault("escalation", EscalationState(since=self.now).to_api())
         return Transition(
             phase=phase,
             status=self.status,
             conditions=self.conditions,
             records=self.records,
             wake_after=wake_after,
+            quiet=quiet,
         )
 
 
-async def advance(incident: Incident, *, policy: Policy, ports: Ports, now: datetime) -> Outcome:
+async def advance(
+    incident: Incident,
+    *,
+    policy: Policy,
+    ports: Ports,
+    now: datetime,
+    silences: Sequence[Silence] = (),
+) -> Outcome:
     """One pass: gather what the decision needs, then decide."""
     intent = wants(incident, defaults=ports.defaults)
     facts = await gather(intent, incident=incident, policy=policy, ports=ports)
-    return decide(incident, policy=policy, defaults=ports.defaults, now=now, facts=facts)
+    return decide(
+        incident, policy=policy, defaults=ports.defaults, now=now, facts=facts, silences=silences
+    )
 
 
 def wants(incident: Incident, *, defaults: Defaults) -> Intent | None:
@@ -269,9 +291,13 @@ def decide(
     now: datetime,
     facts: Facts = Facts(),
     defaults: Defaults = Defaults(),
+    silences: Sequence[Silence] = (),
 ) -> Outcome:
-    """The next transition, from the Incident, its policy, the time and the facts."""
-    outcome = _decide(incident, policy=policy, now=now, facts=facts, defaults=defaults)
+    """The next transition, from the Incident, its policy, the time, the facts
+    and the Silences of its namespace (in force now or not)."""
+    outcome = _decide(
+        incident, policy=policy, now=now, facts=facts, defaults=defaults, silences=silences
+    )
     return _with_acknowledgement(incident, outcome, now)
 
 
@@ -292,7 +318,10 @@ def _with_acknowledgement(incident: Incident, outcome: Outcome, now: datetime) -
     else:
         wait = outcome.seconds if isinstance(outcome, Wait) else None
         transition = Transition(
-            phase=phase, conditions=list(incident.status.conditions), wake_after=wait
+            phase=phase,
+            conditions=list(incident.status.conditions),
+            wake_after=wait,
+            quiet=phase == "Silenced",  # still muted: recorded, told to no one
         )
     transition.conditions = set_condition(
         transition.conditions,
@@ -315,6 +344,7 @@ def _decide(
     now: datetime,
     facts: Facts,
     defaults: Defaults,
+    silences: Sequence[Silence],
 ) -> Outcome:
     status = incident.status
     phase = status.phase or "Triggered"
@@ -322,15 +352,22 @@ def _decide(
         return None
     if status.alarm_state == "OK" and phase != "Remediating":
         return _recovered(incident, now)
+    if phase == "Escalated":
+        return _escalate_further(incident, policy, now)
     if phase in HANDED_OFF_PHASES:
         return None
     step = _Builder(incident, now)
+    if phase == "Silenced":
+        return _still_silenced(incident, silences, step=step)
     if phase == "Triggered":
-        return (
-            step.condition("Assessed", "Unknown", "Assessing", "assessment in progress")
-            .record("received", "Triggered", _received_message(incident))
-            .to("Assessing")
-        )
+        muted = muting(silences, incident.spec, now)
+        if muted is not None:
+            step.record("received", "Triggered", _received_message(incident))
+            return _silenced(step, muted.name, muted.until, silences)
+        step.condition("Assessed", "Unknown", "Assessing", "assessment in progress")
+        if status.silence is None:  # else received when it was silenced
+            step.record("received", "Triggered", _received_message(incident))
+        return step.to("Assessing")
     if phase == "Assessing":
         if facts.assessment is None:
             return None  # nothing gathered: nothing to decide yet
@@ -371,14 +408,96 @@ def _reassess(incident: Incident, alert: AlertEntry, step: _Builder) -> Transiti
     )
 
 
+def _escalate_further(incident: Incident, policy: Policy, now: datetime) -> Outcome:
+    """The policy's next escalation step, if it is due and nobody acknowledged."""
+    chain = policy.spec.escalation
+    if chain is None or incident.status.acknowledgement is not None:
+        return None
+    so_far = escalation.state(incident, now)
+    due = escalation.next_due(chain, len(so_far.steps), so_far.since)
+    if due is None:
+        return None  # every step taken
+    if now < due:
+        return Wait((due - now).total_seconds())
+    taken = escalation.take(chain, so_far, now)
+    step = taken.steps[-1]
+    following = escalation.next_due(chain, len(taken.steps), taken.since)
+    return (
+        _Builder(incident, now)
+        .set(escalation=taken.to_api())
+        .record(
+            "escalation",
+            escalation.reason(step),
+            escalation.describe(step, len(chain.steps)),
+            warning=True,
+        )
+        .to(
+            "Escalated",
+            wake_after=max((following - now).total_seconds(), 0.0) if following else None,
+        )
+    )
+
+
 def _received_message(incident: Incident) -> str:
     spec = incident.spec
     return f"{spec.severity} alarm {spec.alarm.name!r} for {spec.service.name} from {spec.source}"
 
 
+def _silenced(
+    step: _Builder, name: str, until: datetime, silences: Sequence[Silence]
+) -> Transition:
+    """Muted: recorded, counted, looked at again when the silence ends; told to no one."""
+    comment = next((s.spec.comment[:200] for s in silences if s.name == name), "")
+    said = f"muted by silence {name} until {until:%Y-%m-%dT%H:%M:%SZ}" + (
+        f" ({comment})" if comment else ""
+    )
+    seconds = max((until - step.now).total_seconds(), 0.0)
+    return (
+        step.set(silence={"name": name, "until": until.isoformat()}, message=said)
+        .condition("Silenced", "True", "Silenced", said)
+        .record("silenced", "Silenced", said)
+        .to("Silenced", wake_after=seconds, quiet=True)
+    )
+
+
+def _still_silenced(incident: Incident, silences: Sequence[Silence], *, step: _Builder) -> Outcome:
+    """Silenced until no silence in force matches; then on from Triggered, and told."""
+    recorded = incident.status.silence
+    muted = muting(silences, incident.spec, step.now)
+    if muted is not None:
+        if recorded is not None and (recorded.name, recorded.until) == (muted.name, muted.until):
+            return Wait((muted.until - step.now).total_seconds())
+        return _silenced(step, muted.name, muted.until, silences)  # another, or extended
+    name = recorded.name if recorded else "unknown"
+    if recorded is None or all(s.name != name for s in silences):
+        why = f"silence {name} was deleted"
+    elif recorded.until <= step.now:
+        why = f"silence {name} ended at {recorded.until:%Y-%m-%dT%H:%M:%SZ}"
+    else:
+        why = f"silence {name} no longer applies (changed)"
+    said = f"{why} and the alarm still fires: {_received_message(incident)}"
+    return (
+        step.set(message=said)
+        .condition("Silenced", "False", "SilenceEnded", why)
+        .record("silence_ended", "SilenceEnded", said, warning=True)
+        .to("Triggered")
+    )
+
+
 def _recovered(incident: Incident, now: datetime) -> Transition:
     step = _Builder(incident, now)
     phase = incident.status.phase or "Triggered"
+    if phase == "Silenced":
+        return (
+            step.condition("Silenced", "False", "AlarmRecovered", "the alarm recovered")
+            .condition("Remediated", "False", "NotNeeded", "the alarm recovered while silenced")
+            .condition("Resolved", "True", "AlarmRecovered", "the alarm is back to OK")
+            .set(message="resolved quietly: the alarm recovered while silenced")
+            .record(
+                "resolved", "AlarmRecovered", "alarm recovered while Silenced; resolved quietly"
+            )
+            .to("Resolved", quiet=True)
+        )
     if phase == "AwaitingApproval":
         step.condition("Approved", "False", "Cancelled", "the alarm recovered before a decision")
         approval = incident.status.approval

@@ -29,7 +29,7 @@ from .. import metrics
 from ..crashpoints import crash_point
 from ..grouping import alerts_of
 from ..kube import patch_status_if_unchanged, read_incident
-from ..models import TERMINAL_PHASES, Incident, LastTransition
+from ..models import GROUP, TERMINAL_PHASES, VERSION, Incident, LastTransition
 from ..notify import Notifier
 from ..policy import Policy, select
 from ..timeline import Timeline
@@ -37,6 +37,7 @@ from .phases import Ports, Transition, Wait, advance
 from .publish import Publisher, incident_id
 from .queue import CONCURRENT_PASSES, PassQueue
 from .retell import Announcer
+from .silences import Silences
 
 __all__ = ["Policies", "Reconciler", "incident_id", "utcnow"]
 
@@ -90,10 +91,12 @@ class Reconciler:
         clock: Callable[[], datetime] = utcnow,
         concurrency: int = CONCURRENT_PASSES,
         retell_after: float = 60.0,
+        silences: Silences | None = None,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._ports = ports
         self._policies = policies
+        self._silences = silences
         self._clock = clock
         self._queue = PassQueue(run=self._pass, read=self._read, concurrency=concurrency)
         self._publisher = Publisher(api=api, timeline=timeline, clock=clock)
@@ -130,6 +133,17 @@ class Reconciler:
         self._publisher.forget(uid)
         self._announcer.forget(uid)
 
+    async def silences_changed(self, namespace: str) -> None:
+        """A Silence of this namespace was made, edited or deleted: every
+        Incident it may have muted is looked at again (now, not when the
+        silence was due to end)."""
+        listed = await asyncio.to_thread(
+            self._objects.list_namespaced_custom_object, GROUP, VERSION, namespace, "incidents"
+        )
+        for body in listed["items"]:
+            if (body.get("status") or {}).get("phase") == "Silenced":
+                self.submit(body)
+
     # --- one pass -------------------------------------------------------------
 
     async def _pass(self, body: Mapping[str, Any]) -> None:
@@ -141,7 +155,14 @@ class Reconciler:
         name = incident.metadata["name"]
         await self._publisher.publish(incident)
         policy = self._policies.for_incident(incident)
-        outcome = await advance(incident, policy=policy, ports=self._ports, now=self._clock())
+        silences = (
+            self._silences.in_namespace(incident.metadata.get("namespace", ""))
+            if (self._silences is not None)
+            else []
+        )
+        outcome = await advance(
+            incident, policy=policy, ports=self._ports, now=self._clock(), silences=silences
+        )
         if outcome is None or isinstance(outcome, Wait):
             # Nothing to decide now: a good time to retry a failed announcement.
             delays = [await self._announcer.retell(incident, policy)]
@@ -153,7 +174,8 @@ class Reconciler:
             elif incident.status.phase in TERMINAL_PHASES:
                 self._queue.cancel_wakeup(incident.metadata["uid"])
             return
-        outcome = await self._announcer.announce(incident, outcome, policy)
+        if not outcome.quiet:
+            outcome = await self._announcer.announce(incident, outcome, policy)
         crash_point("before-write")
         for _ in range(MAX_REWRITES):
             written = await self._write(incident, outcome)
@@ -171,6 +193,7 @@ class Reconciler:
                     },
                 )
                 await self._publisher.publish(written, ours=True)
+                await self._count_muted(incident, written)
                 if outcome.wake_after is not None:
                     self._queue.wake_later(written.metadata, outcome.wake_after)
                 return
@@ -181,6 +204,16 @@ class Reconciler:
                 return  # its own watch event will decide again
             incident = fresh
         log.warning("gave up writing after conflicts", extra={"incident": name})
+
+    async def _count_muted(self, before: Incident, after: Incident) -> None:
+        """Tell the Silence that muted this Incident that it did (its MUTED column)."""
+        silence = after.status.silence
+        if self._silences is None or after.status.phase != "Silenced" or silence is None:
+            return
+        earlier = before.status.silence
+        if before.status.phase == "Silenced" and earlier and earlier.name == silence.name:
+            return  # the same silence, extended: counted already
+        await self._silences.count_muted(after.metadata["namespace"], silence.name)
 
     async def _write(self, incident: Incident, transition: Transition) -> Incident | None:
         """Write the transition if the Incident is unchanged; None on conflict."""

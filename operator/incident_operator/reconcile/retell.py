@@ -5,7 +5,8 @@ report (a Slack message's ts, a Jira key, the Notified condition) goes into
 that same write. When a channel could not be told (down, throttled, its
 breaker open), the Notified condition says so, and the channels are asked
 again later: after `retell_after` seconds, then twice that and so on,
-RETELL_ATTEMPTS times. Channels find what they already did (a Slack message
+RETELL_ATTEMPTS times. So is a transition whose event still waits in a
+channel's paced lane (Notified Unknown). Channels find what they already did (a Slack message
 by its metadata, a Jira issue by its label, an email by its claim), so the
 ones that had succeeded do nothing twice.
 """
@@ -103,7 +104,7 @@ class Announcer:
         uid = incident.metadata["uid"]
         notified = get_condition(incident.status.conditions, "Notified")
         last = incident.status.last_transition
-        if notified is None or notified.status != "False" or last is None:
+        if notified is None or notified.status == "True" or last is None:
             self._retells.pop(uid, None)
             return None
         now = asyncio.get_running_loop().time()
@@ -149,4 +150,4 @@ class Announcer:
             incident.metadata["resourceVersion"],
             fields,
         )
-        return state.next_at - now if announced.status == "False" else None
+        return state.next_at - now if announced.status != "True" else None

@@ -150,6 +150,7 @@ async def _act_no_more(memo: Any, *, grace: float) -> bool:
     parts = getattr(memo, "parts", None)
     if parts is not None:
         parts.retention.close()
+        parts.silences.close()
         await parts.reconciler.close(grace=grace)
     # Blocking calls run in the default executor's threads: shutting it down
     # refuses new ones and waits for those running.

@@ -23,6 +23,7 @@ from ..timeline.dynamodb import DynamoTimeline, LogTimeline
 from .phases import Ports
 from .reconciler import Policies, Reconciler
 from .retention import Retention
+from .silences import Silences
 
 
 def build_timeline(settings: Settings) -> Timeline:
@@ -87,12 +88,14 @@ class Parts:
     reconciler: Reconciler
     retention: Retention
     census: metrics.Census
+    silences: Silences
 
 
 def build_parts(settings: Settings) -> Parts:
     api = api_client()
     policies = Policies()
     notifier = build_notifier(settings)
+    silences = Silences(api=api)
     reconciler = Reconciler(
         api=api,
         ports=build_ports(settings, api=api),
@@ -101,6 +104,7 @@ def build_parts(settings: Settings) -> Parts:
         notifier=notifier,
         # A channel that failed is told again once its breaker would let it.
         retell_after=settings.notify_breaker_cooloff_seconds,
+        silences=silences,
     )
     census = metrics.Census()
     metrics.watch_census(census)
@@ -108,4 +112,4 @@ def build_parts(settings: Settings) -> Parts:
     if isinstance(notifier, FanOutNotifier):
         metrics.watch_breakers(notifier.breakers)
     retention = Retention(api=api, policies=policies)
-    return Parts(api, policies, reconciler, retention, census)
+    return Parts(api, policies, reconciler, retention, census, silences)

@@ -1,4 +1,5 @@
-"""`POST /slack/actions`: Slack's buttons (Approve, Reject, Acknowledge, View Timeline).
+"""`POST /slack/actions`: Slack's buttons (Approve, Reject, Acknowledge, Silence 1h,
+View Timeline).
 
 Order matters. The signature is checked on the raw bytes before anything is
 parsed (slack_sdk's SignatureVerifier: HMAC-SHA256 with SLACK_SIGNING_SECRET,
@@ -24,6 +25,12 @@ no one: a signed payload must not make the webhook call into its own network.
 The webhook reads no ResponsePolicy (its RBAC is get/patch on incidents):
 the approvers were copied into the approval when it was requested.
 
+"Silence 1h" creates a Silence (the webhook's one other right: `create` on
+silences) matching the Incident's service and alarm name for an hour, by
+the same approvers (those of the Incident's approval; anyone when it has
+none, as for approvals with no list). It mutes the next alarms that match;
+the Incident clicked on goes on as it is.
+
 "View Timeline" shows the DynamoDB timeline when TIMELINE_TABLE is set for
 the webhook (and it may read it), else what the Incident's status tells:
 its conditions, remediation and latest transition.
@@ -35,7 +42,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,23 +56,25 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..config import Settings
+from ..ingest.jsonbody import JsonRefused, loads
 from ..kube import patch_status_if_unchanged, read_incident
-from ..models import TERMINAL_PHASES, Incident
+from ..models import API_VERSION, GROUP, MAX_NAME, TERMINAL_PHASES, VERSION, Incident
 from ..notify.channel import ChannelFailed
-from ..notify.slack import reply_ephemeral, slack_client, user_in_group
-from ..notify.slack_blocks import (
+from ..timeline import Timeline
+from ..timeline.dynamodb import DynamoTimeline
+from .api import reply_ephemeral, slack_client, user_in_group
+from .blocks import (
     ACKNOWLEDGE,
     APPROVE,
     REJECT,
+    SILENCE,
     TIMELINE,
     approval_text,
+    escape,
     timeline_from_entries,
     timeline_from_status,
     who_said,
 )
-from ..timeline import Timeline
-from ..timeline.dynamodb import DynamoTimeline
-from .jsonbody import JsonRefused, loads
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,7 @@ FORM = "application/x-www-form-urlencoded"
 # A Kubernetes namespace and name (DNS-1123), as the buttons carry them.
 REFERENCE = re.compile(r"^([a-z0-9][a-z0-9-]{0,62})/([a-z0-9][a-z0-9.-]{0,252})$")
 WRITE_ATTEMPTS = 3
+SILENCE_FOR = timedelta(hours=1)
 TIMELINE_READ_SECONDS = 2.0
 # Where Slack's response URLs point: its hooks host, and GovSlack's (GovSlack
 # runs on the slack-gov.com domain instead of slack.com).
@@ -139,7 +149,8 @@ def slack_actions_router(
     @router.post(
         PATH,
         tags=["slack"],
-        summary="Slack interactivity: the Approve, Reject and View Timeline buttons",
+        summary="Slack interactivity: the Approve, Reject, Acknowledge, Silence 1h and "
+        "View Timeline buttons",
         description="Signed by Slack (X-Slack-Signature); no bearer token.",
         openapi_extra={
             "requestBody": {
@@ -179,7 +190,9 @@ def slack_actions_router(
         action = payload.actions[0]
         reply = _Replier(payload.response_url)
         match = REFERENCE.match(action.value)
-        if action.action_id not in (APPROVE, REJECT, TIMELINE, ACKNOWLEDGE) or match is None:
+        if action.action_id not in (APPROVE, REJECT, TIMELINE, ACKNOWLEDGE, SILENCE) or (
+            match is None
+        ):
             background.add_task(reply, "Sorry, I do not know what this button is for.")
             return Response(status_code=200)
         namespace, name = match.groups()
@@ -191,6 +204,9 @@ def slack_actions_router(
                 background.add_task(_show_timeline, reply, incident, timeline)
             elif action.action_id == ACKNOWLEDGE:
                 said = await _acknowledge(objects, incident, payload.user.id)
+                background.add_task(reply, said)
+            elif action.action_id == SILENCE:
+                said = await _silence(objects, slack, incident, payload.user.id)
                 background.add_task(reply, said)
             else:
                 said = await _decide(objects, slack, incident, payload, action.action_id)
@@ -301,6 +317,61 @@ async def _acknowledge(objects: client.CustomObjectsApi, incident: Incident, use
             return f"Incident {ref} no longer exists."
         incident = fresh
     return f"Incident {incident.reference} kept changing; nothing was recorded. Please try again."
+
+
+async def _silence(
+    objects: client.CustomObjectsApi,
+    slack: AsyncWebClient | None,
+    incident: Incident,
+    user: str,
+) -> str:
+    """Create a Silence of the Incident's service and alarm for an hour, if
+    `user` is one of its approvers; what to tell them."""
+    approval = incident.status.approval
+    approvers = approval.approvers if approval else []
+    refusal = await _may_decide(
+        slack, approvers, approval.approver_group if approval else None, user
+    )
+    if refusal:
+        return refusal.replace("approvers for this incident", "approvers who may silence it")
+    spec = incident.spec
+    if len(spec.service.name) > MAX_NAME or len(spec.alarm.name) > MAX_NAME:
+        return "Sorry, this service or alarm name is too long to silence from Slack; use kubectl."
+    now = datetime.now(UTC).replace(microsecond=0)
+    until = now + SILENCE_FOR
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Silence",
+        "metadata": {
+            # Unique per click: a second click makes a second, harmless silence.
+            "generateName": f"{incident.metadata['name'][:40].rstrip('-.')}-",
+            "annotations": {f"{GROUP}/incident": incident.reference},
+        },
+        "spec": {
+            "matchers": [
+                {"name": "service", "op": "=", "value": spec.service.name},
+                {"name": "alarm", "op": "=", "value": spec.alarm.name},
+            ],
+            "startsAt": now.isoformat(),
+            "endsAt": until.isoformat(),
+            "createdBy": f"slack:{user}",
+            "comment": f"Silence 1h from Slack, on {incident.reference}",
+        },
+    }
+    created = await asyncio.to_thread(
+        objects.create_namespaced_custom_object,
+        GROUP, VERSION, incident.metadata["namespace"], "silences", body,
+    )  # fmt: skip
+    silence = created["metadata"]["name"]
+    log.info(
+        "silence created in Slack",
+        extra={"incident": incident.metadata["name"], "silence": silence, "by": user},
+    )
+    return (
+        f"You silenced {escape(spec.alarm.name)} of {escape(spec.service.name)} until "
+        f"{until:%H:%M} UTC (silence {silence}): new alarms that match are recorded but "
+        f"not announced. {incident.reference} goes on as it is."
+    )
 
 
 async def _decide(

@@ -18,17 +18,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from ..escalation import step_of
 from ..models import Incident, SlackRef
+from ..notify.channel import ChannelFailed, Told
+from ..notify.story import incident_link
 from ..policy import Policy
-from .channel import ChannelFailed, Told
-from .slack_blocks import fallback_text, incident_blocks, record_text
+from .api import slack_call
+from .blocks import fallback_text, incident_blocks, record_text
 
 _T = TypeVar("_T")
 
@@ -37,69 +36,6 @@ RECORD_EVENT = "incident_record"
 # How far before the Incident's creation to look for its message (clock skew).
 HISTORY_SLACK_SECONDS = 300
 HISTORY_PAGES = 10
-# Errors Slack documents as passing; anything else needs a human (a bad
-# token, a missing scope, an unknown channel) and is not retried.
-TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-
-
-def slack_client(*, token: str, base_url: str | None = None, timeout: int = 5) -> AsyncWebClient:
-    """The Web API client: retries 429s (after Retry-After), nothing else.
-
-    A 429 was not acted on. A dropped connection may have been: the post went
-    through and its answer was lost. slack_sdk would post again; the fan-out
-    retries instead, through `tell`, which looks for the message first.
-    """
-    return AsyncWebClient(
-        token=token,
-        base_url=base_url or AsyncWebClient.BASE_URL,
-        timeout=timeout,
-        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
-    )
-
-
-async def slack_call(doing: str, call: Awaitable[_T]) -> _T:
-    """Await a Web API call; failures become ChannelFailed saying what and why."""
-    try:
-        return await call
-    except SlackApiError as error:
-        code = error.response.get("error") or "no error code"
-        status = error.response.status_code
-        retryable = status == 429 or status >= 500 or code in TRANSIENT_ERRORS
-        raise ChannelFailed(
-            f"could not {doing}: {code} (HTTP {status})", retryable=retryable
-        ) from error
-    except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
-        raise ChannelFailed(
-            f"could not {doing}: {type(error).__name__}: {error}", retryable=True
-        ) from error
-
-
-async def user_in_group(client: AsyncWebClient, *, group: str, user: str) -> bool:
-    """Whether `user` is in the Slack user group `group` (needs `usergroups:read`);
-    ChannelFailed when Slack cannot say."""
-    answer = await slack_call(
-        "list the approver group", client.usergroups_users_list(usergroup=group)
-    )
-    return user in (answer.get("users") or [])
-
-
-async def reply_ephemeral(url: str, text: str) -> str | None:
-    """Post `text` to an interaction's `response_url`, seen only by the one who
-    clicked. None once Slack took it, else what went wrong: a reply is a
-    courtesy after the click was decided, so it is not retried."""
-    try:
-        answer = await AsyncWebhookClient(url).send(
-            text=text, response_type="ephemeral", replace_original=False
-        )
-    except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
-        return f"could not answer the click: {type(error).__name__}: {error}"
-    if answer.status_code != 200:
-        return (
-            f"Slack refused the answer to the click: HTTP {answer.status_code} {answer.body[:200]}"
-        )
-    return None
 
 
 def record_key(phase: str, index: int, kind: str, reason: str) -> str:
@@ -111,9 +47,16 @@ def record_key(phase: str, index: int, kind: str, reason: str) -> str:
 class SlackChannel:
     name = "slack"
 
-    def __init__(self, *, client: AsyncWebClient, default_channel: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        default_channel: str | None,
+        link_template: str | None = None,
+    ) -> None:
         self._client = client
         self._default_channel = default_channel
+        self._link_template = link_template
 
     def wants(self, incident: Incident, *, policy: Policy) -> bool:
         return True  # every transition changes what the message shows
@@ -141,7 +84,9 @@ class SlackChannel:
                     channel=ref.channel,
                     ts=ref.ts,
                     text=fallback_text(incident),
-                    blocks=incident_blocks(incident),
+                    blocks=incident_blocks(
+                        incident, link=incident_link(incident, self._link_template)
+                    ),
                     metadata=_metadata(MESSAGE_EVENT, incident),
                 ),
             )
@@ -156,7 +101,7 @@ class SlackChannel:
             self._client.chat_postMessage(
                 channel=channel,
                 text=fallback_text(incident),
-                blocks=incident_blocks(incident),
+                blocks=incident_blocks(incident, link=incident_link(incident, self._link_template)),
                 metadata=_metadata(MESSAGE_EVENT, incident),
                 unfurl_links=False,
             ),
@@ -197,12 +142,17 @@ class SlackChannel:
         for key, record in keyed:
             if key in posted:
                 continue
+            text = record_text(record)
+            step = step_of(incident, record)
+            if step is not None and step.slack_user_group:
+                # An escalation step: the user group is mentioned, so notified.
+                text = f"<!subteam^{step.slack_user_group}> {text}"
             await slack_call(
                 "reply in the thread",
                 self._client.chat_postMessage(
                     channel=ref.channel,
                     thread_ts=ref.ts,
-                    text=record_text(record),
+                    text=text,
                     metadata=_metadata(RECORD_EVENT, incident, record=key),
                 ),
             )

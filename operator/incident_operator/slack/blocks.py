@@ -11,14 +11,15 @@ from typing import Any
 
 from .. import evidence
 from ..models import Approval, Incident, Record
+from ..notify.story import alerts_line, kubectl_command, truncation
 from ..text import reveal
 from ..timeline import Entry
-from .story import alerts_line, kubectl_command, truncation
 
 APPROVE = "incident_approve"
 REJECT = "incident_reject"
 TIMELINE = "incident_timeline"
 ACKNOWLEDGE = "incident_acknowledge"
+SILENCE = "incident_silence"
 
 # Block Kit limits: a header's text, a section's text, a field.
 HEADER_MAX = 150
@@ -34,6 +35,7 @@ PHASE_MARK = {
     "Escalated": ":sos:",
     "Ignored": ":zzz:",
     "Failed": ":x:",
+    "Silenced": ":mute:",
 }
 
 
@@ -72,7 +74,9 @@ def fallback_text(incident: Incident) -> str:
     return reveal(f"[{phase}] {incident.spec.title} ({incident.spec.service.name})")
 
 
-def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
+def incident_blocks(incident: Incident, *, link: str | None = None) -> list[dict[str, Any]]:
+    """The message; with `link` (the Incident's page, INCIDENT_LINK_TEMPLATE),
+    "View Timeline" opens it too."""
     spec, status = incident.spec, incident.status
     phase = status.phase or "Triggered"
     assessment = status.assessment
@@ -122,7 +126,11 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
     )
-    buttons = [_button("View Timeline", TIMELINE, incident)]
+    buttons = [_button("View Timeline", TIMELINE, incident, url=link)]
+    if phase not in ("Resolved", "Failed", "Ignored"):
+        # Mutes the next alarms of this service and alarm for an hour
+        # (approvers only); this Incident goes on.
+        buttons.insert(0, _button("Silence 1h", SILENCE, incident))
     if awaiting_acknowledgement(incident) and not awaiting_decision(incident):
         # Approving or rejecting acknowledges too: one button fewer then.
         buttons.insert(0, _button("Acknowledge", ACKNOWLEDGE, incident))
@@ -136,7 +144,14 @@ def incident_blocks(incident: Incident) -> list[dict[str, Any]]:
     return blocks
 
 
-def _button(text: str, action_id: str, incident: Incident, *, style: str | None = None) -> Any:
+def _button(
+    text: str,
+    action_id: str,
+    incident: Incident,
+    *,
+    style: str | None = None,
+    url: str | None = None,
+) -> Any:
     button: dict[str, Any] = {
         "type": "button",
         "text": {"type": "plain_text", "text": text},
@@ -145,6 +160,9 @@ def _button(text: str, action_id: str, incident: Incident, *, style: str | None 
     }
     if style:
         button["style"] = style
+    if url:
+        # Slack opens it, and still sends the click (the thread's timeline reply).
+        button["url"] = url
     return button
 
 
