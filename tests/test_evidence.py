@@ -543,3 +543,23 @@ async def test_a_query_the_budget_cuts_short_is_stopped(aws: Aws) -> None:
     # Not left scanning (and billing) after the assessment went on without it. (moto
     # has no StopQuery: it answers 500, and botocore tries once more; nobody waits.)
     wait_for("the query to be stopped", lambda: aws.server.served_count("StopQuery") >= 1)
+
+
+async def test_a_fresh_deploy_can_be_rolled_back_by_rule(aws: Aws) -> None:
+    aws.ecs_service(running=2)
+    chosen = Policy(
+        "checkout",
+        ResponsePolicySpec.model_validate(
+            {"rules": [{"when": {"deployedWithin": "30m"}, "action": "rollback_service"},
+                       {"action": "notify_team"}],
+             "allowedActions": ["rollback_service", "notify_team"]}
+        ),
+    )  # fmt: skip
+    incident = checkout()
+    seen = await gather(incident, policy=policy(), context=evidence_context(aws), only=ECS)
+
+    result = await assess(
+        incident=incident.spec, policy=chosen, assessor=RulesAssessor(), evidence=seen
+    )
+
+    assert (result.decision, result.action) == ("SAFE", "rollback_service")
