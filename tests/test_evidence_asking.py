@@ -202,3 +202,16 @@ async def test_asking_shares_the_evidence_budget(world: Aws, gemini: FakeGemini)
     assert asked.summary == "no answer within what was left of the budget"
     assert result.evidence is not None and result.evidence.items[-1].status == "timedOut"
     assert result.decision == "ESCALATE"
+
+
+async def test_a_made_up_collector_is_answered_and_recorded_safely(world: Aws) -> None:
+    seen = await gather(
+        checkout(), policy=policy().spec.evidence, context=evidence_context(world), only=ONLY
+    )
+    assert seen.more is not None
+
+    finding = await seen.more.ask("Logs!\u202e", {"query": "x"})
+
+    assert (finding.collector, finding.status) == ("unknown", "failed")
+    assert finding.summary == "no such collector; known: logs, metrics"
+    assert seen.status().items[-1].collector == "unknown"  # fits the schema's pattern

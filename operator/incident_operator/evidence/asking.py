@@ -63,7 +63,8 @@ class Asker:
         self, name: str, arguments: Mapping[str, Any], started: float, run: Any
     ) -> Finding:
         def refused(why: str) -> Finding:
-            return Finding(name[:64] or "unknown", "failed", why, 0)
+            # The name is the model's: kept only if it is a collector's.
+            return Finding(name if name in self.collectors else "unknown", "failed", why, 0)
 
         if self.calls_left <= 0:
             return refused("no more evidence calls for this assessment")
