@@ -563,3 +563,16 @@ async def test_a_fresh_deploy_can_be_rolled_back_by_rule(aws: Aws) -> None:
     )
 
     assert (result.decision, result.action) == ("SAFE", "rollback_service")
+
+
+async def test_a_service_of_another_account_is_not_read_as_ours(aws: Aws) -> None:
+    aws.ecs_service()
+    arn = "arn:aws:ecs:us-east-1:210987654321:service/demo/checkout"  # not moto's account
+    elsewhere = checkout(service={"name": arn, "cluster": "demo", "region": "us-east-1"})
+
+    found = await gather(elsewhere, policy=policy(), context=evidence_context(aws), only=ECS)
+
+    [finding] = found.findings
+    assert finding.status == "skipped"
+    assert finding.summary.startswith("the alarm names us-east-1/demo/checkout in account ")
+    assert found.deployed_at is None

@@ -79,6 +79,11 @@ class EcsService(Collector[EcsSettings]):
                 data={"service": str(target), "found": False},
             )
         service = services[0]
+        arn = service.get("serviceArn", "")
+        ours = arn.split(":")[4] if arn.count(":") >= 5 else None
+        if target.account is not None and ours is not None and ours != target.account:
+            # A service of the same name in our account is not the one the alarm is about.
+            raise Skip(f"the alarm names {target} in account {target.account}, not {ours}")
         now = request.now
         deployments = sorted(
             service.get("deployments", []),

@@ -158,6 +158,8 @@ class Kubernetes(Collector[KubernetesSettings]):
         troubled = [t for t in (_pod_trouble(pod) for pod in pods.items) if t is not None]
         mentioned = {target.name, *(rs.metadata.name for rs in owned)}
         mentioned |= {pod.metadata.name for pod in pods.items}
+        # The namespace's first MAX_LISTED Events (the API server lists them by
+        # name, not time): in a namespace with more, some newer ones are missed.
         events = await blocking(core.list_namespaced_event, namespace, limit=MAX_LISTED)
         ours = [e for e in events.items if e.involved_object.name in mentioned]
         ours.sort(key=_when, reverse=True)
