@@ -115,10 +115,11 @@ class _FromRegistry:
 
     `what` is one of: "name" (an action's name), "parameters" (an action's
     parameters: every plugin's parameter fields, each optional), "settings"
-    (per-action policy settings: one optional object per plugin).
+    (per-action policy settings: one optional object per plugin), "collectors"
+    (per-collector evidence settings, from evidence/registry.py).
     """
 
-    def __init__(self, what: Literal["name", "parameters", "settings"]) -> None:
+    def __init__(self, what: Literal["name", "parameters", "settings", "collectors"]) -> None:
         self.what = what
 
     def __get_pydantic_json_schema__(
@@ -131,6 +132,10 @@ class _FromRegistry:
             schema["enum"] = list(registry.names())
         elif self.what == "parameters":
             schema = {**registry.parameters_schema(), "description": schema.get("description", "")}
+        elif self.what == "collectors":
+            from .evidence import registry as collectors
+
+            schema = {**collectors.settings_schema(), "description": schema.get("description", "")}
         else:
             schema = {**registry.settings_schema(), "description": schema.get("description", "")}
         return schema
@@ -267,6 +272,47 @@ class Decision(Model):
         return self
 
 
+# --- Evidence: what read-only collectors saw before the assessment ----------
+#
+# Gathered once per assessment (evidence/), kept here as a compact summary:
+# each collector's one line, and the two facts the rules use. What the
+# collectors saw in full goes to the assessor only (quoted data for Gemini).
+
+MAX_EVIDENCE_ITEMS = 8
+MAX_EVIDENCE_LINE = 512
+CollectorName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class EvidenceItem(Model):
+    """What one collector found, in one line (untrusted text: it quotes logs and events)."""
+
+    collector: CollectorName
+    status: Literal["ok", "failed", "timedOut", "skipped"] = Field(
+        description="ok; failed or timedOut (recorded, never blocking); skipped: it does not "
+        "apply to this Incident (no log group, not an ECS service...)."
+    )
+    summary: Annotated[str, Field(max_length=MAX_EVIDENCE_LINE)] = Field(
+        "", description="What it saw, or why it failed or was skipped."
+    )
+    elapsed_ms: Annotated[int, Field(ge=0)] | None = None
+
+
+class Evidence(Model):
+    """The evidence an assessment was made with."""
+
+    gathered_at: datetime
+    elapsed_ms: Annotated[int, Field(ge=0)] = Field(description="Time spent gathering it.")
+    budget_ms: Annotated[int, Field(ge=0)] = Field(description="The time it was allowed.")
+    items: list[EvidenceItem] = Field(default_factory=list, max_length=MAX_EVIDENCE_ITEMS)
+    deployed_at: datetime | None = Field(
+        None, description="When the service's latest deployment started, if a collector saw it."
+    )
+    recurrences: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Earlier Incidents of the same service and alarm in the history window.",
+    )
+
+
 class Assessment(Decision):
     """A Decision plus who made it and at what cost."""
 
@@ -282,6 +328,7 @@ class Assessment(Decision):
         description="The Incident's severity it assessed (its most severe alert): a more "
         "severe alert joining before the action starts is assessed again.",
     )
+    evidence: Evidence | None = Field(None, description="What was looked at first.")
 
 
 class Approval(Model):
@@ -558,6 +605,27 @@ class AssessorConfig(Model):
     )
 
 
+class Recurrences(Model):
+    """Earlier Incidents of the same service and alarm (this one not counted)."""
+
+    at_least: Annotated[int, Field(ge=1, le=1000)] = Field(description="How many, at least.")
+    within: Duration = Field(description="Counted over this time before the assessment.")
+
+
+class RuleWhen(Model):
+    """What the evidence must show for the rule to match; every condition given must hold.
+    A condition whose evidence is missing (its collector failed) does not hold."""
+
+    deployed_within: Duration | None = Field(
+        None, description="The service's latest deployment started within this time."
+    )
+    recurrences: Recurrences | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.deployed_within is None and self.recurrences is None
+
+
 class Rule(Model):
     """Rules assessor: the first rule that matches decides."""
 
@@ -565,6 +633,7 @@ class Rule(Model):
     alarm_names: list[ShortText] = Field(
         default_factory=list, max_length=32, description="Alarm name globs; empty: any."
     )
+    when: RuleWhen | None = Field(None, description="Conditions on the gathered evidence.")
     action: ActionName
     parameters: Parameters = Field(default_factory=dict, description="The action's parameters.")
     decision: Verdict = "SAFE"
@@ -651,6 +720,34 @@ class Grouping(Model):
     )
 
 
+class EvidencePolicy(Model):
+    """Read-only evidence gathered before each assessment (see evidence/collectors/)."""
+
+    enabled: bool = Field(True, description="Gather evidence before assessing.")
+    budget_seconds: Annotated[int, Field(ge=1, le=60)] = Field(
+        10,
+        description="All collectors together, at most; one that is not done by then is "
+        "recorded as timed out and the assessment goes on without it.",
+    )
+    model_calls: Annotated[int, Field(ge=0, le=3)] = Field(
+        0,
+        description="Collector calls Gemini may make itself (function calling), within the "
+        "same budget; each may change only how a collector looks (a window, a query), "
+        "never where. 0: none.",
+    )
+    collectors: Annotated[dict[str, dict[str, JsonValue]], _FromRegistry("collectors")] = Field(
+        default_factory=dict,
+        description="Per-collector settings, e.g. logs: {logGroup: /ecs/checkout}.",
+    )
+
+    @model_validator(mode="after")
+    def settings_fit(self) -> EvidencePolicy:
+        from .evidence import registry
+
+        self.collectors = registry.check_settings(self.collectors)
+        return self
+
+
 def _escalated() -> list[Phase]:
     return ["Escalated"]
 
@@ -695,7 +792,8 @@ class NotifyPolicy(Model):
 # The same two checks as `ResponsePolicySpec.rules_can_apply`, in CEL, so the
 # API server refuses such a policy from any writer (`kubectl apply` says why).
 _CATCH_ALL = "(!has({r}.severities) || size({r}.severities) == 0) && " + (
-    "(!has({r}.alarmNames) || size({r}.alarmNames) == 0)"
+    "(!has({r}.alarmNames) || size({r}.alarmNames) == 0) && "
+    "(!has({r}.when) || (!has({r}.when.deployedWithin) && !has({r}.when.recurrences)))"
 )
 _POLICY_VALIDATIONS: list[JsonValue] = [
     {
@@ -706,7 +804,7 @@ _POLICY_VALIDATIONS: list[JsonValue] = [
         + ")) == 1 && "
         + _CATCH_ALL.format(r="self.rules[size(self.rules) - 1]")
         + ")",
-        "message": "a rule with no severities and no alarmNames matches everything, so it "
+        "message": "a rule with no severities, alarmNames or when matches everything, so it "
         "must be the last rule: the rules after it could never apply",
     },
 ]
@@ -754,6 +852,7 @@ class ResponsePolicySpec(Model):
         "acknowledgement or the resolution stops them.",
     )
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    evidence: EvidencePolicy = Field(default_factory=EvidencePolicy)
 
     @model_validator(mode="after")
     def settings_fit(self) -> ResponsePolicySpec:
@@ -771,9 +870,11 @@ class ResponsePolicySpec(Model):
                     f"rules[{index}]: action {rule.action} is not in allowedActions "
                     f"{self.allowed_actions}, so this rule can never apply"
                 )
-            if not rule.severities and not rule.alarm_names and index < len(self.rules) - 1:
+            conditional = rule.when is not None and not rule.when.empty
+            catch_all = not rule.severities and not rule.alarm_names and not conditional
+            if catch_all and index < len(self.rules) - 1:
                 raise ValueError(
-                    f"rules[{index}] matches everything (no severities, no alarmNames), "
+                    f"rules[{index}] matches everything (no severities, alarmNames or when), "
                     f"so rules[{index + 1}:] can never apply: make it the last rule"
                 )
         return self

@@ -86,6 +86,8 @@ class Reply:
     delay: float = 0.0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    # Function calls the model makes instead of answering: (name, args).
+    function_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,25 @@ class Request:
     @property
     def response_schema(self) -> dict[str, Any] | None:
         return self.generation_config.get("responseSchema")
+
+    @property
+    def functions(self) -> list[dict[str, Any]]:
+        """The function declarations offered to the model."""
+        return [
+            declaration
+            for tool in self.body.get("tools", [])
+            for declaration in tool.get("functionDeclarations", [])
+        ]
+
+    @property
+    def function_responses(self) -> list[dict[str, Any]]:
+        """The function responses sent back, in order."""
+        return [
+            part["functionResponse"]
+            for content in self.body.get("contents", [])
+            for part in content.get("parts", [])
+            if "functionResponse" in part
+        ]
 
 
 def _unknown_schema_field(schema: Any, where: str) -> str | None:
@@ -192,6 +213,19 @@ class FakeGemini:
         )
         with self._lock:
             self._replies.extend([reply] * times)
+
+    def call(
+        self, *calls: tuple[str, dict[str, Any]], prompt_tokens: int = 90, output_tokens: int = 10
+    ) -> None:
+        """Queue a 200 in which the model calls functions (name, args) instead of answering."""
+        reply = Reply(
+            text=None,
+            function_calls=calls,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+        )
+        with self._lock:
+            self._replies.append(reply)
 
     def pending(self) -> int:
         """Scripted replies that no request met yet."""
@@ -264,6 +298,18 @@ class FakeGemini:
                 400,
                 _error_body(400, "* GenerateContentRequest.contents: contents is not specified"),
             )
+        if request.functions and request.generation_config.get("responseMimeType") == (
+            "application/json"
+        ):
+            # The real API's answer to tools together with a JSON answer.
+            return (
+                None,
+                400,
+                _error_body(
+                    400,
+                    "Function calling with a response mime type: 'application/json' is unsupported",
+                ),
+            )
         schema = request.response_schema
         problem = _unknown_schema_field(schema, "generation_config.response_schema")
         if problem:
@@ -274,17 +320,24 @@ class FakeGemini:
             return None, 400, _error_body(400, "fake gemini: no answer scripted for this request")
         if reply.status != 200:
             return reply, reply.status, _error_body(reply.status, reply.error)
+        if reply.function_calls:
+            offered = {f.get("name") for f in request.functions}
+            unknown = [name for name, _ in reply.function_calls if name not in offered]
+            if unknown:
+                return None, 400, _error_body(400, f"fake gemini: {unknown} not offered")
+            parts = [{"functionCall": {"name": n, "args": a}} for n, a in reply.function_calls]
+            reply = Reply(
+                text="", prompt_tokens=reply.prompt_tokens, output_tokens=reply.output_tokens
+            )
+        else:
+            parts = [{"text": reply.text}] if reply.text is not None else []
         return (
             reply,
             200,
             {
                 "candidates": [
                     {
-                        **(
-                            {"content": {"parts": [{"text": reply.text}], "role": "model"}}
-                            if reply.text is not None
-                            else {}
-                        ),
+                        **({"content": {"parts": parts, "role": "model"}} if parts else {}),
                         "finishReason": reply.finish_reason,
                         "index": 0,
                     }

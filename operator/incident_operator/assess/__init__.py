@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
+from ..evidence import Gathered
 from ..models import AlertEntry, Assessment, IncidentSpec
 from ..policy import Policy
 
@@ -20,7 +21,13 @@ class Assessor(Protocol):
     name: Literal["rules", "gemini"]
 
     async def assess(
-        self, *, incident: IncidentSpec, policy: Policy, alerts: Sequence[AlertEntry] = ()
+        self,
+        *,
+        incident: IncidentSpec,
+        policy: Policy,
+        alerts: Sequence[AlertEntry] = (),
+        evidence: Gathered | None = None,
     ) -> Assessment:
-        """`alerts`: a grouped Incident's alerts (its spec is the first's)."""
+        """`alerts`: a grouped Incident's alerts (its spec is the first's);
+        `evidence`: what the collectors found (untrusted data, like the alarm)."""
         ...

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from ..evidence import Gathered
 from ..models import AlertEntry, Assessment, IncidentSpec
 from ..policy import Policy
 from . import Assessor
@@ -47,10 +48,14 @@ async def assess(
     policy: Policy,
     assessor: Assessor,
     alerts: Sequence[AlertEntry] = (),
+    evidence: Gathered | None = None,
 ) -> Assessment:
-    """Assess, then hold the answer to the policy: what the operator acts on."""
+    """Assess, then hold the answer to the policy: what the operator acts on.
+    The evidence it was made with is kept with it (a compact summary)."""
     try:
-        proposed = await assessor.assess(incident=incident, policy=policy, alerts=alerts)
+        proposed = await assessor.assess(
+            incident=incident, policy=policy, alerts=alerts, evidence=evidence
+        )
     except Exception as error:
         # Assessors promise not to raise; if one breaks that promise the
         # incident still gets a decision, and the bug is logged.
@@ -61,4 +66,5 @@ async def assess(
             reason=f"{assessor.name} assessor raised {type(error).__name__}: {error}",
         )
     decided = enforce(proposed, policy)
-    return decided.model_copy(update={"at": datetime.now(UTC)})
+    seen = evidence.status() if evidence is not None else None
+    return decided.model_copy(update={"at": datetime.now(UTC), "evidence": seen})

@@ -10,6 +10,8 @@ from .. import metrics
 from ..assess import Assessor
 from ..assess.factory import assess, build_assessor
 from ..config import Settings
+from ..evidence.collector import Context as EvidenceContext
+from ..evidence.gather import gather
 from ..kube import api_client
 from ..models import Assessment, Incident
 from ..notify.factory import build_notifier
@@ -36,6 +38,9 @@ def build_ports(settings: Settings, *, api: client.ApiClient | None = None) -> P
     key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
     # One assessor per (type, model), built on first use.
     assessors: dict[tuple[str, str | None], Assessor] = {}
+    looks = EvidenceContext(
+        kube=api, default_cluster=settings.ecs_cluster_name, default_region=settings.aws_region
+    )
 
     async def assess_incident(incident: Incident, policy: Policy) -> Assessment:
         model = policy.spec.assessor.model or settings.gemini_model
@@ -52,8 +57,15 @@ def build_ports(settings: Settings, *, api: client.ApiClient | None = None) -> P
         # A group is as severe as its most severe alert, and says so.
         severity = incident.severity
         spec = incident.spec.model_copy(update={"severity": severity})
+        # Looked at once per assessment, within the policy's budget; never raises.
+        evidence = policy.spec.evidence
+        seen = await gather(incident, policy=evidence, context=looks) if evidence.enabled else None
         assessment = await assess(
-            incident=spec, policy=policy, assessor=assessor, alerts=incident.status.alerts
+            incident=spec,
+            policy=policy,
+            assessor=assessor,
+            alerts=incident.status.alerts,
+            evidence=seen,
         )
         return assessment.model_copy(update={"severity": severity})
 

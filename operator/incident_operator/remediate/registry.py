@@ -10,14 +10,12 @@ human decides) and `ignore`.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from ..discovery import discover
 from . import actions as _package
 from .plugin import Action
 
@@ -35,14 +33,7 @@ AnyAction = Action[Any, Any, Any]
 @cache
 def plugins() -> dict[str, type[AnyAction]]:
     """Every action plugin, by name, in module order."""
-    found: dict[str, type[AnyAction]] = {}
-    for module in sorted(m.name for m in pkgutil.iter_modules(_package.__path__)):
-        loaded = importlib.import_module(f"{_package.__name__}.{module}")
-        for _, cls in inspect.getmembers(loaded, inspect.isclass):
-            if issubclass(cls, Action) and cls.__module__ == loaded.__name__:
-                if cls.name in found or cls.name in VERDICTS:
-                    raise ValueError(f"two actions are named {cls.name}")
-                found[cls.name] = cls
+    found: dict[str, type[AnyAction]] = discover(_package, Action, reserved=VERDICTS)
     _check_parameter_fields(found)
     return found
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .. import evidence
 from ..models import Approval, Incident, Record
 from ..notify.story import alerts_line, kubectl_command, truncation
 from ..text import reveal
@@ -91,6 +92,9 @@ def incident_blocks(incident: Incident, *, link: str | None = None) -> list[dict
     grouped = alerts_line(incident)
     if grouped:
         fields.append(("Alerts", grouped))
+    if assessment is not None and assessment.evidence is not None:
+        # Quotes logs and events: escaped below like every alarm text.
+        fields.append(("Evidence", evidence.shown(assessment.evidence)))
     said = (assessment.message if assessment else None) or status.message or spec.summary
     blocks: list[dict[str, Any]] = [
         {

@@ -1,0 +1,1 @@
+"""The evidence collectors, one module each (see ../collector.py)."""
