@@ -16,6 +16,7 @@ from kubernetes import client
 from incident_operator.cli import main
 from incident_operator.config import Settings
 from incident_operator.models import Incident
+from incident_operator.reconcile.phases import QUIET_RESOLUTION
 from incident_operator.timeline import Entry
 from incident_operator.timeline.dynamodb import LogTimeline
 from incident_operator.ui import analytics, listing, story, times
@@ -226,9 +227,18 @@ async def test_hostile_alarm_text_is_escaped_everywhere_it_is_shown(
         status={"phase": "Escalated", "firstSeen": at(1, datetime.now(UTC)), "message": payload,
                 "assessment": {"decision": "ESCALATE", "action": "notify_team",
                                "message": XSS[6], "confidence": 0.5, "rationale": payload,
-                               "assessor": "gemini", "model": XSS[5]},
+                               "assessor": "gemini", "model": XSS[5],
+                               "evidence": {"gatheredAt": at(1, datetime.now(UTC)),
+                                            "elapsedMs": 12, "budgetMs": 10000,
+                                            "items": [{"collector": "logs", "status": "ok",
+                                                       "summary": payload[:512]}]}},
                 "notifications": {"jira": {"key": XSS[7][:40], "url": XSS[8]},
-                                  "slack": {"channel": XSS[0], "ts": XSS[1]}},
+                                  "slack": {"channel": XSS[0], "ts": XSS[1]},
+                                  "pagerduty": {"dedupKey": XSS[3], "routingKey": XSS[4],
+                                                "triggered": True}},
+                "escalation": {"since": at(1, datetime.now(UTC)),
+                               "steps": [{"number": 1, "step": 1, "at": at(0, datetime.now(UTC)),
+                                          "slackUserGroup": XSS[2], "email": ["a@example.com"]}]},
                 "conditions": [{"type": "Assessed", "status": "True", "reason": "Assessed",
                                 "message": payload,
                                 "lastTransitionTime": at(1, datetime.now(UTC))}]},
@@ -264,6 +274,9 @@ async def test_hostile_alarm_text_is_escaped_everywhere_it_is_shown(
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in detail
     assert "javascript:window.pwned=1" in detail  # shown as text, never as a link
     assert "{{7*7}} {% if 1 %}jinja{% endif %}" in detail  # data, never a template
+    # The evidence, the PagerDuty alert and the escalation steps are shown, as text.
+    assert "<h3>Evidence</h3>" in detail and "Escalation steps taken" in detail
+    assert "PagerDuty: alert &#39;&gt;&lt;iframe" in detail
 
 
 async def _until(condition: Any, timeout: float = 10) -> None:
@@ -368,17 +381,21 @@ def test_analytics_over_a_period() -> None:
                               "result": "Succeeded"}),
         incident("up", phase="Escalated", firstSeen=day, occurrences=7, alarm="noisy"),
         incident("quiet", phase="Ignored", firstSeen=day),
+        incident("muted", phase="Resolved", firstSeen=day, message=QUIET_RESOLUTION),
+        incident("hushed", phase="Silenced", firstSeen=day),
         incident("old", phase="Escalated", firstSeen="2026-11-01T10:00:00Z",
                  created="2026-11-01T10:00:00Z"),
     ]  # fmt: skip
     report = analytics.analyse(incidents, days=7, now=NOW)
-    assert report.total == 4  # "old" is outside the period
-    shares = {o.label: (o.count, o.share) for o in report.outcomes}
-    assert shares["auto-remediated"] == (1, 0.25)
-    assert shares["remediated after approval"] == (1, 0.25)
-    assert shares["escalated"] == (1, 0.25) and shares["ignored"] == (1, 0.25)
-    assert report.per_day[-1] == (NOW.date(), {"checkout": 3, "search": 1})
-    assert len(report.per_day) == 8 and report.busiest_day == 4
+    assert report.total == 6  # "old" is outside the period
+    shares = {o.label: (o.count, round(o.share, 3)) for o in report.outcomes}
+    assert shares["auto-remediated"] == (1, 0.167)
+    assert shares["remediated after approval"] == (1, 0.167)
+    assert shares["escalated"] == (1, 0.167) and shares["ignored"] == (1, 0.167)
+    # Muted while silenced, or recovered while silenced: silenced.
+    assert shares["silenced"] == (2, 0.333)
+    assert report.per_day[-1] == (NOW.date(), {"checkout": 5, "search": 1})
+    assert len(report.per_day) == 8 and report.busiest_day == 6
     assert report.noisiest[0] == analytics.Alarm("noisy", 1, 7)
     (gemini,) = report.ai
     assert (gemini.assessments, gemini.prompt_tokens, gemini.output_tokens) == (1, 100, 10)

@@ -67,6 +67,8 @@ from ..remediate import (
 from ..silence import Silence, muting
 from .conditions import get_condition, set_condition
 
+# The message of an Incident whose alarm recovered while it was silenced.
+QUIET_RESOLUTION = "resolved quietly: the alarm recovered while silenced"
 # How often to look at an action in progress (a rollout, a scaling).
 ROLLOUT_POLL_SECONDS = 5.0
 # How soon to ask again when an action's outcome was unknown (a timeout).
@@ -492,7 +494,7 @@ def _recovered(incident: Incident, now: datetime) -> Transition:
             step.condition("Silenced", "False", "AlarmRecovered", "the alarm recovered")
             .condition("Remediated", "False", "NotNeeded", "the alarm recovered while silenced")
             .condition("Resolved", "True", "AlarmRecovered", "the alarm is back to OK")
-            .set(message="resolved quietly: the alarm recovered while silenced")
+            .set(message=QUIET_RESOLUTION)
             .record(
                 "resolved", "AlarmRecovered", "alarm recovered while Silenced; resolved quietly"
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from ..models import Incident
+from ..reconcile.phases import QUIET_RESOLUTION
 from . import times
 
 PERIODS = (1, 7, 30, 90)
@@ -95,6 +96,8 @@ def outcome(incident: Incident) -> str:
         return "auto-remediated"
     if status.phase == "Escalated":
         return "escalated"
+    if status.phase == "Silenced" or status.message == QUIET_RESOLUTION:
+        return "silenced"
     if status.phase == "Ignored":
         return "ignored"
     if status.phase == "Failed":
@@ -108,6 +111,7 @@ OUTCOMES = (
     "auto-remediated",
     "remediated after approval",
     "escalated",
+    "silenced",
     "ignored",
     "recovered on its own",
     "failed",
