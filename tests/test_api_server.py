@@ -144,6 +144,7 @@ def test_kubectl_get_incidents_shows_the_columns(
             "status": {
                 "phase": "Remediating",
                 "occurrences": 4,
+                "alertCount": 3,
                 "assessment": {
                     "decision": "SAFE",
                     "action": "restart_service",
@@ -166,12 +167,12 @@ def test_kubectl_get_incidents_shows_the_columns(
     )
     out = control_plane.kubectl("get", "inc", "-n", namespace).stdout.splitlines()
     assert out[0].split() == [
-        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "ACKED", "COUNT",
-        "AGE",
+        "NAME", "SERVICE", "SEVERITY", "PHASE", "DECISION", "ACTION", "OUTCOME", "ACKED", "ALERTS",
+        "COUNT", "AGE",
     ]  # fmt: skip
-    assert out[1].split()[:9] == [
+    assert out[1].split()[:10] == [
         "checkout-cpu-high", "checkout", "high", "Remediating", "SAFE", "restart_service",
-        "RolloutInProgress", "alice", "4",
+        "RolloutInProgress", "alice", "3", "4",
     ]  # fmt: skip
     wide = control_plane.kubectl("get", "incidents", "-n", namespace, "-o", "wide").stdout
     assert "CPU saturation; a restart clears it" in wide
