@@ -488,3 +488,176 @@ def test_the_table_covers_what_the_issue_asks_for() -> None:
     assert len(names) == len(SCENARIOS) >= 10
     assert {"bad_deploy", "memory_leak", "downstream_outage", "flapping_alarm", "no_data",
             "injection_in_logs"} <= names  # fmt: skip
+
+
+# --- Gemini looks further itself (function calling), scripted ---------------------------
+
+ROLLBACK = {"decision": "SAFE", "action": "rollback_service", "confidence": 0.9,
+            "message": "Errors began with the deploy minutes ago; roll it back."}  # fmt: skip
+
+
+async def asked(
+    world: World,
+    gemini: FakeGemini,
+    *,
+    calls: int = 2,
+    budget: int = 10,
+    timeout_s: float = 20,
+    attempts: int = 3,
+    before: Callable[[World], None] | None = None,
+) -> tuple[Assessment, Gathered, float]:
+    """The bad deploy, gathered as the operator does, then assessed by Gemini
+    allowed `calls` collector calls; `before` changes the world between the
+    two. (assessment, evidence, seconds from gathering to decision)."""
+    incident = bad_deploy(world)
+    _, by_gemini = policies(world.namespace, budget=budget, calls=calls)
+    started = time.monotonic()
+    seen = await gather(incident, policy=by_gemini.spec.evidence, context=world.context)
+    if before is not None:
+        before(world)
+    assessor = GeminiAssessor(
+        secrets.token_hex(8), base_url=gemini.base_url, retry_delay_s=0.01, timeout_s=timeout_s,
+        attempts=attempts,
+    )  # fmt: skip
+    result = await assess(
+        incident=incident.spec, policy=by_gemini, assessor=assessor, evidence=seen
+    )
+    return result, seen, time.monotonic() - started
+
+
+def told(request: Request) -> list[dict[str, Any]]:
+    """What the collectors answered the model's calls, as it received them."""
+    return [json.loads(r["response"]["untrustedData"]) for r in request.function_responses]
+
+
+async def test_gemini_fetches_evidence_then_decides_with_it(
+    world: World, gemini: FakeGemini
+) -> None:
+    gemini.call(
+        ("metrics", {"windowMinutes": 240, "stat": "Maximum"}),
+        ("logs", {"query": "fields @message | filter @message like /ERROR/", "windowMinutes": 60}),
+    )
+    gemini.answer(ROLLBACK)
+
+    result, seen, _ = await asked(world, gemini)
+
+    # Two calls allowed, two made in one turn: the model is not asked again, it decides.
+    asking, deciding = gemini.requests
+    # Every enabled collector is offered, kubernetes too (it would skip: not a Deployment).
+    assert {f["name"] for f in asking.functions} == {
+        "ecs", "metrics", "logs", "kubernetes", "history"
+    }  # fmt: skip
+    # Deciding: a request of its own, no tools, what was gathered then what it asked for.
+    assert deciding.functions == [] and told(deciding) == []
+    evidence = quoted_data(deciding)["evidence"]
+    gathered = [f.collector for f in seen.findings if f.status != "skipped"]
+    assert len(gathered) == 4
+    assert [e["collector"] for e in evidence] == [*gathered, "metrics", "logs"]
+    metrics, logs = evidence[-2:]
+    assert (metrics["status"], metrics["data"]["windowMinutes"]) == ("ok", 240)
+    assert metrics["data"]["max"] == 97
+    assert logs["data"]["top"] == [
+        {"message": "ERROR NullPointerException at Cart.total", "count": 12}
+    ]
+    assert (result.decision, result.action) == ("SAFE", "rollback_service")
+    assert result.evidence is not None and len(result.evidence.items) == 7  # with kubernetes'
+    assert seen.more is not None and seen.more.calls_left == 0
+
+
+async def test_gemini_asking_stays_within_the_evidence_budget(
+    world: World, gemini: FakeGemini
+) -> None:
+    def slow_logs(world: World) -> None:
+        # From here on Logs Insights answers after 8 s: the model's query meets it.
+        proxy = world.aws.faults(slow_seconds=8)
+        proxy.inject("logs.GetQueryResults", "slow", forever=True)
+        saved, world.aws.endpoint_url = world.aws.endpoint_url, proxy.url
+        try:
+            world.context.aws._made[("logs", "us-east-1")] = world.aws.client("logs")
+        finally:
+            world.aws.endpoint_url = saved
+
+    gemini.call(("logs", {"windowMinutes": 60}))
+    gemini.answer(ROLLBACK)
+
+    result, seen, seconds = await asked(world, gemini, budget=3, before=slow_logs)
+
+    assert seconds < 3 + 1  # the budget, and one quick decision
+    assert seen.more is not None
+    assert [(f.collector, f.status, f.summary) for f in seen.more.asked] == [
+        ("logs", "timedOut", "no answer within what was left of the budget")
+    ]
+    assert len(gemini.requests) == 2  # the budget spent, the model is not asked again
+    assert told(gemini.requests[1]) == []  # the deciding turn: no tools, the timeout quoted
+    assert quoted_data(gemini.requests[1])["evidence"][-1]["status"] == "timedOut"
+    assert (result.decision, result.action) == ("SAFE", "rollback_service")
+
+
+def refuse_ecs(world: World) -> None:
+    world.refuse("DescribeServices")
+
+
+# Each way the loop can fail: (script, Gemini's timeout, what the record says).
+FAILURES: dict[str, tuple[Callable[[FakeGemini], None], float, str]] = {
+    # The read the model asked for is refused: it is told so (quoted, failed)
+    # and it is recorded. That alone does not escalate (the model decides
+    # without it, held by the guardrails); here the API then fails the turn.
+    "tool_error": (
+        lambda g: (g.call(("ecs", {"events": 5})),
+                   g.fail(400, "Request contains an invalid argument.")),
+        20, "gemini call failed: ClientError 400",
+    ),
+    # More calls than allowed: the extra one is refused (it is told why), no
+    # turn is left to ask, and a model that wants its logs first gives no decision.
+    "too_many_calls": (
+        lambda g: (g.call(("metrics", {"windowMinutes": 120}), ("logs", {"windowMinutes": 30})),
+                   g.answer("I need the logs before I can decide.")),
+        20, "unparseable answer: ",
+    ),
+    "unparseable_answer": (
+        lambda g: (g.call(("metrics", {"windowMinutes": 120})), g.answer("seen enough"),
+                   g.answer("Roll it back, I think.")),
+        20, "unparseable answer: ",
+    ),
+    # The model's next turn does not come in time (one attempt, no retry).
+    "timeout": (
+        lambda g: (g.call(("metrics", {"windowMinutes": 120})), g.answer(ROLLBACK, delay=10)),
+        0.5, "gemini call failed: ",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
+async def test_gemini_asking_falls_back_to_escalate(
+    kind: str, world: World, gemini: FakeGemini
+) -> None:
+    script, timeout_s, reason = FAILURES[kind]
+    script(gemini)
+
+    result, seen, seconds = await asked(
+        world, gemini, calls=1 if kind == "too_many_calls" else 2, timeout_s=timeout_s,
+        attempts=1 if kind == "timeout" else 3,
+        before=refuse_ecs if kind == "tool_error" else None,
+    )  # fmt: skip
+
+    assert (result.decision, result.action) == ("ESCALATE", "notify_team")
+    assert result.rationale.startswith(reason), result.rationale
+    assert seconds < 15
+    # What was seen before the failure is kept for on-call.
+    assert seen.more is not None and result.evidence is not None
+    assert [i.collector for i in result.evidence.items][-len(seen.more.asked) :] == [
+        f.collector for f in seen.more.asked
+    ]
+    if kind == "tool_error":
+        [finding] = seen.more.asked
+        assert (finding.collector, finding.status) == ("ecs", "failed")
+        assert "AccessDeniedException" in finding.summary
+        [answer] = told(gemini.requests[1])
+        assert answer["status"] == "failed" and "AccessDeniedException" in answer["summary"]
+    if kind == "too_many_calls":
+        assert [(f.collector, f.status) for f in seen.more.asked] == [
+            ("metrics", "ok"), ("logs", "failed"),
+        ]  # fmt: skip
+        assert seen.more.asked[1].summary == "no more evidence calls for this assessment"
+    if kind == "timeout":
+        assert "no answer within 0.5 s" in result.rationale
