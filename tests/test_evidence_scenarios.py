@@ -457,8 +457,10 @@ async def test_scenario(scenario: Scenario, world: World, gemini: FakeGemini) ->
     assert {n: e["status"] for n, e in quoted.items()} == {
         n: status for n, (status, _) in scenario.evidence.items() if status != "skipped"
     }
-    for name, entry in quoted.items():
-        assert entry["summary"] == found[name][1]
+    for finding in seen.findings:
+        if finding.status != "skipped":  # summary and data, as the collector found them
+            assert quoted[finding.collector] == json.loads(json.dumps(finding.quoted()))
+    # Evidence text cannot close the quotation (one end marker: the prompt's own).
     assert request.user_text.isascii() and "payments-db" not in request.system_text
     assert (decided.decision, decided.action) == scenario.kept
     assert scenario.gemini_says in decided.message, decided.message
