@@ -18,7 +18,7 @@ help:
 	@echo "make cluster-deps  install the Debian packages of the cluster and browser tests (root)"
 	@echo "make cluster       build or reuse the node's binaries and the local base image"
 	@echo "make crds          regenerate crds/ (and the chart's copy) from the models"
-	@echo "make bench         measure ingest, a storm, the pipeline and memory (JSON)"
+	@echo "make bench         measure ingest, a storm, the pipeline, memory, evidence (JSON)"
 	@echo "make lock          re-resolve requirements.lock from pyproject.toml"
 
 # The venv is rebuilt when the lock or the project's metadata change.

@@ -1,4 +1,5 @@
-"""`make bench`: measure ingest, a storm, overload, the whole pipeline, and memory.
+"""`make bench`: measure ingest, a storm, overload, the whole pipeline, memory,
+and the evidence an assessment gathers.
 
 Everything runs on this machine in one go: a local kube-apiserver + etcd,
 moto, the webhook and the operator as real processes. Figures from one run
@@ -38,6 +39,7 @@ import uvloop
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.evidence import bench_evidence
 from incident_operator.crd import all_crds
 from incident_operator.devstack.controlplane import ControlPlane, _die_with_parent, free_port
 from incident_operator.devstack.moto import start_moto
@@ -864,26 +866,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-SECTIONS = ["ingest", "storm", "open_storm", "overload", "end_to_end", "memory", "ui"]
+SECTIONS = [
+    "ingest", "storm", "open_storm", "overload", "end_to_end", "memory", "ui", "evidence",
+]  # fmt: skip
+# Sections with a moto of their own, which need neither the control plane nor the processes.
+WITHOUT_RIG = {"evidence"}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    parser.add_argument(
-        "--only",
-        choices=SECTIONS,
-        action="append",
-        help="run only these (repeatable); default: all",
-    )
-    args = parser.parse_args()
-    wanted = set(args.only or SECTIONS)
-    scale = 0.05 if args.quick else 1.0
-    workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/incident-bench"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    say(f"process logs in {workdir}")
-    rig = Rig(workdir)
-    results: dict[str, Any] = {"machine": machine(), "started": datetime.now().isoformat()}
+def with_rig(rig: Rig, wanted: set[str], scale: float, results: dict[str, Any]) -> None:
+    """The sections that run against the control plane, moto and the product's processes."""
     try:
         # Warm the API server up (first requests, empty caches) before any
         # figure is taken, then measure the baseline.
@@ -926,6 +917,29 @@ def main() -> int:
             results["ui"] = bench_ui(rig, count=int(5000 * scale))
     finally:
         rig.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only these (repeatable); default: all",
+    )
+    args = parser.parse_args()
+    wanted = set(args.only or SECTIONS)
+    scale = 0.05 if args.quick else 1.0
+    workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/incident-bench"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine(), "started": datetime.now().isoformat()}
+    if wanted - WITHOUT_RIG:
+        say(f"process logs in {workdir}")
+        with_rig(Rig(workdir), wanted, scale, results)
+    if "evidence" in wanted:
+        say("evidence: gathering from moto")
+        results["evidence"] = bench_evidence(runs=max(5, int(100 * scale)))
     print(json.dumps(results, indent=2))
     print(table(results), file=sys.stderr)
     return 0
