@@ -495,16 +495,21 @@ async def test_an_incident_is_named_after_its_plain_service_even_given_an_arn(
     assert incident["spec"]["service"]["name"] == arn  # what was observed, as it was
 
 
-def incident_writes(api: client.ApiClient, namespace: str, seconds: float) -> list[str]:
-    """The kinds of the Incident watch events seen for `seconds` (run in a thread)."""
+def incident_writes(api: client.ApiClient, namespace: str, until_occurrences: int) -> list[str]:
+    """The kinds of the Incident watch events, until one shows `until_occurrences`
+    (run in a thread; at most 60 s)."""
     from kubernetes import watch
 
-    events = watch.Watch().stream(
+    following = watch.Watch()
+    kinds = []
+    for event in following.stream(
         client.CustomObjectsApi(api).list_namespaced_custom_object,
-        GROUP, VERSION, namespace, "incidents",
-        timeout_seconds=int(seconds), _request_timeout=seconds + 5,
-    )  # fmt: skip
-    return [event["type"] for event in events]
+        GROUP, VERSION, namespace, "incidents", timeout_seconds=60,
+    ):  # fmt: skip
+        kinds.append(event["type"])
+        if (event["object"].get("status") or {}).get("occurrences") == until_occurrences:
+            following.stop()
+    return kinds
 
 
 async def test_a_hot_incident_collects_its_deliveries_into_one_write_per_interval(
@@ -512,7 +517,7 @@ async def test_a_hot_incident_collects_its_deliveries_into_one_write_per_interva
 ) -> None:
     """A storm is paced: an Incident written a moment ago takes the deliveries
     that arrive within the interval in one write; an idle one is written at once."""
-    watching = asyncio.create_task(asyncio.to_thread(incident_writes, api, namespace, 6))
+    watching = asyncio.create_task(asyncio.to_thread(incident_writes, api, namespace, 92))
     await asyncio.sleep(0.5)  # the watch is open
     async with webhook(api, namespace, token=new_token(), ingest_write_interval_seconds=1) as http:
         alarm = generic_alert("storm", incident_id="INC-HOT")
