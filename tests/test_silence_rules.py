@@ -117,8 +117,10 @@ def test_bad_silences_are_refused(spec: dict[str, Any]) -> None:
 def test_durations() -> None:
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("45m") == timedelta(minutes=45)
-    with pytest.raises(ValueError):
-        parse_duration("soon")
+    assert parse_duration("90s") == timedelta(seconds=90)  # one format for every duration
+    for wrong in ("soon", "0m", "5", "m", ""):
+        with pytest.raises(ValueError):
+            parse_duration(wrong)
 
 
 # --- when -----------------------------------------------------------------

@@ -9,7 +9,8 @@ Python.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -91,14 +92,24 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Name = Annotated[str, Field(max_length=MAX_NAME, pattern=VISIBLE)]
 # What identifies a target: never cut, never with invisible characters.
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER, pattern=VISIBLE)]
-# A span of time as people write it: 90s, 5m, 2h.
-Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smh]$")]
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+# A span of time as people write it: 90s, 5m, 2h, 1h30m (no unit of 0, so
+# never nothing).
+DURATION = r"^([1-9][0-9]{0,5}h)?([1-9][0-9]{0,5}m)?([1-9][0-9]{0,5}s)?$"
+Duration = Annotated[str, Field(min_length=2, max_length=24, pattern=DURATION)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Duration as a timedelta: "1h30m" is 90 minutes (ValueError for anything else)."""
+    found = re.fullmatch(DURATION, text)
+    if found is None or not text:
+        raise ValueError(f"not a duration like 90s, 5m, 2h or 1h30m: {text!r}")
+    hours, minutes, secs = (int(part[:-1]) if part else 0 for part in found.groups())
+    return timedelta(hours=hours, minutes=minutes, seconds=secs)
 
 
 def seconds(duration: str) -> int:
     """A Duration in seconds: "5m" is 300."""
-    return int(duration[:-1]) * _UNIT_SECONDS[duration[-1]]
+    return int(parse_duration(duration).total_seconds())
 
 
 # --- Actions: named here, defined by the plugins in remediate/actions/ ---------

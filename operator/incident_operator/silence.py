@@ -28,7 +28,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from .models import VISIBLE, IncidentSpec, Model, Name, ShortText, Text
+from .models import (
+    VISIBLE,
+    Duration,
+    IncidentSpec,
+    Model,
+    Name,
+    ShortText,
+    Text,
+    parse_duration,
+)
 
 Op = Literal["=", "!=", "=~", "!~"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -38,7 +47,6 @@ WEEKDAYS: tuple[Weekday, ...] = (
 State = Literal["pending", "active", "expired"]
 ATTRIBUTES = ("service", "cluster", "severity", "source", "alarm")
 MAX_WINDOW = timedelta(days=7)
-DURATION = r"^([0-9]+h)?([0-9]+m)?$"
 
 # A regex the API server (RE2) cannot compile makes `matches` fail, and a
 # rule that fails refuses the object: `x || !x` keeps the failure instead of
@@ -98,9 +106,7 @@ class Recurrence(Model):
     start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = Field(
         description="Local time the window opens, HH:MM."
     )
-    duration: Annotated[str, Field(min_length=2, max_length=16, pattern=DURATION)] = Field(
-        description="How long it stays open: 2h, 90m, 1h30m; at most 168h."
-    )
+    duration: Duration = Field(description="How long it stays open: 2h, 90m, 1h30m; at most 168h.")
     time_zone: Annotated[str, Field(min_length=1, max_length=64, pattern=VISIBLE)] = Field(
         "UTC", description="An IANA time zone (Europe/Paris); UTC if unset."
     )
@@ -302,15 +308,6 @@ def muting(silences: Iterable[Silence], alarm: IncidentSpec, now: datetime) -> M
         if window is not None and (best is None or window.end > best.until):
             best = Muting(silence.name, window.end)
     return best
-
-
-def parse_duration(text: str) -> timedelta:
-    """`2h`, `90m`, `1h30m` as a timedelta (ValueError for anything else)."""
-    found = re.fullmatch(DURATION, text)
-    if found is None or not text:
-        raise ValueError(f"not a duration like 2h, 90m or 1h30m: {text!r}")
-    hours, minutes = (int(part[:-1]) if part else 0 for part in found.groups())
-    return timedelta(hours=hours, minutes=minutes)
 
 
 def _open_at(recurrence: Recurrence, day: date) -> datetime:
