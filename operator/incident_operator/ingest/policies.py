@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class PolicyWatch:
     def __init__(self, *, api: client.ApiClient, namespace: str) -> None:
         self._policies: dict[str, Policy] = {}
+        self._view: tuple[tuple[Policy, ...], bool] = ((), False)
         self._synced = threading.Event()
         self._following = Following(
             api=api,
@@ -51,7 +52,10 @@ class PolicyWatch:
 
     def group(self, alarm: ReceivedAlarm) -> Group | None:
         """The alarm's group under the policy that applies to it; None: its own Incident."""
-        return group_of(list(self._policies.values()), alarm.incident_spec())
+        policies, grouping = self._view
+        if not grouping:
+            return None  # no policy groups: nothing to work out per alarm
+        return group_of(policies, alarm.incident_spec())
 
     # --- from the thread --------------------------------------------------------
 
@@ -61,7 +65,7 @@ class PolicyWatch:
             policy = _parse(item)
             if policy is not None:
                 policies[policy.name] = policy
-        self._policies = policies
+        self._keep(policies)
         self._synced.set()
 
     def _changed(self, kind: str, item: dict[str, Any]) -> None:
@@ -72,7 +76,13 @@ class PolicyWatch:
             policies.pop(name, None)
         else:
             policies[name] = policy
-        self._policies = policies  # replaced whole: readers never see it half-built
+        self._keep(policies)
+
+    def _keep(self, policies: dict[str, Policy]) -> None:
+        self._policies = policies
+        # Replaced whole: the request path never sees it half-built.
+        grouping = any(policy.spec.grouping is not None for policy in policies.values())
+        self._view = (tuple(policies.values()), grouping)
 
 
 def _parse(item: dict[str, Any]) -> Policy | None:
