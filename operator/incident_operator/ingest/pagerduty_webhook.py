@@ -26,7 +26,6 @@ The webhook's RBAC stays get and patch of incidents/status, as for Slack.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -39,9 +38,8 @@ from fastapi.responses import JSONResponse
 from kubernetes import client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..acknowledgement import acknowledge
 from ..config import Settings
-from ..kube import patch_status_if_unchanged, read_incident
-from ..models import TERMINAL_PHASES, Incident
 from ..notify.pagerduty import parse_dedup_key
 from .jsonbody import JsonRefused, loads
 
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 PATH = "/pagerduty/webhook"
 SIGNATURE_HEADER = "X-PagerDuty-Signature"
 ACKNOWLEDGED = "incident.acknowledged"
-WRITE_ATTEMPTS = 3
 
 Result = Literal["acknowledged", "already_acknowledged", "ended", "unknown_incident", "ignored"]
 
@@ -137,9 +134,12 @@ def pagerduty_webhook_router(*, settings: Settings, api: client.ApiClient) -> AP
         by = ((agent.summary or agent.id) if agent else None) or "pagerduty"
         at = event.occurred_at or datetime.now(UTC)
         try:
-            result = await acknowledge(
+            acked = await acknowledge(
                 objects, namespace, name, uid=uid, by=by[:256], at=at, via="pagerduty"
             )
+            if acked.result == "conflict":
+                raise client.ApiException(status=409, reason="the Incident kept changing")
+            result: Result = acked.result
         except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as error:
             log.warning(
                 "PagerDuty acknowledgement not recorded: the Kubernetes API failed",
@@ -153,41 +153,6 @@ def pagerduty_webhook_router(*, settings: Settings, api: client.ApiClient) -> AP
         return _answer(result, event, incident=f"{namespace}/{name}")
 
     return router
-
-
-async def acknowledge(
-    objects: client.CustomObjectsApi,
-    namespace: str,
-    name: str,
-    *,
-    uid: str,
-    by: str,
-    at: datetime,
-    via: Literal["pagerduty"],
-) -> Result:
-    """Write `status.acknowledgement` unless someone did or the Incident ended."""
-    for _ in range(WRITE_ATTEMPTS):
-        body = await asyncio.to_thread(read_incident, objects, namespace, name)
-        if body is None or body.get("metadata", {}).get("uid") != uid:
-            return "unknown_incident"
-        incident = Incident.model_validate(body)
-        status = incident.status
-        if status.acknowledgement is not None:
-            return "already_acknowledged"
-        if (status.phase or "Triggered") in TERMINAL_PHASES - {"Escalated"}:
-            return "ended"
-        ack = {"by": by, "at": at.astimezone(UTC).isoformat(), "via": via}
-        written = await asyncio.to_thread(
-            patch_status_if_unchanged,
-            objects,
-            namespace,
-            name,
-            incident.metadata["resourceVersion"],
-            {"acknowledgement": ack},
-        )
-        if written is not None:
-            return "acknowledged"
-    raise client.ApiException(status=409, reason="the Incident kept changing")
 
 
 def _answer(result: Result, event: WebhookEvent, *, incident: str | None = None) -> JSONResponse:

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from ..acknowledgement import acknowledge
 from ..config import Settings
 from ..ingest.jsonbody import JsonRefused, loads
 from ..kube import patch_status_if_unchanged, read_incident
@@ -290,33 +291,22 @@ async def _read(objects: client.CustomObjectsApi, namespace: str, name: str) -> 
 async def _acknowledge(objects: client.CustomObjectsApi, incident: Incident, user: str) -> str:
     """Record that `user` took the Incident (anyone may: it commits them, not
     the operator); what to tell them."""
-    for _ in range(WRITE_ATTEMPTS):
-        status = incident.status
-        ref = incident.reference
-        if status.acknowledgement is not None:
-            who = who_said(status.acknowledgement.by, status.acknowledgement.via) or "someone"
-            return f"Thanks, but {who} already acknowledged {ref}."
-        if (status.phase or "Triggered") in ("Resolved", "Failed", "Ignored"):
-            return f"Incident {ref} has ended ({status.phase}); there is nothing to acknowledge."
-        ack = {"by": user, "at": datetime.now(UTC).isoformat(), "via": "slack"}
-        written = await asyncio.to_thread(
-            patch_status_if_unchanged,
-            objects,
-            incident.metadata["namespace"],
-            incident.metadata["name"],
-            incident.metadata["resourceVersion"],
-            {"acknowledgement": ack},
-        )
-        if written is not None:
-            log.info(
-                "acknowledged in Slack", extra={"incident": incident.metadata["name"], "by": user}
-            )
-            return f"You acknowledged {ref}: it is yours. The operator records it."
-        fresh = await _read(objects, incident.metadata["namespace"], incident.metadata["name"])
-        if fresh is None:
-            return f"Incident {ref} no longer exists."
-        incident = fresh
-    return f"Incident {incident.reference} kept changing; nothing was recorded. Please try again."
+    ref = incident.reference
+    namespace, name = incident.metadata["namespace"], incident.metadata["name"]
+    acked = await acknowledge(objects, namespace, name, by=user, via="slack", incident=incident)
+    now = acked.incident
+    if acked.result == "acknowledged":
+        log.info("acknowledged in Slack", extra={"incident": name, "by": user})
+        return f"You acknowledged {ref}: it is yours. The operator records it."
+    if acked.result == "already_acknowledged" and now and now.status.acknowledgement:
+        earlier = now.status.acknowledgement
+        who = who_said(earlier.by, earlier.via) or "someone"
+        return f"Thanks, but {who} already acknowledged {ref}."
+    if acked.result == "ended" and now is not None:
+        return f"Incident {ref} has ended ({now.status.phase}); there is nothing to acknowledge."
+    if acked.result == "unknown_incident":
+        return f"Incident {ref} no longer exists."
+    return f"Incident {ref} kept changing; nothing was recorded. Please try again."
 
 
 async def _silence(
