@@ -33,23 +33,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import urllib3
 from kubernetes import client
 
 from ..grouping import Group, alerts_of
-from ..kube import patch_status_if_unchanged, read_incident
-from ..models import API_VERSION, CLOSED_PHASES, GROUP, MAX_ALERTS, VERSION, IncidentStatus
+from ..models import API_VERSION, CLOSED_PHASES, GROUP, MAX_ALERTS, IncidentStatus
 from ..remediate.target import service_name
 from .alarm import InvalidAlarm, ReceivedAlarm
+from .apiserver import TRANSPORT_ERRORS, ApiError, IncidentsApi
 from .names import fingerprint_hash, group_incident_name, incident_name, label_value
 from .shedding import give_back_slot
 
@@ -87,6 +83,7 @@ class _Batch:
 
 
 Grouper = Callable[[ReceivedAlarm], Group | None]
+T = TypeVar("T")
 
 
 class AlarmRecorder:
@@ -96,24 +93,21 @@ class AlarmRecorder:
         api: client.ApiClient,
         namespace: str,
         request_timeout: tuple[float, float] = (3.0, 10.0),
-        threads: int = 32,
+        connections: int = 32,
         groups: Grouper | None = None,
         write_interval: float = 0.5,
     ) -> None:
         """`groups` tells an alarm's group (the policies' grouping); None: no
         grouping. `write_interval`: the seconds an Incident written recently
-        collects deliveries before its next write (0: no pacing)."""
+        collects deliveries before its next write (0: no pacing).
+        `connections`: the most writes in flight to the API server at once."""
         self._groups = groups
         self._interval = write_interval
         # When each key was last written (event-loop time), while it may matter.
         self._written: dict[str, float] = {}
-        self._objects = client.CustomObjectsApi(api)
-        # The Kubernetes client blocks: writes run in threads of their own,
-        # as many as the client's connection pool (asyncio's default pool has
-        # cores + 4 threads, which caps throughput on a small machine).
-        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="incident-writes")
-        self._namespace = namespace
-        self._timeout = request_timeout
+        self._incidents = IncidentsApi(
+            api.configuration, namespace, connections=connections, timeout=request_timeout
+        )
         self._pending: dict[str, _Batch] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._flushing: set[asyncio.Task[None]] = set()
@@ -121,7 +115,10 @@ class AlarmRecorder:
         # walking past closed incidents on every delivery.
         self._generation: dict[str, int] = {}
         self._last: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._last_lock = threading.Lock()
+
+    async def close(self) -> None:
+        """Close the connections to the API server."""
+        await self._incidents.close()
 
     async def record(self, alarm: ReceivedAlarm) -> Outcome:
         """Count one alarm delivery; return once it is durably recorded."""
@@ -159,9 +156,7 @@ class AlarmRecorder:
                 del self._pending[key]
             alarms = [alarm for alarm, _ in batch.items]
             try:
-                outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self._threads, self._apply_all, alarms, batch.group
-                )
+                outcomes = await self._apply_all(alarms, batch.group)
             except BaseException as error:
                 for _, future in batch.items:
                     if not future.done():
@@ -181,9 +176,9 @@ class AlarmRecorder:
             # Forget the keys idle for longer than the interval: they pace nothing.
             self._written = {k: t for k, t in self._written.items() if now - t < self._interval}
 
-    # --- the synchronous part, run in a worker thread ------------------------
+    # --- the writes -------------------------------------------------------------
 
-    def _apply_all(self, alarms: list[ReceivedAlarm], group: Group | None) -> list[Outcome]:
+    async def _apply_all(self, alarms: list[ReceivedAlarm], group: Group | None) -> list[Outcome]:
         # Consecutive deliveries in the same state share one write; a state
         # change (ALARM then OK) starts another, so no recovery is lost.
         outcomes: list[Outcome] = []
@@ -192,12 +187,12 @@ class AlarmRecorder:
             if end == len(alarms) or alarms[end].alarm.state != alarms[start].alarm.state:
                 run = alarms[start:end]
                 results: dict[int, Outcome] = {}
-                self._apply(run, group, None, results)
+                await self._apply(run, group, None, results)
                 outcomes += [results[id(alarm)] for alarm in run]
                 start = end
         return outcomes
 
-    def _apply(
+    async def _apply(
         self,
         alarms: list[ReceivedAlarm],
         group: Group | None,
@@ -237,10 +232,10 @@ class AlarmRecorder:
             ):
                 # An alarm this process has not seen is most likely new: create
                 # first and save a read; a 409 sends us to the read.
-                current = self._create(name, first, group)
+                current = await self._create(name, first, group)
                 counted_by_create = first if current is not None else None
             if current is None:
-                current = self._get(name)
+                current = await self._get(name)
             if current is not None:
                 self._remember(name, current)
             if current is None:
@@ -249,7 +244,7 @@ class AlarmRecorder:
                     for alarm in alarms:
                         results[id(alarm)] = Outcome("no_open_incident", None, 0)
                     return
-                current = self._create(name, first, group)
+                current = await self._create(name, first, group)
                 if current is None:  # someone else created it just now
                     continue
                 counted_by_create = first
@@ -272,7 +267,7 @@ class AlarmRecorder:
                 # window go on to the next generation of the group.
                 later = _after_window(current, alarms, group)
                 if later:
-                    self._apply(later, group, generation + 1, results)
+                    await self._apply(later, group, generation + 1, results)
                     alarms = [alarm for alarm in alarms if alarm not in later]
                     if not alarms:
                         return
@@ -289,10 +284,12 @@ class AlarmRecorder:
             occurrences = _count(status)
             if patch:
                 try:
-                    written = self._patch_status(
-                        name, current["metadata"]["resourceVersion"], patch
+                    written = await self._call(
+                        self._incidents.patch_status_if_unchanged(
+                            name, current["metadata"]["resourceVersion"], patch["status"]
+                        )
                     )
-                except client.ApiException as error:
+                except ApiError as error:
                     if error.status == 404:  # deleted since we last saw it
                         self._forget(name)
                         continue
@@ -305,7 +302,7 @@ class AlarmRecorder:
                     # Someone wrote in between; back off a little and recompute.
                     self._forget(name)
                     if attempt:
-                        time.sleep(random.uniform(0, 0.005 * attempt))
+                        await asyncio.sleep(random.uniform(0, 0.005 * attempt))
                     continue
                 self._remember(name, written)
                 occurrences = _count(written.get("status") or {})
@@ -322,68 +319,48 @@ class AlarmRecorder:
             return
         raise ApiUnavailable(f"gave up on {key!r} after {MAX_ATTEMPTS} write conflicts")
 
-    def _get(self, name: str) -> dict[str, Any] | None:
-        return self._call(read_incident, self._objects, self._namespace, name)  # type: ignore[no-any-return]
+    async def _get(self, name: str) -> dict[str, Any] | None:
+        return await self._call(self._incidents.get(name))
 
-    def _create(
+    async def _create(
         self, name: str, alarm: ReceivedAlarm, group: Group | None
     ) -> dict[str, Any] | None:
-        body = incident_object(name, alarm, group)
         try:
-            return self._call(  # type: ignore[no-any-return]
-                self._objects.create_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self._namespace,
-                "incidents",
-                body,
-            )
-        except client.ApiException as error:
+            return await self._call(self._incidents.create(incident_object(name, alarm, group)))
+        except ApiError as error:
             if error.status == 409:
                 return None
             if error.status == 422:
                 raise InvalidAlarm(f"the API server refused the incident: {error.body}") from error
             raise
 
-    # The cache is shared by the writer threads (one per fingerprint at a time).
     def _recall(self, name: str) -> dict[str, Any] | None:
-        with self._last_lock:
-            return self._last.get(name)
+        return self._last.get(name)
 
     def _remember(self, name: str, incident: dict[str, Any]) -> None:
-        with self._last_lock:
-            self._last[name] = incident
-            self._last.move_to_end(name)
-            if len(self._last) > OBJECTS_KEPT:
-                self._last.popitem(last=False)
+        self._last[name] = incident
+        self._last.move_to_end(name)
+        if len(self._last) > OBJECTS_KEPT:
+            self._last.popitem(last=False)
 
     def _forget(self, name: str) -> None:
-        with self._last_lock:
-            self._last.pop(name, None)
+        self._last.pop(name, None)
 
-    def _patch_status(
-        self, name: str, resource_version: str, patch: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        return self._call(  # type: ignore[no-any-return]
-            patch_status_if_unchanged,
-            self._objects,
-            self._namespace,
-            name,
-            resource_version,
-            patch["status"],
-        )
-
-    def _call(self, method: Any, *args: Any) -> Any:
+    @staticmethod
+    async def _call(request: Awaitable[T]) -> T:
+        """The request's answer; ApiUnavailable when there is none to act on."""
         try:
-            return method(*args, _request_timeout=self._timeout)
-        except client.ApiException as error:
+            return await request
+        except ApiError as error:
             if error.status in (409, 404, 422):
                 raise
-            if error.status in (0, 429) or (error.status or 0) >= 500:
+            if error.status == 429 or error.status >= 500:
                 raise ApiUnavailable(f"API server answered {error.status}") from error
             raise
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ApiUnavailable(f"API server unreachable: {error}") from error
+        except TRANSPORT_ERRORS as error:
+            raise ApiUnavailable(
+                f"API server unreachable: {type(error).__name__}: {error}"
+            ) from error
 
 
 def incident_object(name: str, alarm: ReceivedAlarm, group: Group | None = None) -> dict[str, Any]:
