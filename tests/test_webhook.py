@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.routing import request_response as fastapi_request_response
 from kubernetes import client
+from prometheus_client import CollectorRegistry
 
 from incident_operator import __version__
+from incident_operator.config import Settings
+from incident_operator.ingest.app import create_app
+from incident_operator.ingest.recorder import AlarmRecorder
+from incident_operator.ingest.sources import SOURCES
 from incident_operator.models import GROUP, VERSION
 from webhook_support import (
     alertmanager,
@@ -221,8 +231,6 @@ async def test_bad_requests_are_refused_and_change_nothing(
     status: int,
     code: str | None,
 ) -> None:
-    import json
-
     body = content if content is not None else json.dumps(generic_alert()).encode()
     async with webhook(api, namespace, token=new_token()) as http:
         response = await http.post("/alert", content=body, headers=headers)
@@ -232,6 +240,89 @@ async def test_bad_requests_are_refused_and_change_nothing(
     if code:
         assert answer["error"] == code
     assert incidents(api, namespace) == []
+
+
+def with_fastapis_own_handlers(app: FastAPI) -> FastAPI:
+    """The app with FastAPI's own request handling on each alarm route, in
+    place of the lean handler the webhook serves them with."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path in {s.path for s in SOURCES}:
+            route.app = fastapi_request_response(route.get_route_handler())
+    return app
+
+
+_TOKEN = new_token()
+_DEEP = b"[" * 70 + b"]" * 70
+_JSON = {"Content-Type": "application/json"}
+_AUTH = {"Authorization": f"Bearer {_TOKEN}", **_JSON}
+# (path, headers, body): every way a request can be refused before it is
+# recorded, and requests that are recorded.
+_CORPUS: list[tuple[str, dict[str, str], bytes]] = [
+    ("/alert", _AUTH, b'{"detail": '),
+    ("/alert", _AUTH, _DEEP),
+    ("/alert", _AUTH, b"\xff\xfe\x00"),
+    ("/alert", _AUTH, b""),
+    ("/alert", _JSON, b'{"detail": {}}'),
+    ("/alert", {"Authorization": "Basic eDp5", **_JSON}, b'{"detail": {}}'),
+    ("/alert", {"Authorization": "Bearer", **_JSON}, b'{"detail": {}}'),
+    ("/alert", {"Authorization": "bearer wrong", **_JSON}, b'{"detail": {}}'),
+    ("/alert", _JSON, b'{"detail": '),  # no token, and bad JSON: JSON is judged first
+    ("/alert", _AUTH, b'{"detail": "x"}'),
+    ("/alert", _AUTH, b"[1, 2]"),
+    ("/alert", _AUTH, b"null"),
+    ("/alert", _AUTH, b'{"detail": {}}'),
+    ("/alert", {"Idempotency-Key": "a b", **_AUTH}, b'{"detail": "x"}'),
+    ("/alert", {"Idempotency-Key": "a b", **_AUTH}, b""),
+    ("/alert", {"Idempotency-Key": "k" * 129, **_AUTH}, json.dumps(generic_alert()).encode()),
+    (
+        "/alert",
+        {"Authorization": f"BEARER {_TOKEN}", **_JSON},
+        json.dumps(generic_alert()).encode(),
+    ),
+    ("/alert", {"Idempotency-Key": "req-1", **_AUTH}, json.dumps(generic_alert("b")).encode()),
+    ("/alerts/cloudwatch", _AUTH, b'{"source": 1}'),
+    ("/alerts/cloudwatch", _AUTH, json.dumps(eventbridge_alarm()).encode()),
+    ("/alerts/alertmanager", _AUTH, b'{"alerts": "x"}'),
+    ("/alerts/alertmanager", _AUTH, json.dumps(alertmanager(am_alert("parity"))).encode()),
+    ("/alerts/sns", {"Content-Type": "text/plain"}, b'{"Type": '),
+    ("/alerts/sns", {"Content-Type": "text/plain"}, b'{"Type": "Nothing"}'),
+    ("/alerts/sns", _JSON, b""),
+]
+
+
+async def test_the_alarm_routes_answer_every_request_as_fastapis_own_handling_would(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The lean handler (ingest/app.py) skips FastAPI's dependency solving:
+    request by request, the answer (status, body, headers that matter) is
+    what FastAPI's own handling of the same route gives, and so are the
+    Incidents written."""
+    other = client.CoreV1Api(api).create_namespace({"metadata": {"name": f"{namespace}-fa"}})
+    twin = other.metadata.name
+
+    def make(space: str) -> FastAPI:
+        settings = Settings(incident_namespace=space, ingest_tokens=_TOKEN)
+        recorder = AlarmRecorder(api=api, namespace=space)
+        return create_app(
+            settings=settings, recorder=recorder, api=api, registry=CollectorRegistry()
+        )
+
+    answers = []
+    for app in (make(namespace), with_fastapis_own_handlers(make(twin))):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as http:
+            seen = []
+            for path, headers, body in _CORPUS:
+                response = await http.post(path, content=body, headers=headers)
+                kept = {k: response.headers.get(k) for k in ("www-authenticate", "retry-after")}
+                seen.append((path, response.status_code, response.json(), kept))
+            answers.append(seen)
+    lean, fastapis = answers
+    for mine, theirs in zip(lean, fastapis, strict=True):
+        assert mine == theirs
+    statuses = [status for _, status, _, _ in lean]
+    assert {400, 401, 422, 200} <= set(statuses), statuses
+    assert len(incidents(api, namespace)) == len(incidents(api, twin)) == 4
 
 
 async def test_oversized_bodies_get_413(api: client.ApiClient, namespace: str) -> None:

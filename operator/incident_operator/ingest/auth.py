@@ -11,8 +11,9 @@ import hmac
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from ..config import Settings
 
@@ -57,7 +58,11 @@ class TokenSet:
 
 
 class TokenCheck:
-    """A FastAPI dependency: 401 unless the request carries a valid token."""
+    """401 unless a request carries a valid token.
+
+    `verify` is the check, on the Authorization header as sent; called as a
+    FastAPI dependency, it also puts the bearer scheme in the OpenAPI document.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -68,21 +73,28 @@ class TokenCheck:
     def tokens(self) -> frozenset[str]:
         return self._tokens.tokens()
 
-    async def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> None:
+    def verify(self, authorization: str | None) -> None:
+        """Raise 401 unless `authorization` is `Bearer <a valid token>`."""
         if self._settings.ingest_auth_disabled:
             return
-        if credentials is None:
+        # Read as FastAPI's HTTPBearer reads it: the scheme in any case.
+        scheme, token = get_authorization_scheme_param(authorization)
+        if not (authorization and token) or scheme.lower() != "bearer":
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing bearer token: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        valid = self._tokens.accepts(credentials.credentials)
-        if not valid:
+        if not self._tokens.accepts(token):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "invalid bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        self.verify(request.headers.get("authorization"))

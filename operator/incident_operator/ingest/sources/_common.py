@@ -126,9 +126,8 @@ def raw_json(payload: BaseModel) -> str:
     `exclude_unset` leaves out the defaults the model filled in, so the text shows
     what the sender sent (extras included), not what the model assumed.
     """
-    data = payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return clip(text, MAX_RAW_ALARM)
+    # pydantic's own serialiser: compact, UTF-8 as sent (not \u-escaped).
+    return clip(payload.model_dump_json(by_alias=True, exclude_unset=True), MAX_RAW_ALARM)
 
 
 def stable_hash(*parts: str) -> str:
