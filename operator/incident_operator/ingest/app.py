@@ -344,7 +344,7 @@ def create_app(
             ],
             truncated=delivery.truncated,
         )
-        return JSONResponse(answer.model_dump(mode="json"))
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     def refuse(refused: Refused) -> JSONResponse:
         metrics.rejected.labels(reason=refused.reason).inc()
