@@ -33,6 +33,7 @@ import aiohttp
 import httpx
 import uvloop
 
+from bench.alarm_to_action import bench_alarm_to_action
 from bench.evidence import bench_evidence
 from bench.rig import (
     MEASURED_ONLY,
@@ -586,7 +587,8 @@ def machine() -> dict[str, Any]:
 
 
 SECTIONS = [
-    "ingest", "storm", "open_storm", "overload", "end_to_end", "memory", "ui", "evidence",
+    "ingest", "storm", "open_storm", "overload", "end_to_end", "alarm_to_action", "memory", "ui",
+    "evidence",
 ]  # fmt: skip
 # Sections with a moto of their own, which need neither the control plane nor the processes.
 WITHOUT_RIG = {"evidence"}
@@ -629,6 +631,11 @@ def with_rig(rig: Rig, wanted: set[str], scale: float, results: dict[str, Any]) 
             results["end_to_end"] = bench_end_to_end(
                 rig, count=int(200 * scale) or 10, services=10, concurrency=20
             )
+        if "alarm_to_action" in wanted:
+            # The figure: 20 new alarms/s for 60 s, p99 to the restart under 2 s.
+            results["alarm_to_action"] = bench_alarm_to_action(
+                rig, rate=20, seconds=max(5.0, 60 * scale), services=100
+            )
         if "memory" in wanted:
             results["memory"] = bench_memory(rig, count=int(5000 * scale))
         if "ui" in wanted:
@@ -668,7 +675,7 @@ def table(results: dict[str, Any]) -> str:
     rows = []
     for section in SECTIONS:
         for key, value in results.get(section, {}).items():
-            rows.append(f"{section:<11} {key:<40} {json.dumps(value)}")
+            rows.append(f"{section:<15} {key:<40} {json.dumps(value)}")
     return "\n".join(rows)
 
 

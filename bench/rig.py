@@ -82,11 +82,14 @@ class Rig:
             "GEMINI_API_KEY": "",
         }
 
-    def spawn(self, name: str, namespace: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, namespace: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`incident-operator ARGS...` with the rig's environment, and `env` over it."""
         with (self.workdir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "incident_operator.cli", *args],
-                env=self.env(namespace),
+                env={**self.env(namespace), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
@@ -110,11 +113,14 @@ class Rig:
         mine = resource.getrusage(resource.RUSAGE_SELF)
         return {**used, "client": mine.ru_utime + mine.ru_stime}
 
-    def operator(self, namespace: str) -> subprocess.Popen[bytes]:
-        port = free_port()
+    def operator(
+        self, namespace: str, *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The operator, watching `namespace`; its /healthz and /metrics on `port`."""
+        port = port or free_port()
         process = self.spawn(
             "operator", namespace, "run", "-n", namespace,
-            "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--liveness", f"http://127.0.0.1:{port}/healthz", env=env,
         )  # fmt: skip
         wait_for(
             "the operator", lambda: answers_200(f"http://127.0.0.1:{port}/healthz"), timeout=60
@@ -233,6 +239,7 @@ async def offer(
     rate: float,
     connections: int = 1024,
     timeout: float = 30.0,
+    sent: list[float] | None = None,
 ) -> tuple[float, float, list[tuple[str, float]]]:
     """POST the bodies to /alert at `rate` a second, open loop: each leaves on
     time whatever became of the earlier ones, as independent senders do.
@@ -243,6 +250,8 @@ async def offer(
     was due unless the client fell behind; then `offered` is short): the
     status code, or `reset` (the connection was reset or closed without an
     answer), `timeout`, `connect` (it could not connect) or the error's name.
+    `sent`, if given, is filled with each body's wall-clock send time (epoch
+    seconds), in the bodies' order.
     """
     # Up to `connections` open at once, as a fleet of senders with pools of
     # their own would have: far more than the webhook takes at once, so the
@@ -253,8 +262,10 @@ async def offer(
     headers = {"Authorization": f"Bearer {TOKEN}"}
     outcomes: list[tuple[str, float]] = []
 
-    async def one(http: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+    async def one(http: aiohttp.ClientSession, body: dict[str, Any], index: int) -> None:
         started = time.perf_counter()
+        if sent is not None:
+            sent[index] = time.time()
         try:
             async with http.post("/alert", json=body) as answer:
                 await answer.read()
@@ -278,13 +289,15 @@ async def offer(
         timeout=aiohttp.ClientTimeout(total=timeout),
     ) as http:
         tasks = []
+        if sent is not None:
+            sent[:] = [0.0] * len(bodies)
         started = time.perf_counter()
         for index, body in enumerate(bodies):
             due = started + index / rate
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(one(http, body)))
+            tasks.append(asyncio.create_task(one(http, body, index)))
         offered = len(bodies) / (time.perf_counter() - started)
         await asyncio.gather(*tasks)
     return offered, time.perf_counter() - started, outcomes
