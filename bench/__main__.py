@@ -462,10 +462,11 @@ def bench_memory(rig: Rig, *, count: int) -> dict[str, Any]:
     the operator only re-publishes their last transition, idempotently).
 
     Progress is read from the operator's own /metrics (its census of the
-    watch, by phase, and its queue), every half second: a list of 20,000
-    Incidents every 0.1 s, as this section did with 5,000, costs the API
-    server and this process more CPU than the operator gets. One list at the
-    end checks what the census said.
+    watch, by phase, and its queue) every 3 s: a list of 20,000 Incidents
+    every 0.1 s, as this section did with 5,000, costs the API server and
+    this process more CPU than the operator gets, and each scrape costs the
+    operator about 0.15 s with 20,000 (every 0.5 s was a quarter of its
+    CPU). One list at the end checks what the census said.
     """
     say(f"memory: {count} Incidents present, then the operator starts and handles them all")
     namespace = rig.namespace("bench-memory")
@@ -523,7 +524,7 @@ def bench_memory(rig: Rig, *, count: int) -> dict[str, Any]:
 
 def _until(metrics: str, done: Callable[[Counter[str]], bool], *, timeout: float) -> float:
     """perf_counter() when `done(census)` first held, the census read from the
-    operator's /metrics every 0.5 s: Incidents by phase, their `total`, and
+    operator's /metrics every 3 s: Incidents by phase, their `total`, and
     `queued` (its reconcile queue's depth)."""
     deadline = time.perf_counter() + timeout
     census: Counter[str] = Counter()
@@ -542,7 +543,7 @@ def _until(metrics: str, done: Callable[[Counter[str]], bool], *, timeout: float
                     census["queued"] = int(sample.value)
         if text and done(census):
             return time.perf_counter()
-        time.sleep(0.5)
+        time.sleep(3)
     raise TimeoutError(f"gave up after {timeout:.0f} s; the operator's census: {dict(census)}")
 
 
@@ -671,10 +672,15 @@ def with_rig(rig: Rig, wanted: set[str], scale: float, results: dict[str, Any]) 
                 rig, count=int(200 * scale) or 10, services=10, concurrency=20
             )
         if "alarm_to_action" in wanted:
-            # The issue's figure: 20 new alarms/s for 60 s, p99 to the restart under 2 s.
-            results["alarm_to_action"] = bench_alarm_to_action(
-                rig, rate=20, seconds=max(5.0, 60 * scale), services=100
-            )
+            # The issue's figure: 20 new alarms/s for 60 s, p99 to the restart
+            # under 2 s; then a rate this machine keeps up with, for the
+            # latency of an Incident that does not wait behind others.
+            results["alarm_to_action"] = {
+                f"at_{rate:g}_per_s": bench_alarm_to_action(
+                    rig, rate=rate, seconds=max(5.0, 60 * scale), services=100
+                )
+                for rate in (20, 4)
+            }
         if "memory" in wanted:
             # The issue's figure: RSS under 300 MB with 20,000 Incidents, every one handled.
             results["memory"] = bench_memory(rig, count=int(20_000 * scale))
@@ -714,9 +720,21 @@ def main() -> int:
 def table(results: dict[str, Any]) -> str:
     rows = []
     for section in SECTIONS:
-        for key, value in results.get(section, {}).items():
+        for key, value in _flat(results.get(section, {})):
             rows.append(f"{section:<15} {key:<40} {json.dumps(value)}")
     return "\n".join(rows)
+
+
+def _flat(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(key, value) rows; a dict that holds dicts (one run of a sweep, say) as
+    rows of its own, its keys after a dot."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in figures.items():
+        if isinstance(value, dict) and any(isinstance(inner, dict) for inner in value.values()):
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
 
 
 if __name__ == "__main__":

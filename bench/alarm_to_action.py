@@ -86,8 +86,8 @@ def bench_alarm_to_action(
     rig: Rig, *, rate: float, seconds: float, services: int, warm_up: int = 20
 ) -> dict[str, Any]:
     count = int(rate * seconds)
-    say(f"alarm to action: {count} new alarms at {rate:.0f}/s over {services} ECS services")
-    namespace = rig.namespace("bench-a2a")
+    say(f"alarm to action: {count} new alarms at {rate:g}/s over {services} ECS services")
+    namespace = rig.namespace(f"bench-a2a-{rate:g}".replace(".", "-"))
     dynamodb, ecs = Moto(rig, "dynamodb"), Moto(rig, "ecs", MOTO_ECS_SERVICE_RUNNING="2")
     try:
         return _measure(rig, namespace, dynamodb, ecs, count=count, rate=rate,
@@ -205,6 +205,7 @@ def _measure(
         "aws_per_incident": {f"{s} {op}": figures for (s, op), figures in sorted(aws.items())},
         "aws_ms_per_incident": round(sum(f["ms"] for f in aws.values()), 1),
         "aws_ms_before_start_per_incident": round(path_ms, 1),
+        "timeline_puts_before_start_per_incident": round(puts, 2),
         "operator_own_ms_to_start_p50": round(p50 * 1000 - path_ms, 1) if p50 else None,
         "passes_per_incident": round(passes[0] / count, 2),
         "pass_mean_ms": round(passes[1] / passes[0] * 1000, 1) if passes[0] else None,
