@@ -14,7 +14,9 @@ when the Incident reached its terminal phase (`status.lastTransition.at`).
 AWS is moto, in two processes of its own (DynamoDB; ECS, CloudWatch and
 Logs), reached through botocore's per-service endpoint variables. Not the
 moto inside the bench process: that one shares a GIL with the sender, and
-serves every service one request at a time. The operator's own
+serves every service one request at a time. The DynamoDB one's
+transactions copy only the items they touch (`lean_transactions`: moto's
+own copy the whole table). The operator's own
 `incident_operator_aws_call_seconds`, read before and after, says how long
 it waited on AWS per Incident, apart from the rest of its time.
 
@@ -67,8 +69,9 @@ TERMINAL = ("Resolved", "Escalated", "Ignored", "Failed")
 #      (DescribeServices), the claim (TransactWriteItems), UpdateService;
 #      startedAt is taken when it returns. After it: the claim's receipt
 #      (UpdateItem), this transition's timeline entries.
-#   4. five seconds later: the rollout (DescribeServices), then Resolved and
-#      its timeline entries.
+#   4. the next pass (the watch event of that write; else a wake-up 5 s
+#      later): the rollout (DescribeServices), which moto completes at
+#      once, then Resolved and its timeline entries.
 # Calls of an operation that come before the start, per Incident; an
 # operation not named here comes after it. The PutItems before the start
 # are counted on each Incident's timeline: its entries of the transitions
