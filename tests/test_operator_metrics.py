@@ -169,3 +169,7 @@ async def test_every_operator_metric_has_a_sample_after_real_traffic(
                  phase="Escalated", service="payments") == 1  # fmt: skip
     assert value("incident_operator_retention_deleted",
                  "incident_operator_retention_deleted_total") == 1  # fmt: skip
+    # The one restart's UpdateService, and the timeline's puts, waited on AWS.
+    aws_seconds = "incident_operator_aws_call_seconds"
+    assert value(aws_seconds, f"{aws_seconds}_count", service="ecs", operation="UpdateService") == 1
+    assert value(aws_seconds, f"{aws_seconds}_count", service="dynamodb", operation="PutItem") > 0

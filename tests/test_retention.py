@@ -3,14 +3,22 @@ timeline in DynamoDB stays, and nothing unfinished or kept forever goes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
 from aws_fixtures import Aws
+from builders import incident as incident_body
+from incident_operator.models import GROUP, VERSION, ResponsePolicySpec
+from incident_operator.policy import Policy
+from incident_operator.reconcile.reconciler import Policies
+from incident_operator.reconcile.retention import Retention
 from operator_support import OperatorProcess, create_policy, get_incident, operator_env, wait_for
 from test_operator import AUTO_RESTART, raise_alarm, timeline, wait_phase
 
@@ -111,3 +119,41 @@ async def test_an_incident_that_gets_a_deleted_ones_name_makes_its_own_restart(
 
     assert aws.primary(service="orders")["id"] != restarted  # restarted again, for real
     assert incident["status"]["remediation"]["receipt"] == aws.primary(service="orders")["id"]
+
+
+async def test_an_incident_due_before_the_next_look_is_deleted_on_time(
+    api: client.ApiClient, namespace: str
+) -> None:
+    # The retention loop is not woken for every finished Incident (at a
+    # restart among thousands, that made it go over all of them each time),
+    # only for one due before it looks again by itself: here, a minute away.
+    policies = Policies()
+    for name, services, seconds in (("kept", ["slow"], 3600), ("short", ["fast"], 1)):
+        spec = {"match": {"services": services}, "retention": {"seconds": seconds}}
+        policies.put(namespace, Policy(name, ResponsePolicySpec.model_validate(spec)))
+    retention = Retention(api=api, policies=policies)
+    objects = client.CustomObjectsApi(api)
+
+    def finished(service: str) -> dict[str, Any]:
+        created = objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "incidents",
+            incident_body(f"{service}-1", service={"name": service}),
+        )  # fmt: skip
+        now = datetime.now(UTC).isoformat()
+        status = {"phase": "Ignored", "lastTransition": {"at": now, "phase": "Ignored"}}
+        return {**created, "status": status}
+
+    slow, fast = finished("slow"), finished("fast")
+    loop = asyncio.create_task(retention.run())
+    try:
+        retention.observe(slow)
+        await asyncio.sleep(0.5)  # the loop looked, and sleeps until it looks again
+        observed = time.monotonic()
+        retention.observe(fast)
+        while exists(api, namespace, "fast-1"):
+            assert time.monotonic() - observed < 10, "fast-1 waited for the loop's next look"
+            await asyncio.sleep(0.2)
+        assert exists(api, namespace, "slow-1")
+    finally:
+        retention.close()
+        await loop

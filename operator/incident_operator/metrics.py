@@ -8,9 +8,11 @@ places that know the facts.
   process that made it, however the reconciler is cut into modules.
 - Incidents by phase, service and severity, alarm occurrences, the oldest
   Incident of each phase: from the watch (`Census`), computed at scrape time.
-- AI calls: from the Gemini assessor (`ai_call`). Notifications: from the
-  fan-out (`NOTIFICATIONS`). Breaker states and the reconcile queue: read at
-  scrape time from the notifier and the reconciler (`watch_*`).
+- AI calls: from the Gemini assessor (`ai_call`). AWS calls: from hooks on
+  every boto3 client the operator makes (`aws_calls.timed`). Notifications:
+  from the fan-out (`NOTIFICATIONS`). Breaker states and the reconcile
+  queue: read at scrape time from the notifier and the reconciler
+  (`watch_*`).
 - Whether this replica leads: from the leader election (`LEADER`).
 
 A standby watches nothing, so it exports `incident_operator_leader 0` and
@@ -131,6 +133,14 @@ ALARMS_SILENCED = Counter(
     "incident_operator_alarms_silenced_total",
     "Alarms muted by a Silence (an Incident entering phase Silenced), by service and severity.",
     ["service", "severity"],
+    registry=REGISTRY,
+)
+AWS_CALL_SECONDS = Histogram(
+    "incident_operator_aws_call_seconds",
+    "Time the operator waited on one AWS API call, boto3's retries and their backoff "
+    "included, by service (dynamodb, ecs, cloudwatch, logs, ses) and operation.",
+    ["service", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
 RETENTION_DELETED = Counter(

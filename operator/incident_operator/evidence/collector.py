@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel, Field
 
+from ..aws_calls import timed
 from ..models import Incident, Model
 from . import Found
 
@@ -69,7 +70,7 @@ def utcnow() -> datetime:
 
 
 def _boto3_client(service: str, region: str) -> Any:
-    return boto3.client(service, region_name=region, config=READ_CONFIG)  # type: ignore[call-overload]
+    return timed(boto3.client(service, region_name=region, config=READ_CONFIG))  # type: ignore[call-overload]
 
 
 @dataclass

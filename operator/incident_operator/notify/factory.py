@@ -16,6 +16,7 @@ import logging
 import boto3
 from botocore.config import Config
 
+from ..aws_calls import timed
 from ..config import Settings, outbound_webhooks, parse_routing_keys
 from . import Notifier
 from .channel import Channel
@@ -69,12 +70,16 @@ def build_channels(settings: Settings) -> list[Channel]:
 
         claims: EmailClaims = MemoryEmailClaims()
         if settings.timeline_table:
-            dynamodb = boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
+            dynamodb = timed(
+                boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
+            )
             claims = DynamoEmailClaims(client=dynamodb, table=settings.timeline_table)
         recipients = [r.strip() for r in (settings.email_recipient or "").split(",") if r.strip()]
         channels.append(
             EmailChannel(
-                client=boto3.client("ses", region_name=settings.aws_region, config=SES_CONFIG),
+                client=timed(
+                    boto3.client("ses", region_name=settings.aws_region, config=SES_CONFIG)
+                ),
                 claims=claims,
                 sender=settings.ses_sender,
                 recipients=recipients,
@@ -97,7 +102,9 @@ def _http_channels(settings: Settings) -> list[Channel]:
 
     delivered: Delivered = MemoryDelivered()
     if settings.timeline_table:
-        dynamodb = boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
+        dynamodb = timed(
+            boto3.client("dynamodb", region_name=settings.aws_region, config=AWS_CONFIG)
+        )
         delivered = DynamoDelivered(client=dynamodb, table=settings.timeline_table)
     # A channel's tell returns before the fan-out's deadline; its event waits on.
     wait = settings.notify_timeout_seconds / 2

@@ -68,6 +68,8 @@ class Retention:
         self._clock = clock
         self._finished: dict[str, _Finished] = {}
         self._wake = asyncio.Event()
+        # When the loop looks again by itself; None while it is looking.
+        self._looks_at: datetime | None = None
         self._closed = False
 
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -86,7 +88,7 @@ class Retention:
         times = [t for t in (last.at if last else None, incident.status.last_seen) if t]
         created = metadata.get("creationTimestamp")
         at = max(times) if times else datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-        self._finished[uid] = _Finished(
+        entry = _Finished(
             namespace=metadata["namespace"],
             name=metadata["name"],
             uid=uid,
@@ -94,7 +96,13 @@ class Retention:
             at=at,
             policy=self._policies.for_incident(incident).name,
         )
-        self._wake.set()
+        self._finished[uid] = entry
+        # Wake the loop only for an Incident due before it looks again
+        # anyway: at a restart among thousands of finished Incidents, a
+        # wake-up for each made the loop go over all of them each time.
+        due = self._due(entry)
+        if due is not None and (self._looks_at is None or due < self._looks_at):
+            self._wake.set()
 
     def forget(self, uid: str) -> None:
         self._finished.pop(uid, None)
@@ -106,14 +114,14 @@ class Retention:
         """Delete what is due, then sleep until the next is; until closed."""
         while not self._closed:
             self._wake.clear()
+            self._looks_at = None
             now = self._clock()
             due: list[_Finished] = []
             next_at: datetime | None = None
             for entry in list(self._finished.values()):
-                seconds = self._seconds(entry)
-                if not seconds:
+                at = self._due(entry)
+                if at is None:
                     continue  # kept forever
-                at = entry.at + timedelta(seconds=seconds)
                 if at <= now:
                     due.append(entry)
                 elif next_at is None or at < next_at:
@@ -126,6 +134,7 @@ class Retention:
                 sleep = min(sleep, (next_at - self._clock()).total_seconds())
             if failed:
                 sleep = min(sleep, RETRY_SECONDS)
+            self._looks_at = self._clock() + timedelta(seconds=max(sleep, 0.0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(sleep, 0.01))
 
@@ -134,6 +143,11 @@ class Retention:
         self._closed = True
         self._finished.clear()
         self._wake.set()
+
+    def _due(self, entry: _Finished) -> datetime | None:
+        """When the Incident's retention ends; None if it is kept forever."""
+        seconds = self._seconds(entry)
+        return entry.at + timedelta(seconds=seconds) if seconds else None
 
     def _seconds(self, entry: _Finished) -> int:
         policy = self._policies.named(entry.namespace, entry.policy)

@@ -40,6 +40,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws import CLIENT_CONFIG, error_code, explain, transient
+from ..aws_calls import timed
 from . import (
     ActionRefused,
     NothingDone,
@@ -101,8 +102,8 @@ class EcsClients:
 
 def _clients(region: str | None) -> tuple[ECSClient, ECSClient]:
     return (
-        boto3.client("ecs", region_name=region, config=CLIENT_CONFIG),
-        boto3.client("ecs", region_name=region, config=ONCE_CONFIG),
+        timed(boto3.client("ecs", region_name=region, config=CLIENT_CONFIG)),
+        timed(boto3.client("ecs", region_name=region, config=ONCE_CONFIG)),
     )
 
 

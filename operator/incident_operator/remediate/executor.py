@@ -39,6 +39,7 @@ from weakref import WeakValueDictionary
 import boto3
 
 from ..aws import CLIENT_CONFIG
+from ..aws_calls import timed
 from ..crashpoints import crash_point
 from ..models import RemediationPolicy
 from . import (
@@ -261,7 +262,7 @@ def build_executor(
     """The executor of this installation: claims in `table` (TIMELINE_TABLE) if set."""
     guard: ClaimGuard | None = None
     if table is not None:
-        client = boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+        client = timed(boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG))
         guard = DynamoGuard(client=client, table=table)
     return Executor(context=Context(ecs=EcsClients(region=region), kube=kube), guard=guard)
 

@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from ..aws import CLIENT_CONFIG, attribute, error_code, plain
+from ..aws_calls import timed
 from . import Entry
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ class DynamoTimeline:
     ) -> None:
         self._table = table
         # `region` applies to the client made here when none is given.
-        self._client = client or boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+        self._client = client or timed(
+            boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+        )
         self._ttl_seconds = ttl_days * 24 * 3600
         # None: DynamoDB's own page size (1 MB). Small values exist for tests.
         self._page_size = page_size
