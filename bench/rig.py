@@ -113,6 +113,18 @@ class Rig:
         mine = resource.getrusage(resource.RUSAGE_SELF)
         return {**used, "client": mine.ru_utime + mine.ru_stime}
 
+    def idle_cpu_ms_per_s(self, seconds: float = 10.0) -> dict[str, float]:
+        """CPU milliseconds each measured process spends per second while
+        nothing is sent (the control plane's own work: controllers, leases)."""
+        before = self.cpu_seconds()
+        time.sleep(seconds)
+        after = self.cpu_seconds()
+        return {
+            name: round((after[name] - before[name]) / seconds * 1000, 1)
+            for name in after
+            if name != "client" and name in before
+        }
+
     def operator(
         self, namespace: str, *, port: int | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
