@@ -352,11 +352,9 @@ class AlarmRecorder:
         try:
             return await request
         except ApiError as error:
-            if error.status in (409, 404, 422):
-                raise
             if error.status == 429 or error.status >= 500:
                 raise ApiUnavailable(f"API server answered {error.status}") from error
-            raise
+            raise  # a 409, 404 or 422 is the caller's to act on; any other, a bug
         except TRANSPORT_ERRORS as error:
             raise ApiUnavailable(
                 f"API server unreachable: {type(error).__name__}: {error}"
